@@ -1,0 +1,130 @@
+# seedgate — the one entry point.
+#
+#   make            build every library and binary into build/
+#   make test       install missing Debian packages, build, run every test
+#   make demo       install, build, run the whole stack on loopback
+#   make help       list the targets
+#
+# Each component describes itself in its own module.mk (sources, libraries,
+# binaries, unit tests, fuzz targets); this file holds the rules they share.
+
+.DEFAULT_GOAL := all
+SHELL         := /bin/bash
+
+# ---------------------------------------------------------------------------
+# The one list of Debian packages. `make deps` (run by test, demo and bench)
+# installs whichever of them is missing. Add a package here and nowhere else.
+DEBIAN_PACKAGES := build-essential pkg-config \
+	libev-dev libc-ares-dev libssl-dev openssl libwolfssl-dev \
+	libxxhash-dev libcmocka-dev \
+	haproxy stunnel4 wrk curl python3 python3-pytest procps iproute2
+
+# ---------------------------------------------------------------------------
+# Toolchain and flags
+CC       ?= cc
+ifeq ($(origin CC),default)
+CC       := gcc
+endif
+TLS      ?= openssl
+B        ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+OPT      ?= -O2 -g
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CPPFLAGS += -D_GNU_SOURCE -I. -Ispoe-agents/lib -Irouter -Itls -Ihealthcheck
+CFLAGS   += -std=c11 $(OPT) $(WARN) -fno-strict-aliasing -MMD -MP -pthread
+LDFLAGS  += -pthread
+
+# Libraries: pkg-config where the Debian package ships a .pc file. libev
+# ships none, so it is named directly.
+PKG_CONFIG ?= pkg-config
+pc_cflags   = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
+pc_libs     = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null || echo $(2))
+EV_LIBS      := -lev
+CARES_CFLAGS := $(call pc_cflags,libcares)
+CARES_LIBS   := $(call pc_libs,libcares,-lcares)
+SSL_CFLAGS   := $(call pc_cflags,openssl)
+SSL_LIBS     := $(call pc_libs,openssl,-lssl -lcrypto)
+WOLF_CFLAGS  := $(call pc_cflags,wolfssl)
+WOLF_LIBS    := $(call pc_libs,wolfssl,-lwolfssl)
+XXH_CFLAGS   := $(call pc_cflags,libxxhash)
+XXH_LIBS     := $(call pc_libs,libxxhash,-lxxhash)
+CMOCKA_CFLAGS:= $(call pc_cflags,cmocka)
+CMOCKA_LIBS  := $(call pc_libs,cmocka,-lcmocka)
+
+ifeq ($(SAN),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# ---------------------------------------------------------------------------
+# What the modules fill in.
+BINS        :=   # installed binaries: $(B)/route-agent ...
+UNIT_TESTS  :=   # cmocka test binaries, each run by `make test`
+FUZZ_NAMES  :=   # fuzz targets: tests/fuzz/fuzz_<name>.c, corpus tests/fuzz/corpus/<name>/
+TOOLS       :=   # built but not installed (demo servers, load generators)
+ALL_OBJS    :=
+
+# Object rule shared by every module: build/obj/<path>.o from <path>.c
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) -c $< -o $@
+
+# objs_of(list of .c) -> list of objects under $(B)/obj
+objs_of = $(patsubst %.c,$(B)/obj/%.o,$(1))
+
+include spoe-agents/module.mk
+include router/module.mk
+include tls/module.mk
+include healthcheck/module.mk
+include tests/module.mk
+include bench/module.mk
+
+-include $(ALL_OBJS:.o=.d)
+
+# ---------------------------------------------------------------------------
+.PHONY: all help deps test test-unit test-fuzz test-integration asan demo bench soak fuzz install clean
+
+all: $(BINS) $(TOOLS) $(UNIT_TESTS) $(FUZZ_REPLAYS) ## build everything into build/
+
+help: ## list the targets
+	@echo "seedgate make targets:"
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 20
+	@echo "variables: TLS=openssl|wolfssl  PREFIX=$(PREFIX)  DESTDIR=  SEED=haproxy-conf/seed.conf  CC=$(CC)"
+
+deps: ## install the Debian packages that are missing (as root)
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "deps: installing$$missing"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "deps: run as root (apt-get install$$missing)"; exit 1; fi; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "deps: all Debian packages present"; fi
+
+test: deps ## install what is missing, build, run every test (unit, fuzz replay, integration)
+	$(MAKE) all
+	SEEDGATE_BUILD=$(abspath $(B)) tests/run-all.sh
+
+asan: deps ## build into build/asan with ASan+UBSan and run the whole suite there
+	$(MAKE) B=build/asan SAN=1 all
+	SEEDGATE_BUILD=$(abspath build/asan) SEEDGATE_ASAN=1 tests/run-all.sh
+
+demo: deps all ## run the whole stack on loopback (SEED=file for another seed directory)
+	SEEDGATE_BUILD=$(abspath $(B)) haproxy-conf/demo.sh $(if $(SEED),--seed $(SEED))
+
+bench: deps all ## benchmarks (minutes); results go to bench/results/
+	SEEDGATE_BUILD=$(abspath $(B)) bench/run-all.sh
+
+soak: deps all ## long-running failover and reload soaks
+	SEEDGATE_BUILD=$(abspath $(B)) SEEDGATE_SOAK=1 /usr/bin/python3 -m pytest -q tests/integration -k soak
+
+install: $(BINS) ## install binaries under $(DESTDIR)$(PREFIX)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/seedgate
+	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	cp -r haproxy-conf $(DESTDIR)$(PREFIX)/share/seedgate/
+
+clean: ## remove build/
+	rm -rf build

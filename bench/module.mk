@@ -1,0 +1,1 @@
+# bench/module.mk — build wiring for bench (see tests/module.mk for the macros)

@@ -1,0 +1,1 @@
+# healthcheck/module.mk — build wiring for healthcheck (see tests/module.mk for the macros)

@@ -1,0 +1,1 @@
+# router/module.mk — build wiring for router (see tests/module.mk for the macros)
