@@ -56,3 +56,5 @@ fuzz: ## build libFuzzer targets with clang into build/fuzz/ (run: build/fuzz/fu
 	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) not installed"; exit 1; }
 	@mkdir -p build/fuzz
 	@set -e; $(foreach n,$(FUZZ_NAMES),echo "  FUZZ $(n)"; $(FUZZ_CC) $(FUZZ_FLAGS) $(XXH_CFLAGS) -o build/fuzz/fuzz-$(n) tests/fuzz/fuzz_$(n).c $(FUZZ_SRCS_$(n)) $(FUZZ_LIBS_$(n));)
+
+-include tests/servers/module.mk
