@@ -1,0 +1,134 @@
+/*
+ * router.h — the seed directory, placement and routing decision of seedgate.
+ *
+ * This is the one public header of librouter (build/librouter.a). It has no
+ * I/O apart from router_dir_load() reading one file, never logs, never exits:
+ * errors come back through a caller-owned buffer as "file:line: message".
+ *
+ * A loaded directory (struct router_dir) is an immutable, reference-counted
+ * snapshot. Every pointer handed out by the accessors stays valid as long as
+ * the caller holds a reference. A router_holder publishes a new snapshot
+ * atomically; workers acquire a reference without ever blocking on a load.
+ *
+ * Link with $(XXH_LIBS) (Debian's libxxhash) and -pthread.
+ */
+#ifndef SEEDGATE_ROUTER_H
+#define SEEDGATE_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Limits of the text form (DESIGN.md §3.2). */
+#define ROUTER_NAME_MAX      32      /* names: [A-Za-z0-9_.-]{1,32} */
+#define ROUTER_MAX_REPLICAS  16      /* "replicas N": 1..16 */
+#define ROUTER_MAX_DCS       64      /* datacenters per directory */
+#define ROUTER_MAX_PIN       16      /* nodes named on one "project" line */
+#define ROUTER_MAX_WEIGHT    1000    /* weight=1..1000 */
+/* A preference list never has more entries than this: pinned nodes plus R in
+ * every datacenter. Size caller arrays with it. */
+#define ROUTER_PREF_MAX      (ROUTER_MAX_PIN + ROUTER_MAX_REPLICAS * ROUTER_MAX_DCS)
+
+struct router_dir;                 /* immutable snapshot, refcounted, opaque */
+
+enum router_kind { ROUTER_HUB, ROUTER_NODE };
+
+enum router_check_kind { ROUTER_CHECK_DEFAULT, ROUTER_CHECK_TCP, ROUTER_CHECK_HTTP,
+                         ROUTER_CHECK_HTTPS, ROUTER_CHECK_NONE };
+
+/* Health-check settings of one target (healthcheckd applies them). Fields
+ * left NULL / 0 mean "healthcheckd's default"; they are already merged with
+ * the directory's check-defaults line. */
+struct router_check {
+	enum router_check_kind kind;
+	const char *path, *host, *method, *sni;              /* NULL = default */
+	unsigned status_min, status_max, interval_ms, timeout_ms, rise, fall, jitter_pct; /* 0 = default */
+};
+
+/* One hub or node. Read-only, valid while the snapshot is held. */
+struct router_target {
+	const char *name;
+	enum router_kind kind;
+	unsigned dc;
+	unsigned weight;
+	bool drain;
+	const char *host;           /* as written: IP literal (no brackets) or hostname */
+	uint16_t port;
+	const char *addr;           /* "host:port" as written (v6 keeps its brackets) */
+	struct router_check check;  /* merged with check-defaults */
+};
+
+/* Loading. Both return a snapshot holding one reference, or NULL with
+ * "file:line: message" in err (the whole file is rejected). */
+struct router_dir *router_dir_load(const char *path, char *err, size_t errlen);
+struct router_dir *router_dir_parse(const char *text, size_t len, const char *filename,
+                                    char *err, size_t errlen);
+struct router_dir *router_dir_ref(struct router_dir *d);
+void router_dir_release(struct router_dir **d);         /* drops a ref, sets *d = NULL */
+
+unsigned router_dir_replicas(const struct router_dir *d);
+unsigned router_dir_dc_count(const struct router_dir *d);
+const char *router_dir_dc_name(const struct router_dir *d, unsigned dc);
+int router_dir_dc_find(const struct router_dir *d, const char *name);         /* index or -1 */
+unsigned router_dir_target_count(const struct router_dir *d);                /* hubs + nodes */
+const struct router_target *router_dir_target(const struct router_dir *d, unsigned i);
+int router_dir_target_find(const struct router_dir *d, const char *name);     /* index or -1 */
+const char *router_dir_hub_backend(const struct router_dir *d, unsigned dc);   /* "hubs_<dc>" */
+const char *router_dir_node_backend(const struct router_dir *d, unsigned dc);  /* "nodes_<dc>" */
+/* Additions: counts for summaries and sizing. */
+unsigned router_dir_pin_count(const struct router_dir *d);
+unsigned router_dir_hub_count(const struct router_dir *d, unsigned dc);
+unsigned router_dir_node_count(const struct router_dir *d, unsigned dc);   /* all nodes, drained too */
+size_t router_dir_memory(const struct router_dir *d);                       /* bytes held by the snapshot */
+
+/* Atomic holder: a loader thread publishes, workers read without blocking. */
+struct router_holder;
+struct router_holder *router_holder_new(void);
+void router_holder_free(struct router_holder **h);       /* drops the held snapshot's ref */
+void router_holder_publish(struct router_holder *h, struct router_dir *d); /* takes over the caller's ref */
+struct router_dir *router_holder_acquire(struct router_holder *h);       /* new ref, or NULL if none */
+/* Atomic load; bumps on publish, lets a worker keep its own ref and
+ * re-acquire only on change. */
+uint64_t router_holder_generation(const struct router_holder *h);
+
+/* Project ids and placement */
+int router_project_parse(const char *s, size_t len, uint8_t id[16]);   /* 0 ok (accepts upper case), -1 */
+void router_project_format(const uint8_t id[16], char out[37]);        /* lower-case canonical */
+/* Fills targets[] (at most max entries) with the project's preference list:
+ * R nodes of local_dc, then R of every other dc in file order; a pin replaces
+ * the computed list (see docs/seed-directory.md). Returns the count; *pinned
+ * (may be NULL) tells whether a pin applied. Never allocates. */
+size_t router_preference(const struct router_dir *d, const uint8_t id[16], unsigned local_dc,
+                         unsigned *targets, size_t max, bool *pinned);
+/* "/<uuid>" or "/<uuid>/..." (query ignored); reads at most len bytes. */
+bool router_classify_path(const char *path, size_t len, uint8_t id[16]);
+
+/* Decision */
+enum router_why { ROUTER_WHY_PRIMARY, ROUTER_WHY_REPLICA, ROUTER_WHY_REMOTE_DC, ROUTER_WHY_PINNED,
+                  ROUTER_WHY_HUB, ROUTER_WHY_NO_NODE, ROUTER_WHY_NO_HUB };
+#define ROUTER_WHY_COUNT 7
+const char *router_why_str(enum router_why w);  /* "primary","replica","remote-dc","pinned","hub","no-node","no-hub" */
+
+struct router_decision {
+	enum router_why why;
+	int target;             /* chosen node index (project routed to a node), else -1 */
+	const char *backend;    /* "nodes_<dc>" or "hubs_<dc>", owned by the snapshot */
+	const char *server;     /* node name, or NULL when routed to hubs (HAProxy balances) */
+	bool is_project;
+	char project[37];       /* canonical id when is_project */
+};
+
+/* down: one byte per target index of THIS snapshot, non-zero = down; NULL = all up.
+ * Drained nodes (state=drain) are never chosen. Hubs: local dc's hubs backend if any
+ * local hub is up, else the next dc (file order) with a hub up; none -> ROUTER_WHY_NO_HUB
+ * with the local hubs backend. Returns 0, or -1 on bad arguments (local_dc out of
+ * range). Never allocates; O(1) in cluster size apart from the hub scan. */
+int router_decide(const struct router_dir *d, unsigned local_dc, const char *path, size_t len,
+                  const uint8_t *down, struct router_decision *out);
+
+/* Decision for an already-parsed project id (what router_decide does after
+ * classifying the path). */
+int router_decide_project(const struct router_dir *d, unsigned local_dc, const uint8_t id[16],
+                          const uint8_t *down, struct router_decision *out);
+
+#endif /* SEEDGATE_ROUTER_H */
