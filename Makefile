@@ -74,11 +74,12 @@ $(B)/obj/%.o: %.c
 # objs_of(list of .c) -> list of objects under $(B)/obj
 objs_of = $(patsubst %.c,$(B)/obj/%.o,$(1))
 
+# tests/module.mk first: it defines the macros the modules call.
+include tests/module.mk
 include spoe-agents/module.mk
 include router/module.mk
 include tls/module.mk
 include healthcheck/module.mk
-include tests/module.mk
 include bench/module.mk
 
 -include $(ALL_OBJS:.o=.d)
