@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# tls/stunnel-conf.sh — print a complete stunnel configuration for seedgate.
+#
+#   tls/stunnel-conf.sh --accept HOST:PORT --connect HOST:PORT --certs DIR --run DIR
+#                       [--rsa] [--log] [--debug LEVEL]
+#
+#   --accept    where stunnel listens for TLS clients (demo: 127.0.0.1:8443)
+#   --connect   HAProxy's accept-proxy bind (demo: 127.0.0.1:8080)
+#   --certs     a directory filled by tls/make-certs.sh (server.crt/.key)
+#   --run       runtime directory: stunnel.pid, ticket.keys (made once and
+#               kept, so session tickets survive a stunnel restart),
+#               stunnel.log with --log
+#   --rsa       serve the RSA-2048 certificate instead (benchmark only)
+#   --log       also log to RUN/stunnel.log (stderr always, foreground)
+#   --debug     syslog level name or 0-7 (default notice)
+#
+# The configuration goes to stdout; start it with tls/stunnel-run.sh, which
+# raises the open-files limit first (stunnel sizes its connection cap from it).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+die() { echo "stunnel-conf.sh: $*" >&2; exit 1; }
+
+accept= connect= certs= run= rsa=0 log=0 debug=notice
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--accept) accept=${2:?}; shift 2 ;;
+	--connect) connect=${2:?}; shift 2 ;;
+	--certs) certs=${2:?}; shift 2 ;;
+	--run) run=${2:?}; shift 2 ;;
+	--rsa) rsa=1; shift ;;
+	--log) log=1; shift ;;
+	--debug) debug=${2:?}; shift 2 ;;
+	-h|--help) usage 0 ;;
+	*) echo "stunnel-conf.sh: unknown argument $1" >&2; usage 1 >&2 ;;
+	esac
+done
+[ -n "$accept" ] && [ -n "$connect" ] && [ -n "$certs" ] && [ -n "$run" ] || usage 1 >&2
+case "$accept" in *:[0-9]*) ;; *) die "--accept wants HOST:PORT, got '$accept'" ;; esac
+case "$connect" in *:[0-9]*) ;; *) die "--connect wants HOST:PORT, got '$connect'" ;; esac
+
+certs=$(cd "$certs" && pwd) || die "no such directory: $certs"
+mkdir -p "$run"
+run=$(cd "$run" && pwd)
+name=server; [ "$rsa" = 1 ] && name=server-rsa
+[ -s "$certs/$name.crt" ] && [ -s "$certs/$name.key" ] ||
+	die "$certs/$name.crt or .key missing (run tls/make-certs.sh $certs)"
+
+# Ticket keys: 32 random bytes each, hex, written once and reused.
+keys=$run/ticket.keys
+if [ ! -s "$keys" ]; then
+	( umask 077; { openssl rand -hex 32; openssl rand -hex 32; } >"$keys.tmp" && mv "$keys.tmp" "$keys" )
+fi
+{ read -r tkey; read -r tmac; } <"$keys"
+[ ${#tkey} = 64 ] && [ ${#tmac} = 64 ] || die "$keys: want two lines of 64 hex digits"
+
+output=
+[ "$log" = 1 ] && output="output = $run/stunnel.log"
+
+sed -e "s|@ACCEPT@|$accept|g" -e "s|@CONNECT@|$connect|g" -e "s|@RUN@|$run|g" \
+    -e "s|@CERT@|$certs/$name.crt|g" -e "s|@KEY@|$certs/$name.key|g" \
+    -e "s|@DEBUG@|$debug|g" -e "s|@OUTPUT@|$output|g" \
+    -e "s|@TICKET_KEY@|$tkey|g" -e "s|@TICKET_MAC@|$tmac|g" \
+    "$here/stunnel.conf.in"
