@@ -173,7 +173,7 @@ int spop_frame_decode(const uint8_t *body, size_t len, struct spop_frame *f);
 int spop_frame_begin(uint8_t *out, size_t room, enum spop_frame_type type, uint32_t flags,
 		     uint64_t stream_id, uint64_t frame_id);
 /* Patches the length prefix of the frame at `frame` that is `total` bytes
- * long (prefix included). Returns 0, or -1 if total < 5 (header missing). */
+ * long (prefix included). Returns 0, or -1 if total cannot hold a header. */
 int spop_frame_end(uint8_t *frame, size_t total);
 
 /* --- typed data, names, KV ---------------------------------------------- */
