@@ -1,0 +1,131 @@
+/*
+ * router_decide.c — the routing decision for one request.
+ *
+ * Given a request path, the proxy's datacenter and a health view, say which
+ * backend (and server) HAProxy should use, and why. Called once per request
+ * by route-agent: no allocation, no lock, and the work does not grow with
+ * the cluster: one hash, a pin-table probe, a few ring points per dc
+ * visited, and a scan of the hubs of one or two datacenters.
+ */
+#include <string.h>
+
+#include "router_int.h"
+
+static const char *const why_names[ROUTER_WHY_COUNT] = {
+	[ROUTER_WHY_PRIMARY]   = "primary",
+	[ROUTER_WHY_REPLICA]   = "replica",
+	[ROUTER_WHY_REMOTE_DC] = "remote-dc",
+	[ROUTER_WHY_PINNED]    = "pinned",
+	[ROUTER_WHY_HUB]       = "hub",
+	[ROUTER_WHY_NO_NODE]   = "no-node",
+	[ROUTER_WHY_NO_HUB]    = "no-hub",
+};
+
+/* The text of a reason, as route-agent puts it in txn.route.why. */
+const char *router_why_str(enum router_why w)
+{
+	return (unsigned)w < ROUTER_WHY_COUNT ? why_names[w] : "unknown";
+}
+
+/* A target can take traffic: not reported down, not drained by the seed. */
+static bool usable(const struct router_dir *d, const uint8_t *down, unsigned t)
+{
+	return !d->targets[t].drain && !(down && down[t]);
+}
+
+/* Routes to a node. */
+static void to_node(const struct router_dir *d, unsigned t, enum router_why why, struct router_decision *out)
+{
+	out->why = why;
+	out->target = (int)t;
+	out->backend = d->dcs[d->targets[t].dc].node_backend;
+	out->server = d->targets[t].name;
+}
+
+/* Routes to the hubs: the local dc's if one of its hubs is usable, else the
+ * next dc in file order (wrapping) that has one; none at all -> no-hub on the
+ * local backend (HAProxy answers 503 there rather than guessing). */
+static void to_hubs(const struct router_dir *d, unsigned local_dc, const uint8_t *down, enum router_why why,
+                    struct router_decision *out)
+{
+	out->target = -1;
+	out->server = NULL;
+	for (unsigned k = 0; k < d->ndcs; k++) {
+		const struct router_dc *dc = &d->dcs[(local_dc + k) % d->ndcs];
+
+		for (unsigned i = 0; i < dc->nhubs; i++)
+			if (usable(d, down, dc->hubs[i])) {
+				out->why = why;
+				out->backend = dc->hub_backend;
+				return;
+			}
+	}
+	out->why = ROUTER_WHY_NO_HUB;
+	out->backend = d->dcs[local_dc].hub_backend;
+}
+
+/* Decision for a parsed project id: the first usable entry of its preference
+ * list, computed one datacenter at a time so a healthy primary costs one
+ * ring lookup. Returns 0, or -1 when local_dc is out of range. */
+int router_decide_project(const struct router_dir *d, unsigned local_dc, const uint8_t id[16],
+                          const uint8_t *down, struct router_decision *out)
+{
+	uint64_t h;
+	const struct router_pin *pin;
+	unsigned list[ROUTER_MAX_REPLICAS];
+
+	if (local_dc >= d->ndcs)
+		return -1;
+	out->is_project = true;
+	router_project_format(id, out->project);
+	h = router_project_hash(id);
+	pin = router_pin_find(d, id, h);
+	if (pin) {
+		/* Local pinned nodes first, then the others, in pin order. */
+		for (int pass = 0; pass < 2; pass++)
+			for (uint32_t k = 0; k < pin->count; k++) {
+				unsigned t = d->pin_nodes[pin->first + k];
+
+				if ((d->targets[t].dc == local_dc) == (pass == 0) && usable(d, down, t)) {
+					to_node(d, t, ROUTER_WHY_PINNED, out);
+					return 0;
+				}
+			}
+	} else {
+		for (unsigned k = 0; k < d->ndcs; k++) {
+			/* local first, then the others in file order */
+			unsigned dc = k == 0 ? local_dc : (k - 1 < local_dc ? k - 1 : k);
+			size_t n = router_place_dc(d, dc, h, list, ROUTER_MAX_REPLICAS);
+
+			for (size_t i = 0; i < n; i++)
+				if (usable(d, down, list[i])) {
+					to_node(d, list[i], k ? ROUTER_WHY_REMOTE_DC :
+					        i == 0 ? ROUTER_WHY_PRIMARY : ROUTER_WHY_REPLICA, out);
+					return 0;
+				}
+		}
+	}
+	to_hubs(d, local_dc, down, ROUTER_WHY_NO_NODE, out);
+	return 0;
+}
+
+/* Decision for a request path (see router.h). Returns 0, or -1 when
+ * local_dc is out of range (out then routes to nothing: backend NULL). */
+int router_decide(const struct router_dir *d, unsigned local_dc, const char *path, size_t len,
+                  const uint8_t *down, struct router_decision *out)
+{
+	uint8_t id[16];
+
+	out->why = ROUTER_WHY_NO_HUB;
+	out->target = -1;
+	out->backend = NULL;
+	out->server = NULL;
+	out->is_project = false;
+	out->project[0] = '\0';
+	if (local_dc >= d->ndcs)
+		return -1;
+	if (router_classify_path(path, len, id))
+		return router_decide_project(d, local_dc, id, down, out);
+	to_hubs(d, local_dc, down, ROUTER_WHY_HUB, out);
+	return 0;
+}

@@ -1,0 +1,87 @@
+/*
+ * router_int.h — private layout of a seed directory snapshot.
+ *
+ * Only router/router_*.c include this; everything else sees router.h.
+ * A snapshot is built once by the parser (router_parse.c), its placement
+ * tables by router_place.c, and never changes after that: readers on any
+ * thread use it without locks while they hold a reference.
+ */
+#ifndef SEEDGATE_ROUTER_INT_H
+#define SEEDGATE_ROUTER_INT_H
+
+#include <stdatomic.h>
+
+#include "router.h"
+
+/* Virtual points on a datacenter's ring per unit of weight. A node of the
+ * default weight 10 owns 1280 points. This is what buys balance (the share
+ * of a node with V points has a relative spread of 1/sqrt(V), here 2.8 %);
+ * it costs 8 bytes per point plus the bucket index (about 1 byte per point),
+ * i.e. ~11.5 KB per default-weight node. See bench/results/router.md. */
+#define ROUTER_POINTS_PER_WEIGHT 128
+
+/* One virtual point: 32-bit ring position and the target index that owns it.
+ * Packed in 8 bytes so a lookup scans a few points in one cache line. */
+struct router_point {
+	uint32_t hash;
+	uint32_t target;
+};
+
+/* The consistent-hash ring of one datacenter's nodes. */
+struct router_ring {
+	struct router_point *points;   /* sorted by (hash, node name) */
+	uint32_t npoints;
+	uint32_t *bucket;              /* 2^bucket_bits + 1 entries: first point with top bits >= b */
+	unsigned bucket_bits;
+	unsigned distinct;             /* nodes on the ring (a walk stops at min(R, distinct)) */
+};
+
+/* A pin: a project id and the nodes named on its "project" line. */
+struct router_pin {
+	uint8_t id[16];
+	uint32_t first;                /* index into dir->pin_nodes */
+	uint32_t count;                /* 0 = empty slot of the pin table */
+};
+
+struct router_dc {
+	const char *name;
+	const char *hub_backend;       /* "hubs_<dc>" */
+	const char *node_backend;      /* "nodes_<dc>" */
+	unsigned nhubs, nnodes;
+	uint32_t *hubs;                /* target indices of the dc's hubs, file order */
+	struct router_ring ring;
+};
+
+struct router_dir {
+	atomic_uint refs;
+	unsigned replicas;
+	unsigned ndcs;
+	struct router_dc *dcs;
+	unsigned ntargets;
+	struct router_target *targets;
+	struct router_pin *pins;       /* open-addressing table, pin_mask + 1 slots */
+	uint32_t pin_mask;
+	unsigned npins;
+	uint32_t *pin_nodes;
+	uint32_t *names;               /* name -> target index table, names_mask + 1 slots, UINT32_MAX = empty */
+	uint32_t names_mask;
+	char *strings;                 /* arena holding every string of the snapshot */
+	size_t strings_len;
+	size_t memory;                 /* bytes allocated for this snapshot */
+};
+
+/* router_place.c: builds every dc's ring; -1 on allocation failure. */
+int router_place_build(struct router_dir *d, char *err, size_t errlen);
+void router_place_free(struct router_dir *d);
+/* Hash of a project id shared by pin lookup and the rings. */
+uint64_t router_project_hash(const uint8_t id[16]);
+/* R distinct nodes of one dc for a project hash; returns the count written. */
+size_t router_place_dc(const struct router_dir *d, unsigned dc, uint64_t h, unsigned *out, size_t max);
+/* The pin of a project, or NULL. */
+const struct router_pin *router_pin_find(const struct router_dir *d, const uint8_t id[16], uint64_t h);
+
+/* router_dir.c */
+void router_dir_destroy(struct router_dir *d);
+uint64_t router_name_hash(const char *name, size_t len);
+
+#endif /* SEEDGATE_ROUTER_INT_H */
