@@ -1,0 +1,44 @@
+/*
+ * route_agent.h — the `route` SPOE message: per-worker state, the decision
+ * handler and its counters.
+ *
+ * Each worker keeps its own reference to the current route_view and checks
+ * the holder's generation (one atomic load) before every decision; a worker
+ * that sees no traffic drops a stale view within a second through a timer
+ * on its own loop. Counters are per worker, on their own cache lines,
+ * written with relaxed atomics by their worker only and summed on demand.
+ *
+ * Per message: no allocation, no lock, no syscall.
+ */
+#ifndef ROUTE_AGENT_H
+#define ROUTE_AGENT_H
+
+#include <stdint.h>
+
+#include "router.h"
+#include "spop_runtime.h"
+#include "route_view.h"
+
+struct route_agent;
+
+struct route_agent_counts {
+	uint64_t decisions[ROUTER_WHY_COUNT];   /* by enum router_why */
+	uint64_t no_path;                       /* messages without a usable `path` argument */
+	uint64_t errors;                        /* decisions that failed (no view, bad dc) */
+	uint64_t ack_overflow;                  /* actions that did not fit the frame */
+};
+
+/* Agent for `workers` workers reading views from `holder` (borrowed: it must
+ * outlive the agent). NULL on allocation failure. */
+struct route_agent *route_agent_new(struct route_view_holder *holder, unsigned workers);
+/* Fills the worker_init/worker_fini hooks of a runtime configuration. */
+void route_agent_configure(struct route_agent *a, struct spop_runtime_config *cfg);
+/* Registers the `route` message handler on rt (before spop_runtime_start). */
+int route_agent_attach(struct route_agent *a, struct spop_runtime *rt);
+/* Sums the workers' counters (any thread). */
+void route_agent_counts(const struct route_agent *a, struct route_agent_counts *out);
+/* Frees the agent and the views its workers still hold. Call after the
+ * runtime's workers have been joined. */
+void route_agent_free(struct route_agent **a);
+
+#endif /* ROUTE_AGENT_H */

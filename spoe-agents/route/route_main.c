@@ -1,0 +1,619 @@
+/*
+ * route_main.c — route-agent: the SPOE agent that tells HAProxy where each
+ * request goes (DESIGN.md §3.4).
+ *
+ * The main thread owns everything but the decisions: it loads the seed
+ * directory at start, reloads it (SIGHUP, or the file changing) through the
+ * loader thread, follows the health feed, serves /metrics, and publishes
+ * (directory, dc, down bytes) views that the SPOP workers pick up. SIGTERM
+ * and SIGINT stop gracefully.
+ */
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "router.h"
+#include "spop_runtime.h"
+#include "route_agent.h"
+#include "route_health.h"
+#include "route_loader.h"
+#include "route_log.h"
+#include "route_stats.h"
+#include "route_view.h"
+#include "route_watch.h"
+#include "hc_feed.h"
+
+#define MAX_LISTEN       16
+#define WATCH_DEBOUNCE   0.05     /* seconds: merge an editor's burst of events */
+
+struct route_options {
+	const char *listen[MAX_LISTEN];
+	unsigned nlisten;
+	const char *seed;
+	const char *dc;
+	unsigned workers;
+	const char *health;
+	const char *stats;
+	uint32_t max_frame_size;
+	unsigned idle_timeout_ms;
+	bool check, use_syslog;
+};
+
+/* The daemon: what the main thread owns. */
+struct route_daemon {
+	struct route_options opt;
+	struct ev_loop *loop;
+	char *dc_name;                       /* the local datacenter, fixed at start */
+	struct route_view_holder *holder;
+	struct route_view *current;          /* main's ref to the latest published view */
+	struct route_agent *agent;
+	struct spop_runtime *rt;
+	struct route_loader *loader;
+	struct route_watch *watch;
+	struct route_stats_server *stats;
+	struct route_health *health;
+	struct hc_feed_client *feed;
+	bool feed_connected;
+	unsigned last_ndown;
+	uint64_t reloads_ok, reloads_error, seed_generation;
+	double last_reload_ok;               /* unix time of the last good load */
+	ev_idle republish;                   /* health changed: rebuild the view once */
+	ev_signal sig_term, sig_int, sig_hup;
+	const char *stop_signal;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: route-agent --listen ADDR [--listen ADDR...] --seed FILE [options]\n"
+		"       route-agent -c --seed FILE [--dc NAME]\n"
+		"\n"
+		"SPOE agent answering HAProxy's `route` message (args path, host, src) with\n"
+		"txn vars backend, server, project and why (var-prefix route).\n"
+		"\n"
+		"  -l, --listen ADDR        SPOP listener: host:port, [v6]:port, *:port or a unix\n"
+		"                           socket path (repeatable, at least one)\n"
+		"  -s, --seed FILE          seed directory (reloaded on SIGHUP and when it changes)\n"
+		"  -d, --dc NAME            local datacenter (default: the first in the file)\n"
+		"  -w, --workers N          SPOP worker threads (default 1)\n"
+		"  -H, --health PATH        healthcheckd feed socket (default: every node up)\n"
+		"  -S, --stats HOST:PORT    Prometheus metrics at GET /metrics\n"
+		"      --max-frame-size N   largest SPOP frame we accept (default 16380)\n"
+		"      --idle-timeout MS    close SPOP connections idle that long (default 30000)\n"
+		"      --syslog             log to syslog instead of stderr\n"
+		"  -c, --check              check the seed directory (and --dc) and exit 0/1\n"
+		"  -h, --help               this text\n");
+}
+
+/* Strict unsigned parse: whole string, in [min, max]. */
+static bool parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Fills opt from argv; exits 0 on --help, 2 on a usage error. */
+static void parse_options(int argc, char **argv, struct route_options *opt)
+{
+	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG };
+	static const struct option longopts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "seed", required_argument, NULL, 's' },
+		{ "dc", required_argument, NULL, 'd' },
+		{ "workers", required_argument, NULL, 'w' },
+		{ "health", required_argument, NULL, 'H' },
+		{ "stats", required_argument, NULL, 'S' },
+		{ "max-frame-size", required_argument, NULL, OPT_MFS },
+		{ "idle-timeout", required_argument, NULL, OPT_IDLE },
+		{ "syslog", no_argument, NULL, OPT_SYSLOG },
+		{ "check", no_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	unsigned long v;
+	int c;
+
+	memset(opt, 0, sizeof(*opt));
+	opt->workers = 1;
+	while ((c = getopt_long(argc, argv, "l:s:d:w:H:S:ch", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (opt->nlisten == MAX_LISTEN) {
+				fprintf(stderr, "route-agent: at most %d --listen\n", MAX_LISTEN);
+				exit(2);
+			}
+			opt->listen[opt->nlisten++] = optarg;
+			break;
+		case 's': opt->seed = optarg; break;
+		case 'd': opt->dc = optarg; break;
+		case 'H': opt->health = optarg; break;
+		case 'S': opt->stats = optarg; break;
+		case 'c': opt->check = true; break;
+		case OPT_SYSLOG: opt->use_syslog = true; break;
+		case 'w':
+			if (!parse_uint(optarg, 1, 256, &v)) {
+				fprintf(stderr, "route-agent: --workers: expected 1..256, got '%s'\n", optarg);
+				exit(2);
+			}
+			opt->workers = (unsigned)v;
+			break;
+		case OPT_MFS:
+			if (!parse_uint(optarg, 256, 1u << 20, &v)) {
+				fprintf(stderr, "route-agent: --max-frame-size: expected 256..1048576, got '%s'\n", optarg);
+				exit(2);
+			}
+			opt->max_frame_size = (uint32_t)v;
+			break;
+		case OPT_IDLE:
+			if (!parse_uint(optarg, 1, 86400000, &v)) {
+				fprintf(stderr, "route-agent: --idle-timeout: expected milliseconds, got '%s'\n", optarg);
+				exit(2);
+			}
+			opt->idle_timeout_ms = (unsigned)v;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "route-agent: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		exit(2);
+	}
+	if (!opt->seed) {
+		fprintf(stderr, "route-agent: --seed FILE is required\n");
+		usage(stderr);
+		exit(2);
+	}
+	if (!opt->check && opt->nlisten == 0) {
+		fprintf(stderr, "route-agent: at least one --listen ADDR is required\n");
+		usage(stderr);
+		exit(2);
+	}
+}
+
+/* The local dc's index in dir: --dc's name (or the name chosen at start), or
+ * the first datacenter when none was chosen yet. -1 with err when the
+ * directory does not define it. */
+static int resolve_dc(const struct router_dir *dir, const char *name, const char *file, char *err, size_t errlen)
+{
+	int dc;
+
+	if (router_dir_dc_count(dir) == 0) {
+		snprintf(err, errlen, "%s: no datacenter defined", file);
+		return -1;
+	}
+	if (!name)
+		return 0;
+	dc = router_dir_dc_find(dir, name);
+	if (dc < 0)
+		snprintf(err, errlen, "%s: datacenter '%s' (--dc) is not defined", file, name);
+	return dc;
+}
+
+/* One line describing a directory, for the start and reload logs. */
+static void describe_dir(const struct router_dir *dir, char *out, size_t len)
+{
+	unsigned hubs = 0, nodes = 0, ndc = router_dir_dc_count(dir);
+
+	for (unsigned i = 0; i < ndc; i++) {
+		hubs += router_dir_hub_count(dir, i);
+		nodes += router_dir_node_count(dir, i);
+	}
+	snprintf(out, len, "%u datacenters, %u hubs, %u nodes, %u pins, replicas %u", ndc, hubs, nodes,
+		 router_dir_pin_count(dir), router_dir_replicas(dir));
+}
+
+/* Builds a view of dir (takes over the caller's reference) with the health
+ * table's down bytes, publishes it to the workers and keeps main's own ref.
+ * -1 on allocation failure (nothing published). */
+static int publish_view(struct route_daemon *d, struct router_dir *dir, unsigned dc)
+{
+	unsigned n = router_dir_target_count(dir), ndown = 0;
+	uint8_t *down = NULL;
+	struct route_view *v;
+
+	if (route_health_down_count(d->health)) {
+		down = malloc(n ? n : 1);
+		if (!down) {
+			router_dir_release(&dir);
+			return -1;
+		}
+		ndown = route_health_fill_down(d->health, dir, down);
+	}
+	v = route_view_new(dir, dc, ndown ? down : NULL);
+	free(down);
+	if (!v)
+		return -1;
+	route_view_release(&d->current);
+	d->current = route_view_ref(v);
+	route_view_holder_publish(d->holder, v);
+	if (ndown != d->last_ndown)
+		route_log(LOG_NOTICE, "health: %u of %u targets down (was %u)", ndown, n, d->last_ndown);
+	d->last_ndown = ndown;
+	return 0;
+}
+
+/* Loader result, on the main thread: a good directory is published; a bad
+ * one is logged with its file:line and changes nothing. */
+static void on_loaded(void *udata, struct router_dir *dir, const char *err)
+{
+	struct route_daemon *d = udata;
+	char why[600], desc[200];
+	int dc;
+
+	if (!dir) {
+		d->reloads_error++;
+		route_log(LOG_ERR, "seed reload failed, keeping generation %llu: %s",
+			  (unsigned long long)d->seed_generation, err);
+		return;
+	}
+	dc = resolve_dc(dir, d->dc_name, d->opt.seed, why, sizeof(why));
+	if (dc < 0) {
+		d->reloads_error++;
+		router_dir_release(&dir);
+		route_log(LOG_ERR, "seed reload failed, keeping generation %llu: %s",
+			  (unsigned long long)d->seed_generation, why);
+		return;
+	}
+	describe_dir(dir, desc, sizeof(desc));
+	if (publish_view(d, dir, (unsigned)dc) == -1) {
+		d->reloads_error++;
+		route_log(LOG_ERR, "seed reload failed, keeping generation %llu: out of memory",
+			  (unsigned long long)d->seed_generation);
+		return;
+	}
+	d->reloads_ok++;
+	d->seed_generation++;
+	d->last_reload_ok = (double)time(NULL);
+	route_log(LOG_NOTICE, "seed reloaded: %s generation %llu (%s)", d->opt.seed,
+		  (unsigned long long)d->seed_generation, desc);
+}
+
+/* The file changed on disk (debounced). */
+static void on_seed_changed(void *udata)
+{
+	struct route_daemon *d = udata;
+
+	route_log(LOG_INFO, "seed file %s changed, reloading", d->opt.seed);
+	route_loader_request(d->loader);
+}
+
+/* Health changed: rebuild the current view with the new down bytes, once
+ * per loop iteration however many feed lines arrived. */
+static void republish_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	struct route_daemon *d = w->data;
+	struct router_dir *dir;
+
+	(void)revents;
+	ev_idle_stop(loop, w);
+	dir = router_dir_ref(d->current->dir);
+	if (publish_view(d, dir, d->current->local_dc) == -1)
+		route_log(LOG_ERR, "health: out of memory, keeping the previous health view");
+}
+
+/* Feed: one target's state. Drain counts as down for routing: a draining
+ * node takes no new projects. */
+static void on_feed_target(void *udata, const char *name, enum hc_state st, const char *addr)
+{
+	struct route_daemon *d = udata;
+
+	(void)addr;
+	int rc = route_health_set(d->health, name, st != HC_UP);
+	if (rc == -1)
+		route_log(LOG_ERR, "health: out of memory recording %s", name);
+	else if (rc == 1)
+		ev_idle_start(d->loop, &d->republish);
+}
+
+/* Feed: link lost or restored (the client reports each loss once, and
+ * "connected" only once a full snapshot arrived). Losing it keeps the last
+ * known state. A fresh snapshot is complete: targets it no longer lists as
+ * down are up again. */
+static void on_feed_link(void *udata, bool connected, const char *why)
+{
+	struct route_daemon *d = udata;
+
+	d->feed_connected = connected;
+	if (connected) {
+		if (route_health_end_snapshot(d->health) > 0)
+			ev_idle_start(d->loop, &d->republish);
+		route_log(LOG_NOTICE, "health feed %s connected%s%s", d->opt.health, why ? ": " : "", why ? why : "");
+	} else {
+		route_health_begin_snapshot(d->health);
+		route_log(LOG_WARNING, "health feed %s lost, keeping the last known state%s%s", d->opt.health,
+			  why ? ": " : "", why ? why : "");
+	}
+}
+
+/* Prometheus text for GET /metrics. */
+static void render_metrics(void *udata, struct route_text *t)
+{
+	struct route_daemon *d = udata;
+	struct route_agent_counts c;
+	struct spop_stats s;
+
+	route_agent_counts(d->agent, &c);
+	spop_runtime_stats(d->rt, &s);
+
+	route_text_printf(t, "# HELP seedgate_route_decisions_total Routing decisions by reason.\n"
+			     "# TYPE seedgate_route_decisions_total counter\n");
+	for (unsigned k = 0; k < ROUTER_WHY_COUNT; k++)
+		route_text_printf(t, "seedgate_route_decisions_total{why=\"%s\"} %llu\n",
+				  router_why_str((enum router_why)k), (unsigned long long)c.decisions[k]);
+	route_text_printf(t, "# HELP seedgate_route_missing_path_total Messages without a usable path argument (routed to the hubs).\n"
+			     "# TYPE seedgate_route_missing_path_total counter\n"
+			     "seedgate_route_missing_path_total %llu\n", (unsigned long long)c.no_path);
+	route_text_printf(t, "# HELP seedgate_route_errors_total Messages answered with an empty ACK.\n"
+			     "# TYPE seedgate_route_errors_total counter\n"
+			     "seedgate_route_errors_total %llu\n", (unsigned long long)c.errors);
+
+	route_text_printf(t, "# HELP seedgate_spop_disconnects_total AGENT-DISCONNECT frames sent, by status.\n"
+			     "# TYPE seedgate_spop_disconnects_total counter\n");
+	for (unsigned k = 0; k < 100; k++) {
+		if (k > 13 && k != 99 && s.disconnect_status[k] == 0)
+			continue;
+		route_text_printf(t, "seedgate_spop_disconnects_total{status=\"%u\",reason=\"%s\"} %llu\n", k,
+				  spop_status_str((enum spop_status)k), (unsigned long long)s.disconnect_status[k]);
+	}
+	route_text_printf(t, "# HELP seedgate_spop_connections_total SPOP connections accepted.\n"
+			     "# TYPE seedgate_spop_connections_total counter\n"
+			     "seedgate_spop_connections_total %llu\n"
+			     "# HELP seedgate_spop_connections SPOP connections open now.\n"
+			     "# TYPE seedgate_spop_connections gauge\n"
+			     "seedgate_spop_connections %llu\n",
+			  (unsigned long long)s.conns_total, (unsigned long long)s.conns_current);
+	route_text_printf(t, "# TYPE seedgate_spop_hellos_total counter\nseedgate_spop_hellos_total %llu\n"
+			     "# TYPE seedgate_spop_healthchecks_total counter\nseedgate_spop_healthchecks_total %llu\n"
+			     "# TYPE seedgate_spop_notifies_total counter\nseedgate_spop_notifies_total %llu\n"
+			     "# TYPE seedgate_spop_acks_total counter\nseedgate_spop_acks_total %llu\n"
+			     "# TYPE seedgate_spop_messages_total counter\nseedgate_spop_messages_total %llu\n"
+			     "# TYPE seedgate_spop_haproxy_disconnects_total counter\nseedgate_spop_haproxy_disconnects_total %llu\n"
+			     "# TYPE seedgate_spop_bytes_in_total counter\nseedgate_spop_bytes_in_total %llu\n"
+			     "# TYPE seedgate_spop_bytes_out_total counter\nseedgate_spop_bytes_out_total %llu\n",
+			  (unsigned long long)s.hellos, (unsigned long long)s.healthchecks,
+			  (unsigned long long)s.notifies, (unsigned long long)s.acks,
+			  (unsigned long long)s.messages, (unsigned long long)s.haproxy_disconnects,
+			  (unsigned long long)s.bytes_in, (unsigned long long)s.bytes_out);
+
+	route_text_printf(t, "# HELP seedgate_seed_reloads_total Seed directory reloads by result.\n"
+			     "# TYPE seedgate_seed_reloads_total counter\n"
+			     "seedgate_seed_reloads_total{result=\"ok\"} %llu\n"
+			     "seedgate_seed_reloads_total{result=\"error\"} %llu\n"
+			     "# HELP seedgate_seed_generation Good seed directories loaded since start (1 = the initial one).\n"
+			     "# TYPE seedgate_seed_generation gauge\n"
+			     "seedgate_seed_generation %llu\n"
+			     "# TYPE seedgate_seed_last_reload_success_timestamp_seconds gauge\n"
+			     "seedgate_seed_last_reload_success_timestamp_seconds %.0f\n"
+			     "# TYPE seedgate_seed_targets gauge\n"
+			     "seedgate_seed_targets %u\n",
+			  (unsigned long long)d->reloads_ok, (unsigned long long)d->reloads_error,
+			  (unsigned long long)d->seed_generation, d->last_reload_ok,
+			  router_dir_target_count(d->current->dir));
+	route_text_printf(t, "# HELP seedgate_health_feed_connected 1 when the health feed is connected.\n"
+			     "# TYPE seedgate_health_feed_connected gauge\n"
+			     "seedgate_health_feed_connected %d\n"
+			     "# HELP seedgate_health_targets_down Targets of the current directory marked down.\n"
+			     "# TYPE seedgate_health_targets_down gauge\n"
+			     "seedgate_health_targets_down %u\n"
+			     "# TYPE seedgate_route_workers gauge\n"
+			     "seedgate_route_workers %u\n",
+			  d->feed_connected ? 1 : 0, d->current->ndown, d->opt.workers);
+}
+
+/* SIGTERM / SIGINT: leave the main loop; main() stops the runtime. */
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct route_daemon *d = w->data;
+
+	(void)revents;
+	d->stop_signal = w->signum == SIGTERM ? "SIGTERM" : "SIGINT";
+	ev_break(loop, EVBREAK_ALL);
+}
+
+/* SIGHUP: reload the seed directory. */
+static void on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct route_daemon *d = w->data;
+
+	(void)loop;
+	(void)revents;
+	route_log(LOG_INFO, "SIGHUP: reloading %s", d->opt.seed);
+	route_loader_request(d->loader);
+}
+
+/* -c: load, resolve --dc, print a summary; 0 when good, 1 with file:line. */
+static int check_only(const struct route_options *opt)
+{
+	char err[600], desc[200];
+	struct router_dir *dir = router_dir_load(opt->seed, err, sizeof(err));
+	int dc;
+
+	if (!dir) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	dc = resolve_dc(dir, opt->dc, opt->seed, err, sizeof(err));
+	if (dc < 0) {
+		fprintf(stderr, "%s\n", err);
+		router_dir_release(&dir);
+		return 1;
+	}
+	describe_dir(dir, desc, sizeof(desc));
+	printf("%s: ok (%s; local datacenter %s)\n", opt->seed, desc, router_dir_dc_name(dir, (unsigned)dc));
+	router_dir_release(&dir);
+	return 0;
+}
+
+/* Loads the initial directory and publishes the first view. */
+static int daemon_load_initial(struct route_daemon *d, char *err, size_t errlen)
+{
+	struct router_dir *dir = router_dir_load(d->opt.seed, err, errlen);
+	char desc[200];
+	int dc;
+
+	if (!dir)
+		return -1;
+	dc = resolve_dc(dir, d->opt.dc, d->opt.seed, err, errlen);
+	if (dc < 0) {
+		router_dir_release(&dir);
+		return -1;
+	}
+	d->dc_name = strdup(router_dir_dc_name(dir, (unsigned)dc));
+	if (!d->dc_name) {
+		router_dir_release(&dir);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	describe_dir(dir, desc, sizeof(desc));
+	if (publish_view(d, dir, (unsigned)dc) == -1) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	d->seed_generation = 1;
+	d->last_reload_ok = (double)time(NULL);
+	route_log(LOG_INFO, "seed %s loaded (%s)", d->opt.seed, desc);
+	return 0;
+}
+
+/* Everything that may fail before the workers run; errors end up in err. */
+static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
+{
+	struct spop_runtime_config cfg = {
+		.workers = d->opt.workers,
+		.max_frame_size = d->opt.max_frame_size,
+		.idle_timeout_ms = d->opt.idle_timeout_ms,
+		.log = route_log_cb,
+	};
+
+	d->loop = ev_default_loop(EVFLAG_AUTO);
+	if (!d->loop) {
+		snprintf(err, errlen, "cannot initialise libev");
+		return -1;
+	}
+	d->holder = route_view_holder_new();
+	d->health = route_health_new();
+	if (!d->holder || !d->health) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (daemon_load_initial(d, err, errlen) == -1)
+		return -1;
+	d->agent = route_agent_new(d->holder, d->opt.workers);
+	if (!d->agent) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	route_agent_configure(d->agent, &cfg);
+	d->rt = spop_runtime_new(&cfg, err, errlen);
+	if (!d->rt)
+		return -1;
+	if (route_agent_attach(d->agent, d->rt) == -1) {
+		snprintf(err, errlen, "cannot register the route message");
+		return -1;
+	}
+	for (unsigned i = 0; i < d->opt.nlisten; i++)
+		if (spop_runtime_listen(d->rt, d->opt.listen[i], err, errlen) == -1)
+			return -1;
+	if (d->opt.stats) {
+		d->stats = route_stats_server_new(d->loop, d->opt.stats, render_metrics, d, err, errlen);
+		if (!d->stats)
+			return -1;
+	}
+	d->loader = route_loader_new(d->loop, d->opt.seed, on_loaded, d, err, errlen);
+	if (!d->loader)
+		return -1;
+	d->watch = route_watch_new(d->loop, d->opt.seed, WATCH_DEBOUNCE, on_seed_changed, d, err, errlen);
+	if (!d->watch)
+		return -1;
+	ev_idle_init(&d->republish, republish_cb);
+	d->republish.data = d;
+	if (d->opt.health) {
+		d->feed = hc_feed_client_new(d->loop, d->opt.health, on_feed_target, on_feed_link, d, err, errlen);
+		if (!d->feed)
+			return -1;
+	}
+	ev_signal_init(&d->sig_term, on_stop_signal, SIGTERM);
+	ev_signal_init(&d->sig_int, on_stop_signal, SIGINT);
+	ev_signal_init(&d->sig_hup, on_hup_signal, SIGHUP);
+	d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
+	ev_signal_start(d->loop, &d->sig_term);
+	ev_signal_start(d->loop, &d->sig_int);
+	ev_signal_start(d->loop, &d->sig_hup);
+	return spop_runtime_start(d->rt, err, errlen);
+}
+
+/* Releases everything in reverse order; safe on a partial setup. */
+static void daemon_teardown(struct route_daemon *d)
+{
+	if (d->rt)
+		spop_runtime_stop(d->rt);
+	spop_runtime_free(&d->rt);
+	hc_feed_client_free(&d->feed);
+	route_watch_free(&d->watch);
+	route_loader_free(&d->loader);
+	route_stats_server_free(&d->stats);
+	if (d->loop) {
+		ev_idle_stop(d->loop, &d->republish);
+		ev_signal_stop(d->loop, &d->sig_term);
+		ev_signal_stop(d->loop, &d->sig_int);
+		ev_signal_stop(d->loop, &d->sig_hup);
+	}
+	route_agent_free(&d->agent);
+	route_view_release(&d->current);
+	route_view_holder_free(&d->holder);
+	route_health_free(&d->health);
+	free(d->dc_name);
+}
+
+int main(int argc, char **argv)
+{
+	struct route_daemon d = { 0 };
+	char err[600], listeners[512] = "";
+	size_t off = 0;
+	int status = 0;
+
+	parse_options(argc, argv, &d.opt);
+	if (d.opt.check)
+		return check_only(&d.opt);
+
+	route_log_open(d.opt.use_syslog, "route-agent");
+	signal(SIGPIPE, SIG_IGN);
+	if (daemon_setup(&d, err, sizeof(err)) == -1) {
+		route_log(LOG_ERR, "cannot start: %s", err);
+		status = 1;
+		goto out;
+	}
+	for (unsigned i = 0; i < d.opt.nlisten && off < sizeof(listeners); i++)
+		off += (size_t)snprintf(listeners + off, sizeof(listeners) - off, "%s%s", i ? ", " : "", d.opt.listen[i]);
+	route_log(LOG_NOTICE, "started: listening on %s; datacenter %s; %u worker%s%s%s%s%s", listeners,
+		  d.dc_name, d.opt.workers, d.opt.workers == 1 ? "" : "s",
+		  d.opt.stats ? "; stats on " : "", d.opt.stats ? d.opt.stats : "",
+		  d.opt.health ? "; health feed " : "", d.opt.health ? d.opt.health : "");
+	ev_run(d.loop, 0);
+	route_log(LOG_NOTICE, "stopping (%s)", d.stop_signal ? d.stop_signal : "loop ended");
+out:
+	daemon_teardown(&d);
+	if (status == 0)
+		route_log(LOG_NOTICE, "stopped");
+	route_log_close();
+	return status;
+}
