@@ -24,7 +24,7 @@
 #define ROUTER_MAX_REPLICAS  16      /* "replicas N": 1..16 */
 #define ROUTER_MAX_DCS       64      /* datacenters per directory */
 #define ROUTER_MAX_PIN       16      /* nodes named on one "project" line */
-#define ROUTER_MAX_WEIGHT    1000    /* weight=1..1000 */
+#define ROUTER_MAX_WEIGHT    256     /* weight=1..256 (HAProxy's server weight range) */
 /* A preference list never has more entries than this: pinned nodes plus R in
  * every datacenter. Size caller arrays with it. */
 #define ROUTER_PREF_MAX      (ROUTER_MAX_PIN + ROUTER_MAX_REPLICAS * ROUTER_MAX_DCS)

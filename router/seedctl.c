@@ -1,0 +1,66 @@
+/*
+ * seedctl — the operator's tool for the seed directory: validate it, ask
+ * where projects live, size a cluster, generate the HAProxy backends.
+ *
+ * This file holds main() and the subcommand table; each subcommand is its
+ * own file (seedctl_<cmd>.c), see seedctl.h for how to add one.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "seedctl.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *summary;
+} commands[] = {
+	{ "check",   seedctl_check,   "validate a seed directory (exit 1 with file:line on error)" },
+	{ "where",   seedctl_where,   "print the chosen node and preference list of project ids" },
+	{ "stats",   seedctl_stats,   "each node's share of primaries over a sample of ids" },
+	{ "haproxy", seedctl_haproxy, "generate the hubs_<dc> and nodes_<dc> HAProxy backends" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: seedctl COMMAND [options] (seedctl COMMAND --help for each)\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+}
+
+struct router_dir *seedctl_load(const char *path)
+{
+	char err[512];
+	struct router_dir *d = router_dir_load(path, err, sizeof(err));
+
+	if (!d)
+		fprintf(stderr, "%s\n", err);
+	return d;
+}
+
+int seedctl_dc(const struct router_dir *d, const char *name)
+{
+	int dc = name ? router_dir_dc_find(d, name) : 0;
+
+	if (dc < 0)
+		fprintf(stderr, "seedctl: no datacenter '%s' in the seed directory\n", name);
+	return dc;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "seedctl: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

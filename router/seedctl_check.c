@@ -1,0 +1,52 @@
+/*
+ * seedctl check FILE — validate a seed directory.
+ */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "seedctl.h"
+
+static void check_usage(FILE *f)
+{
+	fprintf(f, "usage: seedctl check FILE\n"
+	        "Parses FILE as a seed directory. On error prints 'file:line: message'\n"
+	        "and exits 1; otherwise prints a one-line summary and exits 0.\n");
+}
+
+int seedctl_check(int argc, char **argv)
+{
+	static const struct option opts[] = { { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	struct router_dir *d;
+	unsigned hubs = 0, nodes = 0, drained = 0;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			check_usage(stdout);
+			return 0;
+		}
+		check_usage(stderr);
+		return 2;
+	}
+	if (optind != argc - 1) {
+		check_usage(stderr);
+		return 2;
+	}
+	d = seedctl_load(argv[optind]);
+	if (!d)
+		return 1;
+	for (unsigned i = 0; i < router_dir_target_count(d); i++) {
+		const struct router_target *t = router_dir_target(d, i);
+
+		if (t->kind == ROUTER_HUB)
+			hubs++;
+		else
+			nodes++;
+		drained += t->drain;
+	}
+	printf("%s: ok: %u datacenters, %u hubs, %u nodes (%u drained), %u pins, replicas %u\n",
+	       argv[optind], router_dir_dc_count(d), hubs, nodes, drained, router_dir_pin_count(d),
+	       router_dir_replicas(d));
+	router_dir_release(&d);
+	return 0;
+}
