@@ -13,6 +13,9 @@
  * status and fill either a caller-owned error buffer or the connection's own
  * error text (tls_conn_error()).
  *
+ * Signals: the back ends write to the socket with write(2), so a peer that
+ * hangs up raises SIGPIPE; programs using this library ignore SIGPIPE.
+ *
  * Threads: a tls_ctx may be shared by several threads (it is refcounted and
  * read-only after creation); a tls_conn belongs to one thread at a time.
  */
