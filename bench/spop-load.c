@@ -655,9 +655,14 @@ static void *worker_main(void *arg)
 			w->live--;
 		}
 	}
+	uint64_t quota_done_ns = 0;
 	while (w->live > 0) {
 		uint64_t now = now_ns();
+		if (w->quota == 0 && quota_done_ns == 0)
+			quota_done_ns = now;
+		/* Stop when every NOTIFY is answered, or after the drain delay. */
 		if (!closing && (now >= w->end_ns + LOAD_DRAIN_NS ||
+				 (quota_done_ns != 0 && now >= quota_done_ns + LOAD_DRAIN_NS) ||
 				 ((now >= w->end_ns || w->quota == 0) && worker_idle(w)))) {
 			closing = true;
 			close_deadline = now + LOAD_DRAIN_NS;

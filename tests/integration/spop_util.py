@@ -319,6 +319,26 @@ def encode_messages(messages):
     return bytes(out)
 
 
+def decode_messages(buf, off=0, end=None):
+    """NOTIFY payload -> list of (name, [(arg name, value), ...])."""
+    if end is None:
+        end = len(buf)
+    out = []
+    while off < end:
+        name, off = decode_string(buf, off, end)
+        if off >= end:
+            raise SpopError("message without NB-ARGS")
+        nargs = buf[off]
+        off += 1
+        args = []
+        for _ in range(nargs):
+            k, off = decode_string(buf, off, end)
+            v, _t, off = decode_data(buf, off, end)
+            args.append((k.decode(errors="replace"), v))
+        out.append((name.decode(errors="replace"), args))
+    return out
+
+
 def notify_frame(stream, frame_id, messages):
     return build_frame(NOTIFY, encode_messages(messages), stream, frame_id)
 

@@ -575,3 +575,129 @@ def test_spop_load_against_echo(stack):
     assert int(kv["errors"]) == 0, out
     assert int(kv["decisions"]) > 0, out
     assert a.proc.alive()
+
+
+class _PyAgent:
+    """A small threaded agent in Python for checking spop-load's side of the
+    wire with the independent decoder: records every NOTIFY's messages and
+    answers each batch of NOTIFYs in reverse order (pipelining allows any
+    order). `corrupt` = a NOTIFY count after which one ACK gets a wrong
+    frame-id."""
+
+    def __init__(self, corrupt=None):
+        import threading
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.hellos, self.messages, self.disconnects, self.errors = [], [], [], []
+        self.corrupt = corrupt
+        self.lock = threading.Lock()
+        self.threads = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, s):
+        buf = bytearray()
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                out, acks = [], []
+                while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", bytes(buf[:4]))[0]:
+                    n = struct.unpack(">I", bytes(buf[:4]))[0]
+                    f = su.parse_frame(bytes(buf[4:4 + n]))
+                    del buf[:4 + n]
+                    if f.type == su.HAPROXY_HELLO:
+                        self.hellos.append(f.kv())
+                        out.append(su.build_frame(su.AGENT_HELLO, su.encode_kv(
+                            [("version", "2.0"), ("max-frame-size", su.Typed(su.T_UINT32, 16380)),
+                             ("capabilities", "pipelining")])))
+                    elif f.type == su.NOTIFY:
+                        assert f.flags == su.FLAG_FIN, f
+                        with self.lock:
+                            self.messages.append(su.decode_messages(f.payload))
+                            bad = self.corrupt is not None and len(self.messages) == self.corrupt
+                        acks.append(su.build_frame(su.ACK, b"\x01\x03\x02" + su.encode_string("agent") +
+                                                   su.encode_data("py"), f.stream,
+                                                   f.frame + (1000 if bad else 0)))
+                    elif f.type == su.HAPROXY_DISCONNECT:
+                        self.disconnects.append(f.kv())
+                        s.sendall(b"".join(out + acks[::-1]) + su.build_frame(
+                            su.AGENT_DISCONNECT, su.encode_kv([("status-code", su.Typed(su.T_UINT32, 0)),
+                                                               ("message", "bye")])))
+                        return
+                s.sendall(b"".join(out + acks[::-1]))
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            self.errors.append(repr(exc))
+        finally:
+            s.close()
+
+    def close(self):
+        self.lsock.close()
+
+
+def _run_load(args, timeout=30):
+    load = _built("spop-load")
+    if load is None:
+        pytest.skip("spop-load not built")
+    r = subprocess.run([load] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=timeout * SLOW)
+    kv = dict(tok.split("=", 1) for tok in r.stdout.strip().splitlines()[-1].split() if "=" in tok) \
+        if r.stdout.strip() else {}
+    return r, kv
+
+
+def test_spop_load_wire_format():
+    import ipaddress
+    import re
+    agent = _PyAgent()
+    try:
+        r, kv = _run_load(["-c", 3, "-d", 5, "-n", 300, "-p", 50, "-i", 4, "--host", "h.test",
+                           f"127.0.0.1:{agent.port}"])
+    finally:
+        agent.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert int(kv["decisions"]) == 300 and int(kv["errors"]) == 0, r.stdout
+    assert not agent.errors, agent.errors
+    assert len(agent.hellos) == 3 and len(agent.disconnects) == 3
+    for h in agent.hellos:
+        assert h == {"supported-versions": "2.0", "max-frame-size": 16380, "capabilities": "pipelining"}
+    assert len(agent.messages) == 300
+    ids, other = set(), 0
+    for msgs in agent.messages:
+        assert len(msgs) == 1
+        name, args = msgs[0]
+        assert name == "route" and [k for k, _ in args] == ["path", "host", "src"], msgs
+        d = dict(args)
+        assert d["host"] == "h.test" and isinstance(d["src"], ipaddress.IPv4Address)
+        m = re.fullmatch(r"/([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})/.*", d["path"])
+        if m:
+            ids.add(m.group(1))
+        else:
+            assert d["path"] == "/other", d
+            other += 1
+    assert 1 <= len(ids) <= 4 and 0 < other < 300, (ids, other)
+
+
+def test_spop_load_detects_wrong_ack_ids():
+    agent = _PyAgent(corrupt=50)
+    try:
+        r, kv = _run_load(["-c", 1, "-d", 4, "-n", 200, f"127.0.0.1:{agent.port}"])
+    finally:
+        agent.close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert int(kv["errors"]) >= 1 and "bad ids 1" in r.stdout, r.stdout
