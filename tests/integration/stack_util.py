@@ -1,0 +1,226 @@
+"""The whole seedgate stack for an integration test, built the way the demo
+builds it (haproxy-conf/demo.sh): the same haproxy-conf/haproxy.cfg and
+spoe-route.conf, the same scripts (seed-targets.sh, gen-backends.sh,
+run-haproxy.sh, tls/make-certs.sh, tls/stunnel-conf.sh), with ports from
+harness.free_port() and every file in the test's temp dir.
+
+    info = start_stack(stack, seed_path, agents=2, cache=False,
+                       health_feed=None, stunnel=False, agent_args=(),
+                       haproxy_env=None)
+    restart_agent(stack, info, 0)
+
+One demo server per hub and node of the seed, on the seed's address (write
+seeds with ports from free_port()); `agents` route agents; HAProxy in
+master-worker mode; stunnel in front when asked. Processes belong to the
+`stack` fixture, which stops them by PID and prints their logs on failure.
+"""
+import os
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import harness
+from harness import Proc
+
+CONF_DIR = os.path.join(harness.ROOT, "haproxy-conf")
+TLS_DIR = os.path.join(harness.ROOT, "tls")
+
+
+@dataclass
+class StackInfo:
+    http_port: int
+    proxy_port: int                     # HAProxy's accept-proxy bind (stunnel connects here)
+    https_port: Optional[int]           # stunnel, when started
+    agent_ports: List[int]
+    agent_procs: List[Proc]
+    agent_stats_ports: List[int]
+    agent_argvs: List[list]
+    haproxy: Proc
+    servers: Dict[str, Proc]
+    server_ports: Dict[str, int]
+    admin_sock: str                     # HAProxy runtime API (level admin)
+    gen_cfg: str                        # generated backends file
+    seed_path: str
+    dc: str                             # the proxy's datacenter (fail-open hubs)
+    env: Dict[str, str]                 # SG_* given to HAProxy
+    stunnel: Optional[Proc] = None
+    ca_file: Optional[str] = None       # CA of the stunnel certificate
+    targets: List[tuple] = field(default_factory=list)   # (kind, name, addr, dc)
+
+
+def seed_targets(seed_path):
+    """(dcs, targets) of a seed file via haproxy-conf/seed-targets.sh;
+    targets are (kind, name, "host:port", dc) for every hub and node."""
+    out = subprocess.run([os.path.join(CONF_DIR, "seed-targets.sh"), seed_path],
+                         check=True, capture_output=True, text=True).stdout
+    dcs, targets = [], []
+    for line in out.splitlines():
+        f = line.split()
+        if f[0] == "dc":
+            dcs.append(f[1])
+        else:
+            targets.append((f[0], f[1], f[2], f[3]))
+    return dcs, targets
+
+
+def gen_backends(seed_path, out_path):
+    """Generates the backends file exactly as the demo does."""
+    env = dict(os.environ, SEEDGATE_BUILD=harness.BUILD)
+    r = subprocess.run([os.path.join(CONF_DIR, "gen-backends.sh"), "--seed", seed_path,
+                        "--out", out_path], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, f"gen-backends.sh failed:\n{r.stdout}{r.stderr}"
+    return out_path
+
+
+def where(seed_path, project, dc=None, down=()):
+    """The node `seedctl where` chooses for project (or hubs_<dc>)."""
+    argv = [harness.bin_path("seedctl"), "where", "--seed", seed_path]
+    if dc:
+        argv += ["--dc", dc]
+    if down:
+        argv += ["--down", ",".join(down)]
+    out = subprocess.run(argv + [project], check=True, capture_output=True, text=True).stdout
+    return out.split("\t")[1].strip()
+
+
+def admin(info, command, timeout=2.0):
+    """One HAProxy runtime API command on the admin socket; returns the answer."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(info.admin_sock)
+        s.sendall(command.encode() + b"\n")
+        chunks = []
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            chunks.append(d)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _agent_argv(port, stats_port, seed_path, health_feed, agent_args):
+    argv = [harness.bin_path("route-agent"), "--listen", f"127.0.0.1:{port}",
+            "--seed", seed_path, "--stats", f"127.0.0.1:{stats_port}"]
+    if health_feed:
+        argv += ["--health", health_feed]
+    return argv + [str(a) for a in agent_args]
+
+
+def _start_agent(stack, i, argv, port):
+    p = stack.start(f"route-agent-{i + 1}", argv)
+    stack.wait_port(port, p, timeout=10.0)
+    return p
+
+
+def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
+                stunnel=False, agent_args=(), haproxy_env=None):
+    """Starts demo servers, route agents, HAProxy (and stunnel) for seed_path.
+    Returns a StackInfo once every port accepts connections."""
+    seed_path = os.path.abspath(seed_path)
+    dcs, targets = seed_targets(seed_path)
+    agent_args = [str(a) for a in agent_args]
+    dc = dcs[0] if dcs else "default"
+    if "--dc" in agent_args:
+        dc = agent_args[agent_args.index("--dc") + 1]
+
+    servers, server_ports = {}, {}
+    demo = harness.bin_path("demo-server")
+    for _kind, name, addr, _dc in targets:
+        servers[name] = stack.start(name, [demo, "--name", name, "--listen", addr])
+        server_ports[name] = int(addr.rsplit(":", 1)[1])
+    for name, p in servers.items():
+        stack.wait_port(server_ports[name], p)
+
+    gen_cfg = gen_backends(seed_path, stack.path("backends.cfg"))
+
+    agent_ports = [harness.free_port() for _ in range(agents)]
+    stats_ports = [harness.free_port() for _ in range(agents)]
+    argvs = [_agent_argv(agent_ports[i], stats_ports[i], seed_path, health_feed, agent_args)
+             for i in range(agents)]
+    agent_procs = [_start_agent(stack, i, argvs[i], agent_ports[i]) for i in range(agents)]
+
+    http_port, proxy_port = harness.free_port(), harness.free_port()
+    a1 = f"127.0.0.1:{agent_ports[0]}" if agents else f"127.0.0.1:{harness.free_port()}"
+    a2 = f"127.0.0.1:{agent_ports[1]}" if agents > 1 else a1
+    env = {
+        "SG_HTTP_BIND": f"127.0.0.1:{http_port}",
+        "SG_PROXY_BIND": f"127.0.0.1:{proxy_port}",
+        "SG_RUN_DIR": stack.dir,
+        "SG_CONF_DIR": CONF_DIR,
+        "SG_AGENT1": a1,
+        "SG_AGENT2": a2,
+        "SG_DC": dc,
+        "SG_ROUTE_CACHE": "1" if cache else "0",
+    }
+    env.update(haproxy_env or {})
+    hap = stack.start("haproxy", [os.path.join(CONF_DIR, "run-haproxy.sh"), gen_cfg], env=env)
+    stack.wait_port(http_port, hap, timeout=10.0)
+    admin_sock = stack.path("haproxy.sock")
+
+    info = StackInfo(http_port=http_port, proxy_port=proxy_port, https_port=None,
+                     agent_ports=agent_ports, agent_procs=agent_procs,
+                     agent_stats_ports=stats_ports, agent_argvs=argvs, haproxy=hap,
+                     servers=servers, server_ports=server_ports, admin_sock=admin_sock,
+                     gen_cfg=gen_cfg, seed_path=seed_path, dc=dc, env=env, targets=targets)
+    if agents:
+        wait_agents_up(info)
+    if stunnel:
+        _start_stunnel(stack, info)
+    return info
+
+
+def wait_agents_up(info, timeout=10.0):
+    """Waits until HAProxy's spop-check sees every route agent UP."""
+    def up():
+        stat = admin(info, "show stat")
+        rows = [r.split(",") for r in stat.splitlines() if r.startswith("route_agents,agent")]
+        return rows and all(r[17].startswith("UP") for r in rows)
+    harness.wait_until(up, timeout, interval=0.1, what="route agents UP in HAProxy")
+
+
+def _start_stunnel(stack, info):
+    certs = stack.path("certs")
+    r = subprocess.run([os.path.join(TLS_DIR, "make-certs.sh"), certs],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"make-certs.sh failed:\n{r.stdout}{r.stderr}"
+    https_port = harness.free_port()
+    r = subprocess.run([os.path.join(TLS_DIR, "stunnel-conf.sh"), "--accept", f"127.0.0.1:{https_port}",
+                        "--connect", f"127.0.0.1:{info.proxy_port}", "--certs", certs,
+                        "--run", stack.dir], capture_output=True, text=True)
+    assert r.returncode == 0, f"stunnel-conf.sh failed:\n{r.stdout}{r.stderr}"
+    conf = stack.write("stunnel.conf", r.stdout)
+    info.stunnel = stack.start("stunnel", [os.path.join(TLS_DIR, "stunnel-run.sh"), conf])
+    stack.wait_port(https_port, info.stunnel)
+    info.https_port = https_port
+    info.ca_file = os.path.join(certs, "ca.crt")
+
+
+def restart_agent(stack, info, i):
+    """Stops route agent i by PID (SIGTERM) and starts it again with the same
+    arguments on the same port. Returns the new Proc (also in info)."""
+    old = info.agent_procs[i]
+    old.stop(signal.SIGTERM)
+    p = _start_agent(stack, i, info.agent_argvs[i], info.agent_ports[i])
+    info.agent_procs[i] = p
+    return p
+
+
+def reload_haproxy(info):
+    """Hitless reload: SIGUSR2 to the master (run-haproxy.sh exec's it)."""
+    info.haproxy.signal(signal.SIGUSR2)
+
+
+def agent_decisions(info):
+    """Sum of seedgate_route_decisions_total over every running agent."""
+    total = 0
+    for port in info.agent_stats_ports:
+        try:
+            _status, _h, body = harness.http_get(port, "/metrics")
+        except OSError:
+            continue
+        for line in body.decode().splitlines():
+            if line.startswith("seedgate_route_decisions_total"):
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
