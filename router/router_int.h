@@ -14,11 +14,13 @@
 #include "router.h"
 
 /* Virtual points on a datacenter's ring per unit of weight. A node of the
- * default weight 10 owns 1280 points. This is what buys balance (the share
- * of a node with V points has a relative spread of 1/sqrt(V), here 2.8 %);
+ * default weight 10 owns 2560 points. This is what buys balance (the share
+ * of a node with V points has a relative spread of 1/sqrt(V), here 2.0 %);
  * it costs 8 bytes per point plus the bucket index (about 1 byte per point),
- * i.e. ~11.5 KB per default-weight node. See bench/results/router.md. */
-#define ROUTER_POINTS_PER_WEIGHT 128
+ * i.e. ~23 KB per default-weight node. See bench/results/router.md. */
+#ifndef ROUTER_POINTS_PER_WEIGHT
+#define ROUTER_POINTS_PER_WEIGHT 256
+#endif
 
 /* One virtual point: 32-bit ring position and the target index that owns it.
  * Packed in 8 bytes so a lookup scans a few points in one cache line. */
