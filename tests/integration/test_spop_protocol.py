@@ -145,9 +145,23 @@ def start_agent(stack, spec, idle_ms=None):
     return Agent(spec, proc, port)
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def stop_and_check(proc):
+    """SIGTERM the agent: it must exit 0 (graceful stop) with no sanitizer report."""
+    rc = proc.stop()
+    log = proc.log()
+    assert rc == 0, f"{proc.name} exited {rc}:\n{log[-4000:]}"
+    for mark in SANITIZER_MARKS:
+        assert mark not in log, f"{proc.name}: {mark}\n{log[-4000:]}"
+
+
 @pytest.fixture(params=AGENTS, ids=[a.name for a in AGENTS])
 def agent(request, stack):
-    return start_agent(stack, request.param)
+    a = start_agent(stack, request.param)
+    yield a
+    stop_and_check(a.proc)
 
 
 @pytest.fixture
@@ -519,8 +533,8 @@ def test_200_concurrent_connections(agent):
     assert agent.proc.alive()
 
 
-def test_idle_timeout(stack):
-    spec = AGENTS[0]
+@pytest.mark.parametrize("spec", AGENTS, ids=[a.name for a in AGENTS])
+def test_idle_timeout(stack, spec):
     idle_ms = 300
     a = start_agent(stack, spec, idle_ms=idle_ms)
     idle = a.ready_client()
@@ -543,6 +557,7 @@ def test_idle_timeout(stack):
     a.check_ack(busy.call(seq + 1, 1, a.messages(seq + 1)), seq + 1)
     idle.close()
     busy.close()
+    stop_and_check(a.proc)
 
 
 def test_unix_socket_listener(stack):
@@ -557,6 +572,7 @@ def test_unix_socket_listener(stack):
     with SpopClient(path, timeout=5.0 * SLOW) as c:
         c.hello()
         a.check_ack(c.call(1, 1, a.messages(1)), 1)
+    stop_and_check(proc)
 
 
 # ---------------------------------------------------------------------------
@@ -574,7 +590,7 @@ def test_spop_load_against_echo(stack):
     kv = dict(line.split("=", 1) for line in r.stdout.split() if "=" in line)
     assert int(kv["errors"]) == 0, out
     assert int(kv["decisions"]) > 0, out
-    assert a.proc.alive()
+    stop_and_check(a.proc)
 
 
 class _PyAgent:
