@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# haproxy-conf/demo.sh — the whole seedgate stack on loopback (`make demo`).
+#
+#   haproxy-conf/demo.sh [--seed FILE] [--dir DIR] [--http PORT] [--https PORT]
+#                        [--proxy PORT] [--agents PORT,PORT] [--agent-stats PORT,PORT]
+#                        [--hc-stats PORT] [--cache]
+#
+#   --seed         seed directory (default haproxy-conf/seed.conf)
+#   --dir          runtime directory: logs, <name>.pid, sockets, certificates,
+#                  generated backends (default $SEEDGATE_BUILD/demo)
+#   --http         HAProxy's plain HTTP port (default 8080)
+#   --https        stunnel's TLS port (default 8443)
+#   --proxy        HAProxy's PROXY-protocol port that stunnel uses (default 8081)
+#   --agents       the two route agents' SPOP ports (default 12345,12346)
+#   --agent-stats  their /metrics ports (default 9101,9102)
+#   --hc-stats     healthcheckd's stats port (default 9110)
+#   --cache        route with the decision cache (SG_ROUTE_CACHE=1)
+#
+# Starts one demo server per hub and node of the seed (on the seed's
+# addresses), healthcheckd, two route agents, HAProxy (master-worker) and
+# stunnel; prints the URLs to try; stays in the foreground until Ctrl-C or
+# SIGTERM, then stops everything it started, by PID, and exits 0.
+# Binaries come from $SEEDGATE_BUILD (default build/); nothing is installed.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+build=${SEEDGATE_BUILD:-$root/build}
+
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+die() { echo "demo: $*" >&2; exit 1; }
+
+seed=$here/seed.conf dir= http=8080 https=8443 proxy=8081 agents=12345,12346
+agent_stats=9101,9102 hc_stats=9110 cache=0
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--seed) seed=${2:?}; shift 2 ;;
+	--dir) dir=${2:?}; shift 2 ;;
+	--http) http=${2:?}; shift 2 ;;
+	--https) https=${2:?}; shift 2 ;;
+	--proxy) proxy=${2:?}; shift 2 ;;
+	--agents) agents=${2:?}; shift 2 ;;
+	--agent-stats) agent_stats=${2:?}; shift 2 ;;
+	--hc-stats) hc_stats=${2:?}; shift 2 ;;
+	--cache) cache=1; shift ;;
+	-h|--help) usage 0 ;;
+	*) echo "demo: unknown argument $1" >&2; usage 1 >&2 ;;
+	esac
+done
+dir=${dir:-$build/demo}
+seed=$(cd "$(dirname "$seed")" && pwd)/$(basename "$seed")
+IFS=, read -r agent1 agent2 <<<"$agents"
+IFS=, read -r astats1 astats2 <<<"$agent_stats"
+
+# --- what is there --------------------------------------------------------
+missing=()
+for b in seedctl route-agent tools/demo-server; do
+	[ -x "$build/$b" ] || missing+=("$build/$b")
+done
+command -v haproxy >/dev/null || missing+=("haproxy (Debian package)")
+[ ${#missing[@]} -eq 0 ] || die "not built or not installed: ${missing[*]} (run make, as root: make deps)"
+have_hc=1 have_tls=1
+if [ ! -x "$build/healthcheckd" ]; then
+	have_hc=0
+	echo "demo: NOTE: $build/healthcheckd is not built: no health checks (every node counts as up)" >&2
+fi
+if [ ! -x "$root/tls/make-certs.sh" ] || [ ! -x "$root/tls/stunnel-conf.sh" ] || ! command -v stunnel4 >/dev/null; then
+	have_tls=0
+	echo "demo: NOTE: tls/make-certs.sh, tls/stunnel-conf.sh or stunnel4 missing: no TLS on :$https" >&2
+fi
+"$build/seedctl" check "$seed" >/dev/null || die "$seed does not check (see above)"
+
+mkdir -p "$dir" || die "cannot create $dir"
+dir=$(cd "$dir" && pwd)
+rm -f "$dir"/*.pid "$dir"/*.sock
+
+# --- process bookkeeping: every process gets DIR/<name>.pid ----------------
+names=() pids=()
+start() { # start NAME CMD...: runs CMD in the background, logs to DIR/NAME.log
+	local name=$1; shift
+	"$@" >>"$dir/$name.log" 2>&1 </dev/null &
+	local pid=$!
+	echo "$pid" >"$dir/$name.pid"
+	names+=("$name") pids+=("$pid")
+}
+stop_all() { # SIGTERM in reverse start order, SIGKILL whatever is left after 5 s
+	local i pid
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill -TERM "${pids[$i]}" 2>/dev/null
+	done
+	for ((i = 0; i < 50; i++)); do
+		local alive=0
+		for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		[ $alive = 0 ] && break
+		sleep 0.1
+	done
+	for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+	wait 2>/dev/null
+	for i in "${!names[@]}"; do rm -f "$dir/${names[$i]}.pid"; done
+}
+stopping=0
+on_signal() { stopping=1; }
+trap on_signal INT TERM
+fail() { echo "demo: $*" >&2; stop_all; exit 1; }
+wait_tcp() { # wait_tcp PORT NAME: up to 10 s for 127.0.0.1:PORT to accept
+	local i
+	for ((i = 0; i < 100; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		[ $stopping = 1 ] && return 1
+		sleep 0.1
+	done
+	fail "$2 does not listen on 127.0.0.1:$1 (see $dir/$2.log)"
+}
+
+# --- configuration ------------------------------------------------------------
+SEEDGATE_BUILD=$build "$here/gen-backends.sh" --seed "$seed" --out "$dir/backends.cfg" ||
+	die "cannot generate $dir/backends.cfg"
+local_dc=$("$here/seed-targets.sh" "$seed" | awk '$1 == "dc" { print $2; exit }')
+if [ $have_tls = 1 ]; then
+	"$root/tls/make-certs.sh" "$dir/certs" >"$dir/make-certs.log" 2>&1 ||
+		die "tls/make-certs.sh failed (see $dir/make-certs.log)"
+	"$root/tls/stunnel-conf.sh" --accept "127.0.0.1:$https" --connect "127.0.0.1:$proxy" \
+		--certs "$dir/certs" --run "$dir" >"$dir/stunnel.conf" || die "tls/stunnel-conf.sh failed"
+fi
+
+# --- processes ------------------------------------------------------------------
+declare -A server_addr=()
+while read -r kind name addr _dc; do
+	[ "$kind" = dc ] && continue
+	start "$name" "$build/tools/demo-server" --name "$name" --listen "$addr"
+	server_addr[$name]=$addr
+done < <("$here/seed-targets.sh" "$seed")
+
+health=()
+if [ $have_hc = 1 ]; then
+	start healthcheckd "$build/healthcheckd" --seed "$seed" --feed "$dir/health.sock" \
+		--haproxy-socket "$dir/haproxy.sock" --stats "127.0.0.1:$hc_stats"
+	health=(--health "$dir/health.sock")
+fi
+start route-agent-1 "$build/route-agent" --listen "127.0.0.1:$agent1" --seed "$seed" \
+	--stats "127.0.0.1:$astats1" "${health[@]}"
+start route-agent-2 "$build/route-agent" --listen "127.0.0.1:$agent2" --seed "$seed" \
+	--stats "127.0.0.1:$astats2" "${health[@]}"
+
+for name in "${!server_addr[@]}"; do
+	wait_tcp "${server_addr[$name]##*:}" "$name"
+done
+wait_tcp "$agent1" route-agent-1
+wait_tcp "$agent2" route-agent-2
+
+start haproxy env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$dir SG_CONF_DIR=$here \
+	SG_AGENT1=127.0.0.1:$agent1 SG_AGENT2=127.0.0.1:$agent2 SG_DC=$local_dc SG_ROUTE_CACHE=$cache \
+	"$here/run-haproxy.sh" "$dir/backends.cfg"
+wait_tcp "$http" haproxy
+if [ $have_tls = 1 ]; then
+	start stunnel "$root/tls/stunnel-run.sh" "$dir/stunnel.conf"
+	wait_tcp "$https" stunnel
+fi
+
+# --- what to try ------------------------------------------------------------------
+project=$(awk '$1 == "project" { print $2; exit }' "$seed")
+project=${project:-2f1c6a3e-8d4b-4c7a-9e21-5b7f0c3d9a64}
+node=$("$build/seedctl" where --seed "$seed" "$project" | cut -f2)
+cat <<EOF
+
+seedgate demo is running (seed $seed, datacenter $local_dc; runtime files in $dir)
+
+  curl -si http://127.0.0.1:$http/                     # a hub of $local_dc answers (X-Served-By)
+  curl -si http://127.0.0.1:$http/$project/           # project -> node $node (seedctl where)
+EOF
+if [ $have_tls = 1 ]; then
+	echo "  curl -si --cacert $dir/certs/ca.crt https://127.0.0.1:$https/$project/"
+fi
+cat <<EOF
+  echo "show stat" | socat - UNIX-CONNECT:$dir/haproxy.sock   # HAProxy runtime API
+  curl -s http://127.0.0.1:$astats1/metrics                 # route agent 1
+  kill -USR2 \$(cat $dir/haproxy.pid)                        # hitless HAProxy reload
+
+Processes: ${names[*]}
+Ctrl-C stops everything.
+EOF
+
+# --- foreground until a signal ------------------------------------------------------
+while [ $stopping = 0 ]; do
+	if ! kill -0 "$(cat "$dir/haproxy.pid")" 2>/dev/null; then
+		fail "haproxy exited (see $dir/haproxy.log)"
+	fi
+	sleep 0.5 &
+	wait $! 2>/dev/null
+done
+echo "demo: stopping ${#pids[@]} processes" >&2
+stop_all
+exit 0
