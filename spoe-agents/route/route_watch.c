@@ -28,15 +28,16 @@ struct route_watch {
 	void *udata;
 };
 
-/* Debounce expired: report one change. */
+/* Debounce expired: report one change. ev_timer_again() armed the timer as
+ * a repeating one; stop it so that it fires once per burst. */
 static void watch_settle_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct route_watch *w = t->data;
 
-	(void)loop;
 	(void)revents;
 	if (w->magic != WATCH_MAGIC)
 		abort();
+	ev_timer_stop(loop, t);
 	w->changed(w->udata);
 }
 

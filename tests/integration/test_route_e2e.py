@@ -1,0 +1,229 @@
+"""route-agent behind the REAL HAProxy, with the shipped haproxy-conf (via
+CONF-DEMO's stack_util.start_stack, the way the demo runs it): a seed
+directory of 2 datacenters, 6 nodes and 2 hubs, demo servers answering with
+X-Served-By.
+
+What it proves: 1000 random project ids each reach the node `seedctl
+where` names first, other paths the local hub, websockets reach the
+project's node and echo; killing every route agent (SIGKILL) under load
+fails no request (fail-open to the hubs) and a restart resumes project
+routing within 2 s; seed edits under load (a node added, a pin added, a
+broken file) are followed within 1 s, and the broken file changes nothing
+and is reported with file:line.
+"""
+import base64
+import http.client
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import harness
+import route_util as ru
+import stack_util
+
+SLOW = harness.SLOW
+
+
+def seed_for(stack, ports, **kw):
+    """2 dcs x (1 hub + 3 nodes), on the given ports (the demo servers listen
+    there). Returns the seed text."""
+    text, _ = ru.seed_text(ports, hubs=1, nodes=3, **kw)
+    return text
+
+
+def ports_for(n=16):
+    return [harness.free_port() for _ in range(n)]
+
+
+def served_by(port, path, conn=None):
+    """X-Served-By of one GET (on conn when given, else a fresh connection)."""
+    own = conn is None
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=5 * SLOW)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        assert r.status == 200, (path, r.status, body[:200])
+        return r.getheader("X-Served-By")
+    finally:
+        if own:
+            c.close()
+
+
+class Load(threading.Thread):
+    """Requests in a loop (fresh connection each, mixed project and hub
+    paths) until stopped; records every failure."""
+
+    def __init__(self, port, paths):
+        super().__init__(daemon=True)
+        self.port, self.paths = port, paths
+        self.stop_evt = threading.Event()
+        self.ok = 0
+        self.failures = []
+
+    def run(self):
+        i = 0
+        while not self.stop_evt.is_set():
+            path = self.paths[i % len(self.paths)]
+            i += 1
+            try:
+                served_by(self.port, path)
+                self.ok += 1
+            except Exception as exc:  # noqa: BLE001 - every failure is reported
+                self.failures.append((time.monotonic(), path, repr(exc)))
+
+    def stop(self):
+        self.stop_evt.set()
+        self.join(10)
+
+
+def start(stack, seed_text_, **kw):
+    seed = stack.write("seed.conf", seed_text_)
+    info = stack_util.start_stack(stack, seed, **kw)
+    return seed, info
+
+
+def test_projects_hubs_and_websockets(stack):
+    seed, info = start(stack, seed_for(stack, ports_for()))
+    ids = ru.random_ids(1000, seed=2024)
+    want = ru.seedctl_where(seed, ids)
+    conn = http.client.HTTPConnection("127.0.0.1", info.http_port, timeout=5 * SLOW)
+    wrong = []
+    for pid in ids:
+        got = served_by(info.http_port, f"/{pid}/files/a.txt", conn)
+        if got != want[pid][0]:
+            wrong.append((pid, got, want[pid]))
+    assert not wrong, wrong[:10]
+    assert {want[pid][0] for pid in ids} == {"node11", "node12", "node13"}
+    for path in ("/", "/app/index.html", "/api/x?y=1", "/not-a-project/x", f"/{ids[0][:-1]}/x"):
+        assert served_by(info.http_port, path, conn) == "hub11", path
+    conn.close()
+
+    # Websocket upgrade to a project path: reaches its node, echoes.
+    pid = ids[7]
+    s = socket.create_connection(("127.0.0.1", info.http_port), timeout=5 * SLOW)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /{pid}/socket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(4096)
+        assert d, head
+        head += d
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert f"x-served-by: {want[pid][0]}".encode() in head.lower(), head
+    for payload in (b"hello", b"seedgate " * 10):
+        mask = os.urandom(4)
+        s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        echo = b""
+        while len(echo) < 2 + len(payload):
+            d = s.recv(4096)
+            assert d, "websocket closed"
+            echo += d
+        assert echo == bytes([0x81, len(payload)]) + payload
+    s.close()
+
+
+def test_agents_killed_under_load_fail_open_then_resume(stack):
+    seed, info = start(stack, seed_for(stack, ports_for()))
+    ids = ru.random_ids(50, seed=77)
+    want = ru.seedctl_where(seed, ids)
+    paths = [f"/{pid}/x" for pid in ids] + ["/", "/app"]
+    load = Load(info.http_port, paths)
+    load.start()
+    try:
+        harness.wait_until(lambda: load.ok > 50, 10, what="load running")
+        time.sleep(0.5)
+        for p in info.agent_procs:
+            p.signal(signal.SIGKILL)
+        for p in info.agent_procs:
+            p.popen.wait(5)
+        # With no agent every request goes to the hubs, and none fails.
+        ok0 = load.ok
+        time.sleep(2.0)
+        assert load.ok > ok0 + 50
+        assert served_by(info.http_port, f"/{ids[0]}/x") == "hub11"
+
+        t0 = time.monotonic()
+        for i in range(len(info.agent_procs)):
+            stack_util.restart_agent(stack, info, i)
+        restarted = time.monotonic()
+        harness.wait_until(lambda: all(served_by(info.http_port, f"/{pid}/x") == want[pid][0]
+                                       for pid in ids[:6]), 2.0 + 0.5, interval=0.05,
+                           what="project routing after the agents' restart")
+        resumed = time.monotonic() - restarted
+        print(f"project routing resumed {resumed:.2f}s after the agents listened "
+              f"({restarted - t0:.2f}s to start them)")
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    assert not load.failures, load.failures[:5]
+    assert load.ok > 200
+
+
+def test_seed_edits_under_load(stack):
+    ports = ports_for()
+    # Start with node14 known to HAProxy and the agents (the demo servers
+    # and generated backends are built from this seed) ...
+    full_text, addrs = ru.seed_text(ports, hubs=1, nodes=4)
+    seed, info = start(stack, full_text)
+    # ... then take it out of the seed: HAProxy keeps its server, as it would
+    # once ops regenerated the backends before adding the node.
+    without = "\n".join(l for l in full_text.splitlines() if not l.startswith("node node14 ")) + "\n"
+    ru.write_atomic(seed, without)
+    for p in info.agent_procs:
+        harness.wait_until(lambda p=p: "generation 2" in p.log(), 3, what="agents reloaded")
+    ids = ru.random_ids(300, seed=99)
+    before = ru.seedctl_where(seed, ids)
+    after_full = ru.seedctl_where(stack.write("full.conf", full_text), ids)
+    movers = [pid for pid in ids if after_full[pid][0] == "node14"][:8]
+    assert len(movers) >= 4, "too few projects move to node14"
+    for pid in movers:
+        assert served_by(info.http_port, f"/{pid}/") == before[pid][0] != "node14"
+
+    load = Load(info.http_port, [f"/{pid}/y" for pid in ids[:40]] + ["/"])
+    load.start()
+    try:
+        harness.wait_until(lambda: load.ok > 30, 10, what="load running")
+
+        def follows(paths_want, limit, what):
+            """Every path answered as wanted (twice, so both agents are seen),
+            within limit seconds of now."""
+            t0 = time.monotonic()
+            harness.wait_until(lambda: all(served_by(info.http_port, p) == w
+                                           for p, w in paths_want * 2),
+                               limit, interval=0.02, what=what)
+            return time.monotonic() - t0
+
+        # A node added.
+        ru.write_in_place(seed, full_text)
+        took = follows([(f"/{pid}/", "node14") for pid in movers], 1.0, "node14 receives its projects")
+        print(f"node added: followed in {took:.2f}s")
+
+        # Pins added: one to a local node other than its computed one (local
+        # pinned nodes come first), one to the other datacenter's node only.
+        pinned, remote = [pid for pid in ids if pid not in movers][:2]
+        local = next(n for n in ("node11", "node12", "node13", "node14") if n != after_full[pinned][0])
+        pin_text = full_text + f"project {pinned} node22 {local}\nproject {remote} node22\n"
+        ru.write_atomic(seed, pin_text)
+        took = follows([(f"/{pinned}/z", local), (f"/{remote}/z", "node22")], 1.0, "pins followed")
+        print(f"pins added: followed in {took:.2f}s")
+
+        # A broken file: nothing changes, every agent reports file:line.
+        broken = pin_text + "project not-a-uuid node11\n"
+        nlines = broken.count("\n")
+        ru.write_in_place(seed, broken)
+        for p in info.agent_procs:
+            harness.wait_until(lambda p=p: re.search(re.escape(seed) + rf":{nlines}: ", p.log()), 2,
+                               what="broken file reported with file:line")
+        for _ in range(6):
+            assert served_by(info.http_port, f"/{pinned}/z") == local
+            assert served_by(info.http_port, f"/{remote}/z") == "node22"
+            assert served_by(info.http_port, f"/{movers[0]}/") == "node14"
+        assert all(p.alive() for p in info.agent_procs)
+    finally:
+        load.stop()
+    assert not load.failures, load.failures[:5]
