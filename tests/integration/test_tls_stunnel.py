@@ -192,3 +192,52 @@ node c3    127.0.0.1:{p['c3']}    dc=us-east
     assert nodes <= {"c1", "c2", "c3"} and len(nodes) >= 2, nodes
     status, hdrs, body, version = https_get(info.https_port, "/", ca=info.ca_file)
     assert status == 200 and hdrs["x-served-by"] == "hub1", hdrs
+
+
+def test_certificate_roll_keeps_established_connections(stack):
+    """The procedure of tls/README.md: new files by rename, then SIGHUP."""
+    import http.client
+    import signal
+    import socket
+    import ssl
+    import subprocess
+
+    front = tls_util.start_front(stack)
+    ctx = ssl.create_default_context(cafile=front.ca_file)
+
+    def connect():
+        raw = socket.create_connection(("127.0.0.1", front.https_port), timeout=5)
+        tls = ctx.wrap_socket(raw, server_hostname="localhost")
+        conn = http.client.HTTPConnection("127.0.0.1", front.https_port, timeout=5)
+        conn.sock = tls
+        return conn, tls.getpeercert()["serialNumber"]
+
+    def get(conn):
+        conn.request("GET", "/", headers={"Host": "localhost"})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+
+    old_conn, old_serial = connect()
+    assert get(old_conn) == 200
+    sess = stack.path("sess.pem")
+    rc, out = s_client(front.https_port, "-sess_out", sess, ca=front.ca_file, request=REQUEST)
+    assert re.search(r"^New, ", out, re.M), out
+    r = subprocess.run([os.path.join(tls_util.TLS_DIR, "make-certs.sh"), front.certs],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    front.stunnel.signal(signal.SIGHUP)
+
+    def new_serial():
+        conn, serial = connect()
+        conn.close()
+        return serial if serial != old_serial else None
+    harness.wait_until(new_serial, 5.0, interval=0.1, what="stunnel serving the new certificate")
+    # The connection made before the roll still carries requests.
+    assert get(old_conn) == 200
+    assert get(old_conn) == 200
+    old_conn.close()
+    assert front.stunnel.alive()
+    # Ticket keys unchanged: a session from before the roll resumes.
+    rc, out = s_client(front.https_port, "-sess_in", sess, ca=front.ca_file, request=REQUEST)
+    assert re.search(r"^Reused, ", out, re.M), out
