@@ -1,12 +1,29 @@
 # healthcheck/module.mk — build wiring for healthcheck (see tests/module.mk for the macros)
 #
-#   build/libhc.a         health feed codec + client, status table, check state
-#                         machine, HTTP status parser (route-agent links it)
-#   build/healthcheckd    the checker daemon
-#   tests: test_hc_feed, test_hc_state, test_hc_http; fuzz: hc_feed
+#   build/libhc.a         health feed codec and client (route-agent links it),
+#                         status table (seedctl health), check state machine,
+#                         HTTP request/status code
+#   build/healthcheckd    the checker daemon (librouter, libsgtls-$(TLS), c-ares, libev)
+#   tests: build/tests/test_hc_*  (tests/unit/test_hc_*.c)
+#   fuzz:  build/tests/fuzz-replay-hc_feed over tests/fuzz/corpus/hc_feed/
 
-HC_LIB_SRCS := healthcheck/hc_feed_codec.c healthcheck/hc_line.c healthcheck/hc_feed_client.c
+HC_LIB_SRCS := healthcheck/hc_feed_codec.c healthcheck/hc_line.c healthcheck/hc_feed_client.c \
+               healthcheck/hc_status.c healthcheck/hc_state.c healthcheck/hc_http.c
+HC_LIB      := $(B)/libhc.a
 
 $(eval $(call static_lib,hc,$(HC_LIB_SRCS)))
 
-$(eval $(call fuzz_target,hc_feed,$(B)/libhc.a,,healthcheck/hc_feed_codec.c healthcheck/hc_line.c))
+HCD_SRCS := healthcheck/hc_main.c healthcheck/hc_target.c healthcheck/hc_probe.c \
+            healthcheck/hc_dns.c healthcheck/hc_feed_server.c healthcheck/hc_haproxy.c \
+            healthcheck/hc_stats.c healthcheck/hc_buf.c
+
+$(call objs_of,$(HCD_SRCS)): EXTRA_CFLAGS += $(CARES_CFLAGS)
+BINS += $(B)/healthcheckd
+$(eval $(call program,$(B)/healthcheckd,$(HCD_SRCS),$(HC_LIB) $(B)/librouter.a $(TLS_LIB),\
+	$(XXH_LIBS) $(CARES_LIBS) $(TLS_LDLIBS) $(EV_LIBS)))
+
+# Unit tests: one per concept, all linked with libhc (+ libev for the client).
+$(foreach t,$(basename $(notdir $(wildcard tests/unit/test_hc_*.c))),\
+  $(eval $(call unit_test,$(t),$(HC_LIB),$(EV_LIBS))))
+
+$(eval $(call fuzz_target,hc_feed,$(HC_LIB),,healthcheck/hc_feed_codec.c healthcheck/hc_line.c))
