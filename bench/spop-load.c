@@ -6,8 +6,8 @@
  * frees its slot and a new NOTIFY is queued, and everything queued while
  * handling one read goes out in one write (as HAProxy batches frames). Each
  * ACK's stream-id and frame-id must match an outstanding NOTIFY (frame-id =
- * slot + 1, stream-id = the slot's current 2.6-style unique id) and its
- * actions must decode. Latency (NOTIFY written -> ACK read) goes into a
+ * slot + 1, stream-id = the slot's current 2.6-style unique id), and with
+ * --check-actions its actions must decode. Latency (NOTIFY written -> ACK read) goes into a
  * log-linear histogram per thread; nothing is allocated per request: NOTIFY
  * payloads come from a pool encoded at start.
  *
@@ -35,7 +35,7 @@
 
 #define LOAD_MAGIC        0x5350304cu       /* "SP0L" */
 #define LOAD_MAX_PAYLOAD  1024              /* one pre-encoded NOTIFY payload */
-#define LOAD_DEFAULT_POOL 65536
+#define LOAD_DEFAULT_POOL 8192              /* ~1 MB of payloads: stays in cache */
 #define LOAD_DRAIN_NS     (2ull * 1000000000ull)
 
 /* --- latency histogram: 64 powers of two x 32 linear sub-buckets (≈3 %) -- */
@@ -117,16 +117,22 @@ struct options {
 	const char *message, *host, *mix_file;
 	uint32_t max_frame_size;
 	unsigned seed;
+	bool check_actions;         /* decode every ACK's actions too */
 };
 
 /* --- payload pool ---------------------------------------------------------- */
+/* Payloads are packed back to back in one arena: a sparse array of
+ * LOAD_MAX_PAYLOAD-byte slots would cost a cache and TLB miss per NOTIFY. */
 struct payload {
+	uint32_t off;
 	uint16_t len;
-	uint8_t data[LOAD_MAX_PAYLOAD];
 };
 
 static struct payload *pool;
-static unsigned pool_size;
+static uint8_t *pool_arena;
+static size_t pool_arena_len;
+static unsigned pool_size, pool_mask;   /* mask: pool_size - 1 when a power of two, else 0 */
+static size_t pool_max_len;
 
 static uint64_t xorshift(uint64_t *s)
 {
@@ -151,7 +157,8 @@ static void uuid_text(uint64_t *rng, char out[37])
 		 b[14], b[15]);
 }
 
-/* Encodes one message `name` with args path, host, src into p. 0 / -1. */
+/* Encodes one message `name` with args path, host, src as pool entry p,
+ * appended to the arena (sized for LOAD_MAX_PAYLOAD per entry). 0 / -1. */
 static int payload_encode(struct payload *p, const char *name, const char *path, const char *host,
 			  uint32_t src)
 {
@@ -166,10 +173,15 @@ static int payload_encode(struct payload *p, const char *name, const char *path,
 	args[2].value.v.ipv4[1] = (uint8_t)(src >> 16);
 	args[2].value.v.ipv4[2] = (uint8_t)(src >> 8);
 	args[2].value.v.ipv4[3] = (uint8_t)src;
-	int n = spop_message_encode(name, strlen(name), args, 3, p->data, sizeof(p->data));
+	int n = spop_message_encode(name, strlen(name), args, 3, pool_arena + pool_arena_len,
+				    LOAD_MAX_PAYLOAD);
 	if (n == -1)
 		return -1;
+	p->off = (uint32_t)pool_arena_len;
 	p->len = (uint16_t)n;
+	pool_arena_len += (size_t)n;
+	if ((size_t)n > pool_max_len)
+		pool_max_len = (size_t)n;
 	return 0;
 }
 
@@ -186,7 +198,9 @@ static int pool_build(const struct options *o, char *err, size_t errlen)
 	if (o->id_set > pool_size)
 		pool_size = o->id_set;
 	pool = calloc(pool_size, sizeof(*pool));
-	if (pool == NULL) {
+	pool_arena = malloc((size_t)pool_size * LOAD_MAX_PAYLOAD);
+	pool_arena_len = 0;
+	if (pool == NULL || pool_arena == NULL) {
 		snprintf(err, errlen, "out of memory for %u payloads", pool_size);
 		return -1;
 	}
@@ -216,7 +230,7 @@ static int pool_build(const struct options *o, char *err, size_t errlen)
 			goto out_free_pool;
 		}
 		pool_size = n;
-		return 0;
+		goto out_pack;
 	}
 	if (o->id_set > 0) {
 		ids = calloc(o->id_set, sizeof(*ids));
@@ -244,15 +258,22 @@ static int pool_build(const struct options *o, char *err, size_t errlen)
 			goto out_free_ids;
 		}
 	}
-	ret = 0;
+	free(ids);
+out_pack: {
+		uint8_t *packed = realloc(pool_arena, pool_arena_len);   /* shrink to what is used */
+		if (packed != NULL)
+			pool_arena = packed;
+		pool_mask = (pool_size & (pool_size - 1)) == 0 ? pool_size - 1 : 0;
+		return 0;
+	}
 out_free_ids:
 	free(ids);
-	if (ret == 0)
-		return 0;
 out_free_pool:
 	free(pool);
+	free(pool_arena);
 	pool = NULL;
-	return -1;
+	pool_arena = NULL;
+	return ret;
 }
 
 /* --- connections and workers ----------------------------------------------- */
@@ -387,14 +408,15 @@ static void conn_fill(struct conn *c, uint64_t now)
 	if (c->state != CONN_RUN || now >= w->end_ns)
 		return;
 	while (c->free_top > 0 && w->quota > 0) {
-		const struct payload *p = &pool[xorshift(&w->rng) % pool_size];
+		uint64_t r = xorshift(&w->rng);
+		const struct payload *p = &pool[pool_mask ? (r & pool_mask) : r % pool_size];
 		if (c->out_room - c->out_len < (size_t)SPOP_FRAME_HDR_MAX + p->len)
 			break;
 		unsigned s = c->free_slots[--c->free_top];
 		uint8_t *f = c->out + c->out_len;
 		int h = spop_frame_begin(f, c->out_room - c->out_len, SPOP_FRAME_NOTIFY, SPOP_FLAG_FIN,
 					 c->next_stream, s + 1);
-		memcpy(f + h, p->data, p->len);
+		memcpy(f + h, pool_arena + p->off, p->len);
 		spop_frame_end(f, (size_t)h + p->len);
 		c->out_len += (size_t)h + p->len;
 		c->slots[s].stream_id = c->next_stream++;
@@ -448,7 +470,7 @@ static void conn_on_ack(struct conn *c, const struct spop_frame *f, uint64_t now
 		w->c.err_ids++;
 		return;
 	}
-	size_t off = 0;
+	size_t off = w->o->check_actions ? 0 : f->payload_len;
 	while (off < f->payload_len) {
 		struct spop_action a;
 		int n = spop_action_decode(f->payload + off, f->payload_len - off, &a);
@@ -708,10 +730,7 @@ static int worker_init(struct worker *w, unsigned index, unsigned nconns, const 
 	w->conns = calloc(nconns ? nconns : 1, sizeof(*w->conns));
 	if (w->conns == NULL)
 		return -1;
-	size_t max_payload = 0;
-	for (unsigned i = 0; i < pool_size; i++)
-		if (pool[i].len > max_payload)
-			max_payload = pool[i].len;
+	size_t max_payload = pool_max_len;
 	for (unsigned i = 0; i < nconns; i++) {
 		struct conn *c = &w->conns[i];
 		c->magic = LOAD_MAGIC;
@@ -770,6 +789,7 @@ static void usage(FILE *out)
 		"      --pool N          pre-encoded requests to draw from (default %u)\n"
 		"      --max-frame-size N  announced in HAPROXY-HELLO (default 16380)\n"
 		"      --seed N          random seed (default 1)\n"
+		"      --check-actions   decode every ACK's actions (costs generator CPU)\n"
 		"  -h, --help            this text\n"
 		"\n"
 		"Exit status 0 when every ACK matched an outstanding NOTIFY, every\n"
@@ -806,6 +826,7 @@ int main(int argc, char **argv)
 		{ "mix", required_argument, NULL, 'f' },         { "host", required_argument, NULL, 'H' },
 		{ "pool", required_argument, NULL, 'P' },        { "max-frame-size", required_argument, NULL, 'F' },
 		{ "seed", required_argument, NULL, 'S' },        { "help", no_argument, NULL, 'h' },
+		{ "check-actions", no_argument, NULL, 'A' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long long v;
@@ -833,6 +854,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		}
+		case 'A': o.check_actions = true; break;
 		case 'm': o.message = optarg; break;
 		case 'f': o.mix_file = optarg; break;
 		case 'H': o.host = optarg; break;
@@ -931,5 +953,6 @@ out_free_workers:
 	free(ws);
 out_free_pool:
 	free(pool);
+	free(pool_arena);
 	return rc;
 }

@@ -572,6 +572,9 @@ def test_unix_socket_listener(stack):
     with SpopClient(path, timeout=5.0 * SLOW) as c:
         c.hello()
         a.check_ack(c.call(1, 1, a.messages(1)), 1)
+    if _built("spop-load"):              # the load generator speaks unix sockets too
+        r, kv = _run_load(["-c", 2, "-d", 4, "-n", 100, "-m", "echo", "--check-actions", f"unix:{path}"])
+        assert r.returncode == 0 and int(kv["decisions"]) == 100, r.stdout + r.stderr
     stop_and_check(proc)
 
 
@@ -583,7 +586,7 @@ def test_spop_load_against_echo(stack):
     if load is None:
         pytest.skip("spop-load not built")
     a = start_agent(stack, AGENTS[0])
-    r = subprocess.run([load, "-c", "4", "-d", "8", "-t", "1", "--message", "echo",
+    r = subprocess.run([load, "-c", "4", "-d", "8", "-t", "1", "--message", "echo", "--check-actions",
                         f"127.0.0.1:{a.port}"], capture_output=True, text=True, timeout=30 * SLOW)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
@@ -682,7 +685,7 @@ def test_spop_load_wire_format():
     import re
     agent = _PyAgent()
     try:
-        r, kv = _run_load(["-c", 3, "-d", 5, "-n", 300, "-p", 50, "-i", 4, "--host", "h.test",
+        r, kv = _run_load(["-c", 3, "-d", 5, "-n", 300, "-p", 50, "-i", 4, "--host", "h.test", "--check-actions",
                            f"127.0.0.1:{agent.port}"])
     finally:
         agent.close()
