@@ -123,8 +123,9 @@ typedef void (*hc_feed_target_cb)(void *udata, const char *name, enum hc_state s
  * once per loss, not per retry). why is a short text, valid during the call. */
 typedef void (*hc_feed_link_cb)(void *udata, bool connected, const char *why);
 
-/* Starts a client on loop for the unix socket path; connects at once (or
- * retries with back-off). Callbacks run on the loop. link_cb may be NULL.
+/* Starts a client on loop for the unix socket path; it connects from the
+ * loop's next iteration (then retries with back-off). Callbacks run on the
+ * loop, never from inside hc_feed_client_new(). link_cb may be NULL.
  * Returns NULL with a message in err on bad arguments or allocation failure
  * (an absent socket is not an error: it is retried). */
 struct hc_feed_client *hc_feed_client_new(struct ev_loop *loop, const char *path,

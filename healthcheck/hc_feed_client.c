@@ -187,7 +187,7 @@ static void feed_connect(struct hc_feed_client *c)
 	ev_io_start(c->loop, &c->io);
 }
 
-/* Creates the client and makes the first attempt. */
+/* Creates the client; the first attempt runs on the next loop iteration. */
 struct hc_feed_client *hc_feed_client_new(struct ev_loop *loop, const char *path,
                                           hc_feed_target_cb target_cb,
                                           hc_feed_link_cb link_cb, void *udata,
@@ -222,7 +222,8 @@ struct hc_feed_client *hc_feed_client_new(struct ev_loop *loop, const char *path
 	c->io.data = c;
 	ev_timer_init(&c->retry, feed_on_retry, 0.0, 0.0);
 	c->retry.data = c;
-	feed_connect(c);
+	/* first attempt from the loop, so no callback runs before we return */
+	ev_timer_start(loop, &c->retry);
 	return c;
 }
 

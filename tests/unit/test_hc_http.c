@@ -1,0 +1,81 @@
+/*
+ * test_hc_http.c — the HTTP check's request builder and status-line
+ * parser, including answers that arrive one byte at a time.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "hc_check.h"
+
+static void test_status_complete(void **state)
+{
+	unsigned st = 0;
+
+	assert_int_equal(hc_http_status("HTTP/1.1 200 OK\r\n", 17, &st), 1);
+	assert_int_equal(st, 200);
+	assert_int_equal(hc_http_status("HTTP/1.0 503 Service Unavailable\r\n", 34, &st), 1);
+	assert_int_equal(st, 503);
+	assert_int_equal(hc_http_status("HTTP/1.1 204\r\n", 14, &st), 1);
+	assert_int_equal(st, 204);
+	assert_int_equal(hc_http_status("HTTP/2 301 x", 12, &st), 1);
+	assert_int_equal(st, 301);
+}
+
+static void test_status_partial_reads(void **state)
+{
+	const char *resp = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+	unsigned st = 0;
+	size_t i;
+
+	/* every prefix shorter than "HTTP/1.1 404 " needs more bytes */
+	for (i = 0; i < 13; i++)
+		assert_int_equal(hc_http_status(resp, i, &st), 0);
+	assert_int_equal(hc_http_status(resp, 13, &st), 1);
+	assert_int_equal(st, 404);
+	assert_int_equal(hc_http_status(resp, strlen(resp), &st), 1);
+}
+
+static void test_status_garbage(void **state)
+{
+	unsigned st = 0;
+
+	assert_int_equal(hc_http_status("SSH-2.0-OpenSSH\r\n", 17, &st), -1);
+	assert_int_equal(hc_http_status("H", 1, &st), 0);
+	assert_int_equal(hc_http_status("HX", 2, &st), -1);
+	assert_int_equal(hc_http_status("HTTP/x.1 200 OK", 15, &st), -1);
+	assert_int_equal(hc_http_status("HTTP/1.1 20x OK", 15, &st), -1);
+	assert_int_equal(hc_http_status("HTTP/1.1 2000 OK", 16, &st), -1);
+	assert_int_equal(hc_http_status("HTTP/1.1 099 OK", 15, &st), -1);
+	assert_int_equal(hc_http_status("HTTP/1.1  200 OK", 16, &st), -1);
+	assert_int_equal(hc_http_status("\x16\x03\x01\x00", 4, &st), -1);   /* TLS record */
+}
+
+static void test_request(void **state)
+{
+	char buf[256];
+	int n = hc_http_request(buf, sizeof(buf), "HEAD", "/health?x=1", "node1.example:8080");
+
+	assert_true(n > 0);
+	assert_int_equal((size_t)n, strlen(buf));
+	assert_string_equal(buf, "HEAD /health?x=1 HTTP/1.1\r\nHost: node1.example:8080\r\n"
+	                    "User-Agent: seedgate-healthcheckd\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+	assert_int_equal(hc_http_request(buf, sizeof(buf), "GET", "/a b", "h"), -1);
+	assert_int_equal(hc_http_request(buf, sizeof(buf), "GET", "/", "h\r\nX: y"), -1);
+	assert_int_equal(hc_http_request(buf, sizeof(buf), "GET", "", "h"), -1);
+	assert_int_equal(hc_http_request(buf, 20, "GET", "/", "h"), -1);       /* no room */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_status_complete),
+		cmocka_unit_test(test_status_partial_reads),
+		cmocka_unit_test(test_status_garbage),
+		cmocka_unit_test(test_request),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
