@@ -127,12 +127,13 @@ static int conn_flush(struct spop_conn *c)
 }
 
 /* Starts the lingering close once the last frame left: shut the write
- * side, drain input until EOF or the linger deadline. */
-static void conn_linger(struct spop_conn *c)
+ * side, drain input until EOF or the linger deadline. Returns 0, or -1
+ * when c was freed (the peer is already gone). */
+static int conn_linger(struct spop_conn *c)
 {
 	if (c->peer_eof || shutdown(c->fd, SHUT_WR) == -1) {
 		conn_free(c);
-		return;
+		return -1;
 	}
 	c->lingering = true;
 	c->in_len = 0;
@@ -140,6 +141,7 @@ static void conn_linger(struct spop_conn *c)
 	ev_timer_stop(c->w->loop, &c->timer);
 	ev_timer_set(&c->timer, SPOP_LINGER_S, 0.);
 	ev_timer_start(c->w->loop, &c->timer);
+	return 0;
 }
 
 /* Runs the buffered input through the protocol engine, sends the replies
@@ -161,10 +163,8 @@ static int conn_process(struct spop_conn *c)
 		return -1;
 	}
 	if (spop_proto_closing(&c->proto)) {
-		if (c->out.len == 0) {
-			conn_linger(c);
-			return c->lingering ? 0 : -1;
-		}
+		if (c->out.len == 0)
+			return conn_linger(c);
 		pause_reading(c);       /* wait for the flush, then linger */
 		return 0;
 	}
