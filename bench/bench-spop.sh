@@ -122,6 +122,7 @@ run_agent() {
 	stop_agent
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench-spop: agent on CPU $AGENT_CPU, spop-load on CPU $LOAD_CPU, $ROUNDS x ${DURATION}s per configuration"
 if [ -x "$B/tools/spop-echo-agent" ]; then
 	run_agent echo echo "$B/tools/spop-echo-agent"
@@ -143,6 +144,7 @@ mkdir -p bench/results
 	echo "* machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs, $(uname -r)"
 	echo "* compiler: $(${CC:-gcc} --version | head -1); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 	echo "* agent pinned to CPU $AGENT_CPU with --workers 1; spop-load pinned to CPU $LOAD_CPU"
+	echo "* load average before the run: $load_before (other work on the machine skews the figures)"
 	echo "* $ROUNDS rounds x ${DURATION} s per row, medians; c = connections, d = NOTIFYs in flight per connection, T = generator threads"
 	echo "* message mix: spop-load default (route/echo message, args path/host/src, 80 % /<uuid>/... fresh ids, 20 % /other)"
 	echo "* per core = decisions/s divided by the agent's CPU share (from /proc/PID/stat)"
