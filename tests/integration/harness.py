@@ -14,6 +14,7 @@ import http.client
 import os
 import shutil
 import signal
+from signal import SIGKILL, SIGTERM
 import socket
 import subprocess
 import time
@@ -88,18 +89,18 @@ class Proc:
         if self.alive():
             os.kill(self.pid, sig)
 
-    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+    def stop(self, sig=SIGTERM, timeout=5.0):
         """Stop by PID: sig, then SIGKILL after timeout. Returns the exit code."""
         if self.alive():
             try:
                 os.kill(self.pid, sig)
                 return self.popen.wait(timeout * SLOW)
             except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(self.pid, SIGKILL)
         return self.popen.wait()
 
     def kill(self):
-        return self.stop(signal.SIGKILL)
+        return self.stop(SIGKILL)
 
 
 class Stack:
