@@ -1,9 +1,11 @@
 /*
- * tls/tls_common.c — back-end independent helpers: status names, error
- * formatting, IP literal detection, UTC time conversion.
+ * tls/tls_common.c — back-end independent parts: the lifecycle of the
+ * shared tls_ctx / tls_conn structs and their accessors, status names,
+ * error formatting, IP literal detection, UTC time conversion.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -57,4 +59,88 @@ int64_t tls_tm_to_unix(const struct tm *tm)
 	time_t t = timegm(&copy);
 
 	return t == (time_t)-1 ? -1 : (int64_t)t;
+}
+
+/* Allocates a context with one reference; the back end sets lib. */
+struct tls_ctx *tls_ctx_alloc(bool verify, char *err, size_t errlen)
+{
+	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
+
+	if (ctx == NULL) {
+		tls_fmt(err, errlen, "out of memory");
+		return NULL;
+	}
+	ctx->magic = TLS_CTX_MAGIC;
+	atomic_init(&ctx->refs, 1);
+	ctx->verify = verify;
+	return ctx;
+}
+
+/* Adds a reference; a context is immutable once made, so sharing is safe. */
+struct tls_ctx *tls_ctx_ref(struct tls_ctx *ctx)
+{
+	atomic_fetch_add(&ctx->refs, 1);
+	return ctx;
+}
+
+/* Drops the caller's reference, frees on the last one, clears *pctx. */
+void tls_ctx_free(struct tls_ctx **pctx)
+{
+	struct tls_ctx *ctx = pctx ? *pctx : NULL;
+
+	if (ctx == NULL)
+		return;
+	*pctx = NULL;
+	if (atomic_fetch_sub(&ctx->refs, 1) != 1)
+		return;
+	tls_lib_ctx_free(ctx->lib);
+	ctx->magic = 0;
+	free(ctx);
+}
+
+/* Allocates a connection on fd holding a reference on ctx; lib is set by
+ * the back end. */
+struct tls_conn *tls_conn_alloc(struct tls_ctx *ctx, int fd, char *err, size_t errlen)
+{
+	struct tls_conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL) {
+		tls_fmt(err, errlen, "out of memory");
+		return NULL;
+	}
+	c->magic = TLS_CONN_MAGIC;
+	c->ctx = tls_ctx_ref(ctx);
+	c->fd = fd;
+	c->not_after = -1;
+	return c;
+}
+
+/* Frees the library object and drops the context reference; the fd stays
+ * open (it is the caller's). */
+void tls_conn_free(struct tls_conn **pc)
+{
+	struct tls_conn *c = pc ? *pc : NULL;
+
+	if (c == NULL)
+		return;
+	*pc = NULL;
+	tls_lib_conn_free(c->lib);
+	tls_ctx_free(&c->ctx);
+	c->magic = 0;
+	free(c);
+}
+
+int64_t tls_conn_peer_not_after(const struct tls_conn *c)
+{
+	return c->not_after;
+}
+
+int tls_conn_fd(const struct tls_conn *c)
+{
+	return c->fd;
+}
+
+const char *tls_conn_error(const struct tls_conn *c)
+{
+	return c->err;
 }

@@ -7,6 +7,7 @@
 #define SEEDGATE_TLS_INT_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
@@ -20,6 +21,35 @@
 #define TLS_CONNECT_MAGIC 0x544c5350u /* "TLSP" */
 
 #define TLS_ERR_TEXT 256
+
+/* The two public types, shared by both back ends: what differs between
+ * them is only the library object behind `lib`. */
+struct tls_ctx {
+	unsigned magic;
+	atomic_uint refs;
+	bool verify;
+	void *lib;               /* SSL_CTX * or WOLFSSL_CTX * */
+};
+
+struct tls_conn {
+	unsigned magic;
+	struct tls_ctx *ctx;     /* one reference held */
+	void *lib;               /* SSL * or WOLFSSL * */
+	int fd;                  /* the caller's, never closed here */
+	int64_t not_after;       /* leaf notAfter seen by the verify callback, -1 unknown */
+	int verify_error;        /* back end's first verification error, 0 none */
+	char err[TLS_ERR_TEXT];
+};
+
+/* Allocate the shared part (one reference, lib NULL); NULL + err when out
+ * of memory. Back ends fill lib and, on failure, release with
+ * tls_ctx_free() / tls_conn_free(), which accept lib == NULL. */
+struct tls_ctx *tls_ctx_alloc(bool verify, char *err, size_t errlen);
+struct tls_conn *tls_conn_alloc(struct tls_ctx *ctx, int fd, char *err, size_t errlen);
+
+/* Back-end hooks: free the library object (NULL is a no-op). */
+void tls_lib_ctx_free(void *lib);
+void tls_lib_conn_free(void *lib);
 
 /* snprintf into err (if non-NULL and errlen > 0); never overflows. */
 void tls_fmt(char *err, size_t errlen, const char *fmt, ...)

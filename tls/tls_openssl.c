@@ -8,7 +8,6 @@
  * into the tls_status that says why.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,21 +17,10 @@
 
 #include "tls_int.h"
 
-struct tls_ctx {
-	unsigned magic;
-	atomic_uint refs;
-	SSL_CTX *ssl_ctx;
-	bool verify;
-};
-
-struct tls_conn {
-	unsigned magic;
-	struct tls_ctx *ctx;     /* one reference held */
-	SSL *ssl;
-	int fd;
-	int64_t not_after;       /* leaf notAfter seen by the verify callback, -1 unknown */
-	char err[TLS_ERR_TEXT];
-};
+static SSL *ssl_of(const struct tls_conn *c)
+{
+	return c->lib;
+}
 
 /* Returns the backend's name, fixed at build time. */
 const char *tls_backend_name(void)
@@ -92,116 +80,92 @@ static int verify_cb(int preverify, X509_STORE_CTX *store)
 struct tls_ctx *tls_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen)
 {
 	struct tls_ctx *ctx;
+	SSL_CTX *sctx;
 
-	ctx = calloc(1, sizeof(*ctx));
-	if (ctx == NULL) {
-		tls_fmt(err, errlen, "out of memory");
+	ctx = tls_ctx_alloc(verify, err, errlen);
+	if (ctx == NULL)
 		return NULL;
-	}
-	ctx->magic = TLS_CTX_MAGIC;
-	atomic_init(&ctx->refs, 1);
-	ctx->verify = verify;
-
-	ctx->ssl_ctx = SSL_CTX_new(TLS_client_method());
-	if (ctx->ssl_ctx == NULL) {
+	ctx->lib = sctx = SSL_CTX_new(TLS_client_method());
+	if (sctx == NULL) {
 		ssl_err_text(err, errlen, "SSL_CTX_new");
 		goto out_free_ctx;
 	}
-	if (SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_2_VERSION) != 1) {
+	if (SSL_CTX_set_min_proto_version(sctx, TLS1_2_VERSION) != 1) {
 		ssl_err_text(err, errlen, "cannot set TLS 1.2 as minimum version");
-		goto out_free_ssl_ctx;
+		goto out_free_ctx;
 	}
-	SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_mode(sctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (ca_file != NULL) {
-		if (SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, NULL) != 1) {
+		if (SSL_CTX_load_verify_locations(sctx, ca_file, NULL) != 1) {
 			char prefix[TLS_ERR_TEXT];
 			tls_fmt(prefix, sizeof(prefix), "cannot load CA file %s", ca_file);
 			ssl_err_text(err, errlen, prefix);
-			goto out_free_ssl_ctx;
+			goto out_free_ctx;
 		}
-	} else if (SSL_CTX_set_default_verify_paths(ctx->ssl_ctx) != 1) {
+	} else if (SSL_CTX_set_default_verify_paths(sctx) != 1) {
 		ssl_err_text(err, errlen, "cannot load the system CA store");
-		goto out_free_ssl_ctx;
+		goto out_free_ctx;
 	}
-	SSL_CTX_set_verify(ctx->ssl_ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, verify_cb);
+	SSL_CTX_set_verify(sctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, verify_cb);
 	return ctx;
 
-out_free_ssl_ctx:
-	SSL_CTX_free(ctx->ssl_ctx);
 out_free_ctx:
-	free(ctx);
+	tls_ctx_free(&ctx); /* frees sctx too */
 	return NULL;
 }
 
-/* Adds a reference; the context is immutable so sharing is safe. */
-struct tls_ctx *tls_ctx_ref(struct tls_ctx *ctx)
+/* Back-end hook of tls_ctx_free(). */
+void tls_lib_ctx_free(void *lib)
 {
-	atomic_fetch_add(&ctx->refs, 1);
-	return ctx;
-}
-
-/* Drops a reference and clears the caller's pointer. */
-void tls_ctx_free(struct tls_ctx **pctx)
-{
-	struct tls_ctx *ctx = pctx ? *pctx : NULL;
-
-	if (ctx == NULL)
-		return;
-	*pctx = NULL;
-	if (atomic_fetch_sub(&ctx->refs, 1) != 1)
-		return;
-	SSL_CTX_free(ctx->ssl_ctx);
-	ctx->magic = 0;
-	free(ctx);
+	SSL_CTX_free(lib);
 }
 
 /* Wraps fd; sets SNI and the name to verify (see tls.h). */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, const char *sni, char *err, size_t errlen)
 {
 	struct tls_conn *c;
+	SSL *ssl;
 
-	c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		tls_fmt(err, errlen, "out of memory");
+	c = tls_conn_alloc(ctx, fd, err, errlen);
+	if (c == NULL)
 		return NULL;
-	}
-	c->magic = TLS_CONN_MAGIC;
-	c->fd = fd;
-	c->not_after = -1;
-	c->ssl = SSL_new(ctx->ssl_ctx);
-	if (c->ssl == NULL) {
+	c->lib = ssl = SSL_new(ctx->lib);
+	if (ssl == NULL) {
 		ssl_err_text(err, errlen, "SSL_new");
 		goto out_free_conn;
 	}
-	if (SSL_set_fd(c->ssl, fd) != 1) {
+	if (SSL_set_fd(ssl, fd) != 1) {
 		ssl_err_text(err, errlen, "SSL_set_fd");
-		goto out_free_ssl;
+		goto out_free_conn;
 	}
-	SSL_set_app_data(c->ssl, c);
-	SSL_set_connect_state(c->ssl);
+	SSL_set_app_data(ssl, c);
+	SSL_set_connect_state(ssl);
 	if (sni != NULL && *sni != '\0') {
-		X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+		X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
 		if (tls_is_ip_literal(sni)) {
 			if (X509_VERIFY_PARAM_set1_ip_asc(param, sni) != 1) {
 				ssl_err_text(err, errlen, "cannot set the IP address to verify");
-				goto out_free_ssl;
+				goto out_free_conn;
 			}
 		} else {
 			X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-			if (SSL_set_tlsext_host_name(c->ssl, sni) != 1 || SSL_set1_host(c->ssl, sni) != 1) {
+			if (SSL_set_tlsext_host_name(ssl, sni) != 1 || SSL_set1_host(ssl, sni) != 1) {
 				ssl_err_text(err, errlen, "cannot set the server name");
-				goto out_free_ssl;
+				goto out_free_conn;
 			}
 		}
 	}
-	c->ctx = tls_ctx_ref(ctx);
 	return c;
 
-out_free_ssl:
-	SSL_free(c->ssl);
 out_free_conn:
-	free(c);
+	tls_conn_free(&c); /* frees ssl too */
 	return NULL;
+}
+
+/* Back-end hook of tls_conn_free(). */
+void tls_lib_conn_free(void *lib)
+{
+	SSL_free(lib);
 }
 
 /* Maps a certificate verification error to the status that names it. */
@@ -229,7 +193,7 @@ static enum tls_status verify_status(long v)
  * errors. what names the operation for the text ("handshake", "read"...). */
 static enum tls_status conn_status(struct tls_conn *c, int r, const char *what)
 {
-	int e = SSL_get_error(c->ssl, r);
+	int e = SSL_get_error(ssl_of(c), r);
 	int saved_errno = errno;
 	long v;
 
@@ -254,8 +218,8 @@ static enum tls_status conn_status(struct tls_conn *c, int r, const char *what)
 	default:
 		break;
 	}
-	v = SSL_get_verify_result(c->ssl);
-	if (v != X509_V_OK && SSL_get_verify_mode(c->ssl) != SSL_VERIFY_NONE) {
+	v = SSL_get_verify_result(ssl_of(c));
+	if (v != X509_V_OK && SSL_get_verify_mode(ssl_of(c)) != SSL_VERIFY_NONE) {
 		ERR_clear_error();
 		tls_fmt(c->err, sizeof(c->err), "certificate verification failed: %s",
 		        X509_verify_cert_error_string(v));
@@ -277,9 +241,9 @@ enum tls_status tls_conn_handshake(struct tls_conn *c)
 
 	ERR_clear_error();
 	errno = 0;
-	r = SSL_do_handshake(c->ssl);
+	r = SSL_do_handshake(ssl_of(c));
 	if (r == 1) {
-		X509 *peer = SSL_get0_peer_certificate(c->ssl);
+		X509 *peer = SSL_get0_peer_certificate(ssl_of(c));
 		if (peer != NULL)
 			c->not_after = asn1_time_to_unix(X509_get0_notAfter(peer));
 		return TLS_OK;
@@ -296,7 +260,7 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len, enum tls_status
 
 	ERR_clear_error();
 	errno = 0;
-	r = SSL_read_ex(c->ssl, buf, len, &got);
+	r = SSL_read_ex(ssl_of(c), buf, len, &got);
 	if (r == 1) {
 		*st = TLS_OK;
 		return (ssize_t)got;
@@ -314,7 +278,7 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len, enum tls
 
 	ERR_clear_error();
 	errno = 0;
-	r = SSL_write_ex(c->ssl, buf, len, &put);
+	r = SSL_write_ex(ssl_of(c), buf, len, &put);
 	if (r == 1) {
 		*st = TLS_OK;
 		return (ssize_t)put;
@@ -329,50 +293,21 @@ int tls_conn_shutdown(struct tls_conn *c)
 	int r;
 
 	ERR_clear_error();
-	r = SSL_shutdown(c->ssl);
+	r = SSL_shutdown(ssl_of(c));
 	ERR_clear_error();
 	return r >= 0 ? 0 : -1;
-}
-
-int64_t tls_conn_peer_not_after(const struct tls_conn *c)
-{
-	return c->not_after;
 }
 
 /* Returns "TLSv1.3"-style text, "" before the handshake completes. */
 const char *tls_conn_version(const struct tls_conn *c)
 {
-	return SSL_is_init_finished(c->ssl) ? SSL_get_version(c->ssl) : "";
+	return SSL_is_init_finished(ssl_of(c)) ? SSL_get_version(ssl_of(c)) : "";
 }
 
 /* Returns the negotiated suite in OpenSSL's naming, "" before. */
 const char *tls_conn_cipher(const struct tls_conn *c)
 {
-	const char *name = SSL_is_init_finished(c->ssl) ? SSL_get_cipher_name(c->ssl) : NULL;
+	const char *name = SSL_is_init_finished(ssl_of(c)) ? SSL_get_cipher_name(ssl_of(c)) : NULL;
 
 	return name ? name : "";
-}
-
-int tls_conn_fd(const struct tls_conn *c)
-{
-	return c->fd;
-}
-
-const char *tls_conn_error(const struct tls_conn *c)
-{
-	return c->err;
-}
-
-/* Frees the SSL and drops the context reference; the fd stays open. */
-void tls_conn_free(struct tls_conn **pc)
-{
-	struct tls_conn *c = pc ? *pc : NULL;
-
-	if (c == NULL)
-		return;
-	*pc = NULL;
-	SSL_free(c->ssl);
-	tls_ctx_free(&c->ctx);
-	c->magic = 0;
-	free(c);
 }

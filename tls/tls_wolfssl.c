@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,22 +26,10 @@
 #error "wolfSSL built without ECC: seedgate's certificates are ECDSA P-256"
 #endif
 
-struct tls_ctx {
-	unsigned magic;
-	atomic_uint refs;
-	WOLFSSL_CTX *wctx;
-	bool verify;
-};
-
-struct tls_conn {
-	unsigned magic;
-	struct tls_ctx *ctx;     /* one reference held */
-	WOLFSSL *ssl;
-	int fd;
-	int64_t not_after;       /* leaf notAfter seen by the verify callback, -1 unknown */
-	int verify_error;        /* first error the verify callback saw, 0 none */
-	char err[TLS_ERR_TEXT];
-};
+static WOLFSSL *ssl_of(const struct tls_conn *c)
+{
+	return c->lib;
+}
 
 static pthread_once_t wolf_once = PTHREAD_ONCE_INIT;
 static int wolf_init_rc;
@@ -112,6 +99,7 @@ static int verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 struct tls_ctx *tls_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen)
 {
 	struct tls_ctx *ctx;
+	WOLFSSL_CTX *wctx;
 	int rc;
 
 	pthread_once(&wolf_once, wolf_init);
@@ -119,68 +107,46 @@ struct tls_ctx *tls_ctx_new(const char *ca_file, bool verify, char *err, size_t 
 		wolf_err_text(err, errlen, "wolfSSL_Init", wolf_init_rc);
 		return NULL;
 	}
-	ctx = calloc(1, sizeof(*ctx));
-	if (ctx == NULL) {
-		tls_fmt(err, errlen, "out of memory");
+	ctx = tls_ctx_alloc(verify, err, errlen);
+	if (ctx == NULL)
 		return NULL;
-	}
-	ctx->magic = TLS_CTX_MAGIC;
-	atomic_init(&ctx->refs, 1);
-	ctx->verify = verify;
-
-	ctx->wctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
-	if (ctx->wctx == NULL) {
+	ctx->lib = wctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
+	if (wctx == NULL) {
 		tls_fmt(err, errlen, "wolfSSL_CTX_new failed");
 		goto out_free_ctx;
 	}
-	rc = wolfSSL_CTX_SetMinVersion(ctx->wctx, WOLFSSL_TLSV1_2);
+	rc = wolfSSL_CTX_SetMinVersion(wctx, WOLFSSL_TLSV1_2);
 	if (rc != WOLFSSL_SUCCESS) {
 		wolf_err_text(err, errlen, "cannot set TLS 1.2 as minimum version", rc);
-		goto out_free_wctx;
+		goto out_free_ctx;
 	}
 	if (ca_file != NULL) {
-		rc = wolfSSL_CTX_load_verify_locations(ctx->wctx, ca_file, NULL);
+		rc = wolfSSL_CTX_load_verify_locations(wctx, ca_file, NULL);
 		if (rc != WOLFSSL_SUCCESS) {
 			char prefix[TLS_ERR_TEXT];
 			tls_fmt(prefix, sizeof(prefix), "cannot load CA file %s", ca_file);
 			wolf_err_text(err, errlen, prefix, rc);
-			goto out_free_wctx;
+			goto out_free_ctx;
 		}
 	} else {
-		rc = wolfSSL_CTX_load_system_CA_certs(ctx->wctx);
+		rc = wolfSSL_CTX_load_system_CA_certs(wctx);
 		if (rc != WOLFSSL_SUCCESS) {
 			wolf_err_text(err, errlen, "cannot load the system CA store", rc);
-			goto out_free_wctx;
+			goto out_free_ctx;
 		}
 	}
-	wolfSSL_CTX_set_verify(ctx->wctx, verify ? WOLFSSL_VERIFY_PEER : WOLFSSL_VERIFY_NONE, verify_cb);
+	wolfSSL_CTX_set_verify(wctx, verify ? WOLFSSL_VERIFY_PEER : WOLFSSL_VERIFY_NONE, verify_cb);
 	return ctx;
 
-out_free_wctx:
-	wolfSSL_CTX_free(ctx->wctx);
 out_free_ctx:
-	free(ctx);
+	tls_ctx_free(&ctx); /* frees wctx too */
 	return NULL;
 }
 
-struct tls_ctx *tls_ctx_ref(struct tls_ctx *ctx)
+/* Back-end hook of tls_ctx_free(). */
+void tls_lib_ctx_free(void *lib)
 {
-	atomic_fetch_add(&ctx->refs, 1);
-	return ctx;
-}
-
-void tls_ctx_free(struct tls_ctx **pctx)
-{
-	struct tls_ctx *ctx = pctx ? *pctx : NULL;
-
-	if (ctx == NULL)
-		return;
-	*pctx = NULL;
-	if (atomic_fetch_sub(&ctx->refs, 1) != 1)
-		return;
-	wolfSSL_CTX_free(ctx->wctx);
-	ctx->magic = 0;
-	free(ctx);
+	wolfSSL_CTX_free(lib);
 }
 
 /* Wraps fd; sets SNI and the name to verify (see tls.h). wolfSSL checks
@@ -189,51 +155,50 @@ void tls_ctx_free(struct tls_ctx **pctx)
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, const char *sni, char *err, size_t errlen)
 {
 	struct tls_conn *c;
+	WOLFSSL *ssl;
 	int rc;
 
-	c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		tls_fmt(err, errlen, "out of memory");
+	c = tls_conn_alloc(ctx, fd, err, errlen);
+	if (c == NULL)
 		return NULL;
-	}
-	c->magic = TLS_CONN_MAGIC;
-	c->fd = fd;
-	c->not_after = -1;
-	c->ssl = wolfSSL_new(ctx->wctx);
-	if (c->ssl == NULL) {
+	c->lib = ssl = wolfSSL_new(ctx->lib);
+	if (ssl == NULL) {
 		tls_fmt(err, errlen, "wolfSSL_new failed");
 		goto out_free_conn;
 	}
-	rc = wolfSSL_set_fd(c->ssl, fd);
+	rc = wolfSSL_set_fd(ssl, fd);
 	if (rc != WOLFSSL_SUCCESS) {
 		wolf_err_text(err, errlen, "wolfSSL_set_fd", rc);
-		goto out_free_ssl;
+		goto out_free_conn;
 	}
-	wolfSSL_SetCertCbCtx(c->ssl, c);
+	wolfSSL_SetCertCbCtx(ssl, c);
 	if (sni != NULL && *sni != '\0') {
 		if (!tls_is_ip_literal(sni)) {
-			rc = wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, sni, (unsigned short)strlen(sni));
+			rc = wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME, sni, (unsigned short)strlen(sni));
 			if (rc != WOLFSSL_SUCCESS) {
 				wolf_err_text(err, errlen, "cannot set SNI", rc);
-				goto out_free_ssl;
+				goto out_free_conn;
 			}
 		}
 		if (ctx->verify) {
-			rc = wolfSSL_check_domain_name(c->ssl, sni);
+			rc = wolfSSL_check_domain_name(ssl, sni);
 			if (rc != WOLFSSL_SUCCESS) {
 				wolf_err_text(err, errlen, "cannot set the name to verify", rc);
-				goto out_free_ssl;
+				goto out_free_conn;
 			}
 		}
 	}
-	c->ctx = tls_ctx_ref(ctx);
 	return c;
 
-out_free_ssl:
-	wolfSSL_free(c->ssl);
 out_free_conn:
-	free(c);
+	tls_conn_free(&c); /* frees ssl too */
 	return NULL;
+}
+
+/* Back-end hook of tls_conn_free(). */
+void tls_lib_conn_free(void *lib)
+{
+	wolfSSL_free(lib);
 }
 
 /* Maps a wolfSSL certificate error code to the status that names it. */
@@ -263,7 +228,7 @@ static bool is_verify_error(int code)
  * for errors. what names the operation for the text. */
 static enum tls_status conn_status(struct tls_conn *c, int r, const char *what)
 {
-	int e = wolfSSL_get_error(c->ssl, r);
+	int e = wolfSSL_get_error(ssl_of(c), r);
 	int saved_errno = errno;
 
 	switch (e) {
@@ -306,7 +271,7 @@ enum tls_status tls_conn_handshake(struct tls_conn *c)
 	int r;
 
 	errno = 0;
-	r = wolfSSL_connect(c->ssl);
+	r = wolfSSL_connect(ssl_of(c));
 	if (r == WOLFSSL_SUCCESS)
 		return TLS_OK;
 	return conn_status(c, r, "handshake");
@@ -320,7 +285,7 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len, enum tls_status
 	int r;
 
 	errno = 0;
-	r = wolfSSL_read(c->ssl, buf, n);
+	r = wolfSSL_read(ssl_of(c), buf, n);
 	if (r > 0) {
 		*st = TLS_OK;
 		return r;
@@ -336,7 +301,7 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len, enum tls
 	int r;
 
 	errno = 0;
-	r = wolfSSL_write(c->ssl, buf, n);
+	r = wolfSSL_write(ssl_of(c), buf, n);
 	if (r > 0) {
 		*st = TLS_OK;
 		return r;
@@ -349,47 +314,19 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len, enum tls
  * arrived) counts as sent. */
 int tls_conn_shutdown(struct tls_conn *c)
 {
-	int r = wolfSSL_shutdown(c->ssl);
+	int r = wolfSSL_shutdown(ssl_of(c));
 
 	return r == WOLFSSL_SUCCESS || r == WOLFSSL_SHUTDOWN_NOT_DONE ? 0 : -1;
 }
 
-int64_t tls_conn_peer_not_after(const struct tls_conn *c)
-{
-	return c->not_after;
-}
-
 const char *tls_conn_version(const struct tls_conn *c)
 {
-	return wolfSSL_is_init_finished(c->ssl) ? wolfSSL_get_version(c->ssl) : "";
+	return wolfSSL_is_init_finished(ssl_of(c)) ? wolfSSL_get_version(ssl_of(c)) : "";
 }
 
 const char *tls_conn_cipher(const struct tls_conn *c)
 {
-	const char *name = wolfSSL_is_init_finished(c->ssl) ? wolfSSL_get_cipher_name(c->ssl) : NULL;
+	const char *name = wolfSSL_is_init_finished(ssl_of(c)) ? wolfSSL_get_cipher_name(ssl_of(c)) : NULL;
 
 	return name ? name : "";
-}
-
-int tls_conn_fd(const struct tls_conn *c)
-{
-	return c->fd;
-}
-
-const char *tls_conn_error(const struct tls_conn *c)
-{
-	return c->err;
-}
-
-void tls_conn_free(struct tls_conn **pc)
-{
-	struct tls_conn *c = pc ? *pc : NULL;
-
-	if (c == NULL)
-		return;
-	*pc = NULL;
-	wolfSSL_free(c->ssl);
-	tls_ctx_free(&c->ctx);
-	c->magic = 0;
-	free(c);
 }
