@@ -54,7 +54,8 @@ bool hc_sm_changing(const struct hc_sm *sm);
 
 #define HC_HTTP_STATUS_MAX_LINE 512   /* a status line longer than this is invalid */
 
-/* Builds "METHOD PATH HTTP/1.1" with Host, User-Agent, Connection: close.
+/* Builds "METHOD PATH HTTP/1.1" with Host and User-Agent (no Connection:
+ * close: the check resets the connection once it has the status line).
  * Returns the length (without NUL) or -1 if it does not fit in room or a
  * field holds CR/LF/space where it must not. */
 int hc_http_request(char *buf, size_t room, const char *method, const char *path,

@@ -114,6 +114,7 @@ struct hcd_target {
 
 	/* what was published */
 	bool published;
+	bool damped_shown;                /* the reason already says "damped" */
 	enum hc_state state;
 	int64_t since_ms;
 	char reason[HCD_REASON_MAX];

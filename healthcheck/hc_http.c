@@ -30,7 +30,7 @@ int hc_http_request(char *buf, size_t room, const char *method, const char *path
 	if (!http_field_ok(method, false) || !http_field_ok(path, false) || !http_field_ok(host, false))
 		return -1;
 	n = snprintf(buf, room, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: seedgate-healthcheckd\r\n"
-	             "Accept: */*\r\nConnection: close\r\n\r\n", method, path, host);
+	             "Accept: */*\r\n\r\n", method, path, host);
 	if (n < 0 || (size_t)n >= room)
 		return -1;
 	return n;

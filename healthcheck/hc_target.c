@@ -94,11 +94,22 @@ static void target_publish(struct hcd_target *t, enum hc_state st, int64_t now_m
 static void target_evaluate(struct hcd_target *t, int64_t now_ms)
 {
 	enum hc_state st = target_effective(t, now_ms);
+	bool held = st == HC_DOWN && t->sm.up && hc_sm_held(&t->sm, now_ms);
 
-	if (t->published && st == t->state)
+	if (t->published && st == t->state) {
+		if (held && !t->damped_shown) {
+			/* recovered but held down: same state, the reason says why */
+			t->damped_shown = true;
+			snprintf(t->reason, sizeof(t->reason), "damped: %u flaps, held down %lld ms (last: %s)",
+			         t->sm.flaps, (long long)(t->sm.held_until_ms - now_ms), t->last_result);
+			target_feed(t);
+			hcd_log("%s %s: held down: %s", t->kind_str, t->name, t->reason);
+		}
 		return;
-	if (st == HC_DOWN && t->sm.up && hc_sm_held(&t->sm, now_ms))
-		snprintf(t->reason, sizeof(t->reason), "damped: %u flaps, held down %lld ms more (last: %s)",
+	}
+	t->damped_shown = held;
+	if (held)
+		snprintf(t->reason, sizeof(t->reason), "damped: %u flaps, held down %lld ms (last: %s)",
 		         t->sm.flaps, (long long)(t->sm.held_until_ms - now_ms), t->last_result);
 	else if (st == HC_DOWN)
 		snprintf(t->reason, sizeof(t->reason), "%s (%u failed in a row)", t->last_result, t->sm.fail_run);

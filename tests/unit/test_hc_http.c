@@ -62,7 +62,7 @@ static void test_request(void **state)
 	assert_true(n > 0);
 	assert_int_equal((size_t)n, strlen(buf));
 	assert_string_equal(buf, "HEAD /health?x=1 HTTP/1.1\r\nHost: node1.example:8080\r\n"
-	                    "User-Agent: seedgate-healthcheckd\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+	                    "User-Agent: seedgate-healthcheckd\r\nAccept: */*\r\n\r\n");
 	assert_int_equal(hc_http_request(buf, sizeof(buf), "GET", "/a b", "h"), -1);
 	assert_int_equal(hc_http_request(buf, sizeof(buf), "GET", "/", "h\r\nX: y"), -1);
 	assert_int_equal(hc_http_request(buf, sizeof(buf), "GET", "", "h"), -1);
