@@ -85,7 +85,7 @@ include bench/module.mk
 -include $(ALL_OBJS:.o=.d)
 
 # ---------------------------------------------------------------------------
-.PHONY: all help deps test test-unit test-fuzz test-integration asan demo bench soak fuzz install clean
+.PHONY: all help deps clang-build test test-unit test-fuzz test-integration asan demo bench soak fuzz install clean
 
 all: $(BINS) $(TOOLS) $(UNIT_TESTS) $(FUZZ_REPLAYS) ## build everything into build/
 
@@ -107,7 +107,12 @@ deps: ## install the Debian packages that are missing (as root)
 
 test: deps ## install what is missing, build, run every test (unit, fuzz replay, integration)
 	$(MAKE) all
+	@if command -v clang >/dev/null; then $(MAKE) --no-print-directory clang-build; else echo "clang not installed: skipping the clang build"; fi
 	SEEDGATE_BUILD=$(abspath $(B)) tests/run-all.sh
+
+clang-build: ## build everything with clang into build/clang (same -Werror flags), as make test does
+	$(MAKE) --no-print-directory -s CC=clang B=build/clang all
+	@echo "clang build: clean"
 
 asan: deps ## build into build/asan with ASan+UBSan and run the whole suite there
 	$(MAKE) B=build/asan SAN=1 all
