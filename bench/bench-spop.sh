@@ -11,7 +11,9 @@
 # decisions per agent CPU-second, plus latency percentiles.
 #
 # Environment: SEEDGATE_BUILD (default ./build), ROUNDS (3), DURATION (5),
-# CONFIGS (space-separated conns:depth:threads, default "8:64:1 64:1:1"),
+# CONFIGS (space-separated conns:depth:threads, default "1:1024:1 8:64:1 64:1:1":
+# a deep pipeline on one connection is what lets one generator core push
+# the hardest; 64 connections x 1 is closest to HAProxy 2.6 under wrk -c64),
 # AGENT_CPU (0), LOAD_CPU (1), SPOP_LOAD_ARGS (extra spop-load args).
 # Target (DESIGN.md §4): route-agent alone >= 500k decisions/s on one core.
 set -uo pipefail
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 B=${SEEDGATE_BUILD:-$PWD/build}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
-CONFIGS=${CONFIGS:-"8:64:1 64:1:1"}
+CONFIGS=${CONFIGS:-"1:1024:1 8:64:1 64:1:1"}
 AGENT_CPU=${AGENT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 LOAD=$B/tools/spop-load

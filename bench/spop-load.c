@@ -526,6 +526,13 @@ static int conn_on_frames(struct conn *c, uint64_t now)
 				break;
 			}
 			c->mfs = h.max_frame_size;
+			if (pool_max_len + SPOP_FRAME_HDR_MAX - 4 > c->mfs) {
+				fprintf(stderr, "spop-load: agent's max-frame-size %u is too small for our NOTIFYs\n",
+					c->mfs);
+				w->c.err_hello++;
+				ret = -1;
+				break;
+			}
 			c->state = CONN_RUN;
 		} else if (f.type == SPOP_FRAME_AGENT_DISCONNECT) {
 			struct spop_disconnect d;
@@ -783,7 +790,8 @@ static void usage(FILE *out)
 		"  -T, --threads N       generator threads (default 1)\n"
 		"  -m, --message NAME    message name (default route)\n"
 		"  -p, --project-pct X   percent of paths /<uuid>/... (default 80), rest /other\n"
-		"  -i, --ids M           draw project ids from a fixed set of M (default 0: fresh)\n"
+		"  -i, --ids M           draw project ids from a fixed set of M (default 0: a\n"
+		"                        random id per pooled request)\n"
 		"  -f, --mix FILE        requests from FILE, one \"path [host]\" per line\n"
 		"      --host NAME       host argument (default example.com)\n"
 		"      --pool N          pre-encoded requests to draw from (default %u)\n"
