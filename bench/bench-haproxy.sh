@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# bench/bench-haproxy.sh — what routing costs HAProxy, in req/s relative to
+# plain HAProxy, with the shipped haproxy-conf/haproxy.cfg in every run.
+#
+# Configurations, alternating within each round (BENCH_ROUNDS, default 4),
+# each a fresh HAProxy (nbthread 1, pinned to CPU 0) driven by
+# wrk -t1 -c64 -d${BENCH_DURATION:-5}s (CPU 1, with the demo servers and the
+# route agent):
+#   plain-rotate  SG_ROUTE_OFF=1: no routing, every request to the one hub
+#   plain-repeat  the same, wrk repeating one path
+#   agent-rotate  per-request SPOE to build/route-agent, a new project per request
+#   cache-repeat  SG_ROUTE_CACHE=1, every connection repeats one project
+#   cache-rotate  SG_ROUTE_CACHE=1, a new project per request (cache misses)
+#   lua-rotate    SG_ROUTE_LUA=1: a Lua table in HAProxy with the same ids
+#                 and the same placement (seedctl where), for comparison
+# BENCH_CONFIGS="plain-repeat cache-repeat" runs a subset.
+# "rotate" runs use bench/wrk/rotate.lua over BENCH_IDS (default 10000)
+# project ids, "repeat" runs bench/wrk/repeat.lua; each is compared with the
+# plain run of the same wrk script. Medians over the rounds, ratios against
+# the targets of DESIGN.md section 4, recorded in bench/results/haproxy.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build=${SEEDGATE_BUILD:-$root/build}
+rounds=${BENCH_ROUNDS:-4}
+duration=${BENCH_DURATION:-5}
+nids=${BENCH_IDS:-10000}
+out=${BENCH_OUT:-$root/bench/results/haproxy.md}
+py=/usr/bin/python3
+
+for b in seedctl route-agent tools/demo-server; do
+	[ -x "$build/$b" ] || { echo "bench-haproxy: $build/$b not built (make)" >&2; exit 1; }
+done
+for c in haproxy wrk taskset; do
+	command -v $c >/dev/null || { echo "bench-haproxy: $c not installed" >&2; exit 1; }
+done
+ncpu=$(nproc)
+cpu_hap=0 cpu_rest=$((ncpu > 1 ? 1 : 0))
+
+work=$(mktemp -d /tmp/sg-bench-haproxy.XXXXXX)
+pids=()
+hap_pid=
+cleanup() {
+	[ -n "$hap_pid" ] && kill -TERM "$hap_pid" 2>/dev/null
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_tcp() { local i; for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench-haproxy: nothing on port $1" >&2; return 1; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }   # utime + stime of a pid
+admin() { $py - "$work/haproxy.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode() + b"\n")
+d = b""
+while True:
+    c = s.recv(65536)
+    if not c: break
+    d += c
+print(d.decode())
+PY
+}
+
+# --- the bench's seed: one datacenter, one hub, three nodes ----------------
+hub=$(free_port) n1=$(free_port) n2=$(free_port) n3=$(free_port)
+agent=$(free_port) http=$(free_port) proxy=$(free_port)
+cat >"$work/seed.conf" <<EOS
+replicas 2
+dc bench
+hub  hub1 127.0.0.1:$hub dc=bench
+node n1   127.0.0.1:$n1  dc=bench
+node n2   127.0.0.1:$n2  dc=bench
+node n3   127.0.0.1:$n3  dc=bench
+EOS
+$py -c "import uuid,sys; [print(uuid.uuid4()) for _ in range($nids)]" >"$work/ids"
+# The Lua table: the same placement the agent computes (seedctl where).
+"$build/seedctl" where --seed "$work/seed.conf" - <"$work/ids" |
+	awk -F'\t' 'BEGIN { print "return {" } { printf "[\"%s\"]={\"nodes_bench\",\"%s\"},\n", $1, $2 } END { print "}" }' \
+	>"$work/routes.lua"
+SEEDGATE_BUILD=$build haproxy-conf/gen-backends.sh --seed "$work/seed.conf" --out "$work/backends.cfg"
+
+for t in hub1:$hub n1:$n1 n2:$n2 n3:$n3; do
+	taskset -c $cpu_rest "$build/tools/demo-server" --name "${t%%:*}" --listen "127.0.0.1:${t##*:}" \
+		>>"$work/servers.log" 2>&1 &
+	pids+=($!)
+done
+taskset -c $cpu_rest "$build/route-agent" --listen "127.0.0.1:$agent" --seed "$work/seed.conf" \
+	--workers 1 >>"$work/agent.log" 2>&1 &
+pids+=($!)
+for p in $hub $n1 $n2 $n3 $agent; do wait_tcp "$p"; done
+
+# run_one NAME SCRIPT ENV...: one fresh HAProxy, 1 s warm-up, one measured
+# wrk run; appends "name rps errors to_hubs to_nodes" to raw.tsv.
+run_one() {
+	local name=$1 script=$2; shift 2
+	env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$work \
+		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
+		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua \
+		SG_LUA_TABLE=$work/routes.lua "$@" \
+		taskset -c $cpu_hap haproxy-conf/run-haproxy.sh "$work/backends.cfg" >>"$work/haproxy.log" 2>&1 &
+	hap_pid=$!
+	wait_tcp "$http"
+	local i
+	for ((i = 0; i < 50; i++)); do   # agents UP in HAProxy's eyes (spop-check)
+		admin "show stat" | grep '^route_agents,agent1,.*,UP' >/dev/null && break
+		sleep 0.1
+	done
+	SG_BENCH_IDS=$work/ids taskset -c $cpu_rest wrk -t1 -c64 -d1s -s "bench/wrk/$script.lua" \
+		"http://127.0.0.1:$http" >/dev/null
+	local worker t0 t1
+	worker=$(cat "/proc/$hap_pid/task/$hap_pid/children" | awk '{ print $1 }')
+	t0=$(cpu_ticks "$worker")
+	SG_BENCH_IDS=$work/ids taskset -c $cpu_rest wrk -t1 -c64 -d"${duration}s" -s "bench/wrk/$script.lua" \
+		"http://127.0.0.1:$http" >"$work/wrk.out"
+	t1=$(cpu_ticks "$worker")
+	local rps errs stat hubs nodes reqs us
+	rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/wrk.out")
+	reqs=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
+	# HAProxy's own CPU per request: robust against other load on the box
+	us=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
+	errs=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/[^0-9 ]/, " "); n += $1 + $2 + $3 + $4 } END { print n + 0 }' "$work/wrk.out")
+	stat=$(admin "show stat")
+	hubs=$(echo "$stat" | awk -F, '$1 == "hubs_bench" && $2 == "BACKEND" { print $8 }')
+	nodes=$(echo "$stat" | awk -F, '$1 == "nodes_bench" && $2 == "BACKEND" { print $8 }')
+	kill -TERM "$hap_pid"; wait "$hap_pid" 2>/dev/null || true; hap_pid=
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$errs" "$hubs" "$nodes" "$us" >>"$work/raw.tsv"
+	printf '  round %s %-13s %10s req/s  %6s us HAProxy CPU/req  errors %s  to hubs %s  to nodes %s\n' \
+		"$round" "$name" "$rps" "$us" "$errs" "$hubs" "$nodes"
+}
+
+configs=(
+	"plain-rotate rotate SG_ROUTE_OFF=1"
+	"agent-rotate rotate"
+	"cache-rotate rotate SG_ROUTE_CACHE=1"
+	"lua-rotate rotate SG_ROUTE_LUA=1"
+	"plain-repeat repeat SG_ROUTE_OFF=1"
+	"cache-repeat repeat SG_ROUTE_CACHE=1"
+)
+if [ -n "${BENCH_CONFIGS:-}" ]; then   # e.g. BENCH_CONFIGS="plain-repeat cache-repeat"
+	keep=()
+	for c in "${configs[@]}"; do
+		case " $BENCH_CONFIGS " in *" ${c%% *} "*) keep+=("$c") ;; esac
+	done
+	configs=("${keep[@]}")
+fi
+echo "bench-haproxy: $rounds rounds x ${#configs[@]} configurations, wrk -t1 -c64 -d${duration}s, $nids project ids"
+for ((round = 1; round <= rounds; round++)); do
+	# alternate: rotate the order every round so no configuration always
+	# runs first or last
+	for ((k = 0; k < ${#configs[@]}; k++)); do
+		c=${configs[$(( (k + round - 1) % ${#configs[@]} ))]}
+		# shellcheck disable=SC2086
+		run_one $c
+	done
+done
+
+# --- report ---------------------------------------------------------------------
+{
+	echo "haproxy: $(haproxy -v | head -1)"
+	echo "wrk: $(wrk -v 2>&1 | head -1)"
+	echo "kernel: $(uname -sr)"
+	echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $ncpu cores"
+	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
+	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+} >"$work/machine"
+$py - "$work/raw.tsv" "$work/machine" "$out" "$rounds" "$duration" "$nids" <<'PY'
+import statistics, sys
+raw, machine, out, rounds, duration, nids = sys.argv[1:]
+rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
+by = {}
+for r in rows:
+    by.setdefault(r[1], []).append(r)
+med = {k: statistics.median(float(r[2]) for r in v) for k, v in by.items()}
+cpu = {k: statistics.median(float(r[6]) for r in v) for k, v in by.items()}
+targets = {  # (baseline, target ratio or None, what)
+    "agent-rotate": ("plain-rotate", 0.70, "per-request SPOE, every request another project"),
+    "cache-repeat": ("plain-repeat", 0.90, "decision cache, connection repeats a project"),
+    "cache-rotate": ("plain-rotate", None, "decision cache, every request another project (>= agent-rotate)"),
+    "lua-rotate": ("plain-rotate", None, "Lua table in HAProxy (comparison, DESIGN.md: ~0.63)"),
+}
+lines = ["# bench-haproxy: routing cost relative to plain HAProxy", "",
+         "Produced by `bench/bench-haproxy.sh` (`make bench`, or `BENCH_ONLY=haproxy bench/run-all.sh`).",
+         f"HAProxy nbthread 1 pinned to CPU 0; wrk -t1 -c64 -d{duration}s, demo servers and one route agent",
+         f"(--workers 1) on CPU 1; {rounds} rounds, configurations alternating; {nids} project ids;",
+         "haproxy-conf/haproxy.cfg with SG_QUIET=1 in every run.", "", "```"]
+lines += open(machine).read().splitlines()
+lines += ["```", "", "## Raw runs (req/s)", "",
+          "| round | configuration | req/s | HAProxy CPU µs/req | errors | to hubs | to nodes |",
+          "|---|---|---|---|---|---|---|"]
+for r in rows:
+    lines.append(f"| {r[0]} | {r[1]} | {float(r[2]):.0f} | {r[6]} | {r[3]} | {r[4]} | {r[5]} |")
+lines += ["", "## Medians and ratios", "",
+          "Ratio = median req/s over the baseline's. CPU ratio = the baseline's median HAProxy CPU",
+          "per request over this configuration's: the req/s ratio HAProxy alone would allow, and far",
+          "less sensitive to other load on the machine than req/s.", "",
+          "| configuration | median req/s | HAProxy µs/req | ratio to | ratio | CPU ratio | target | verdict (req/s) |",
+          "|---|---|---|---|---|---|---|---|"]
+for name in ("plain-rotate", "plain-repeat", "agent-rotate", "cache-repeat", "cache-rotate", "lua-rotate"):
+    if name not in med:
+        continue
+    if name not in targets:
+        lines.append(f"| {name} | {med[name]:.0f} | {cpu[name]:.1f} | - | 1.00 | 1.00 | - | baseline |")
+        continue
+    base, tgt, what = targets[name]
+    ratio = med[name] / med[base]
+    if tgt is not None:
+        verdict = "meets" if ratio >= tgt else "MISSES"
+        tgt_s = f">= {tgt:.2f}"
+    elif name == "cache-rotate":
+        verdict = "meets" if med[name] >= 0.95 * med["agent-rotate"] else "MISSES"
+        tgt_s = ">= agent-rotate (5% noise)"
+    else:
+        verdict, tgt_s = "-", "-"
+    cratio = cpu[base] / cpu[name] if cpu[name] else 0
+    lines.append(f"| {name} ({what}) | {med[name]:.0f} | {cpu[name]:.1f} | {base} | {ratio:.2f} | {cratio:.2f} | {tgt_s} | {verdict} |")
+text = "\n".join(lines) + "\n"
+open(out, "w").write(text)
+print(text)
+PY
+echo "bench-haproxy: results in $out"
