@@ -28,9 +28,9 @@ spoe-agent echo-agent
     option set-on-error err
     option dontlog-normal
     no option send-frag-payload
-    timeout hello 2s
+    timeout hello 5s
     timeout idle 20s
-    timeout processing 2s
+    timeout processing 10s
     use-backend spoe_agents
 
 spoe-message echo
@@ -44,7 +44,7 @@ global
     stats socket {sock} mode 600 level admin
 
 defaults
-    timeout connect 3s
+    timeout connect 6s
     timeout client 30s
     timeout server 30s
 
@@ -56,7 +56,7 @@ frontend fe
 
 backend spoe_agents
     mode tcp
-    timeout connect 3s
+    timeout connect 6s
     timeout server 30s
     option spop-check
     default-server inter 300ms fall 2 rise 1
