@@ -186,9 +186,11 @@ def test_sigterm_stops_agent_cleanly(stack):
     rc = agent.stop(signal.SIGTERM, timeout=5.0)
     assert rc == 0, agent.log()
     assert "stopped:" in agent.log()
-    # HAProxy keeps answering without its agent (set-on-error, empty vars)
-    status, headers, _ = harness.http_get(http_port, "/after", headers={"X-Test": "gone"})
-    assert status == 200
-    assert headers.get("x-echo", "") == ""
     harness.wait_until(lambda: server_status(sock, "spoe_agents", "a1") == "DOWN", 10,
                        what="a1 DOWN after the agent stopped")
+    # HAProxy keeps answering without its agent (set-on-error, empty vars)
+    status, headers, _ = harness.http_get(http_port, "/after", headers={"X-Test": "gone"},
+                                          timeout=15 * harness.SLOW)
+    assert status == 200
+    assert headers.get("x-echo", "") == ""
+    assert headers.get("x-err"), headers
