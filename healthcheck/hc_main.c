@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -142,25 +143,82 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 	return 0;
 }
 
-/* Loads the seed file and swaps the target table; keeps the old one on error. */
+/* Reloads run router_dir_load() on a thread of their own: a large seed
+ * directory takes seconds to parse and place, and the loop must keep
+ * checking meanwhile (a stalled loop would turn answers into timeouts). The
+ * thread hands the snapshot back through an ev_async; the table is swapped
+ * on the loop. A request during a load queues one more load after it. */
+struct reload_job {
+	pthread_t thread;
+	bool busy, again;
+	const char *path;
+	struct router_dir *dir;
+	char err[512];
+	char why[32];
+	ev_async done;
+};
+static struct reload_job reload_job;
+
+static void *reload_thread(void *arg)
+{
+	struct reload_job *j = arg;
+
+	j->dir = router_dir_load(j->path, j->err, sizeof(j->err));
+	ev_async_send(daemon_state.loop, &j->done);
+	return NULL;
+}
+
+/* Starts a reload (or queues one if a load is running). */
 static void reload_seed(struct hcd *d, const char *why)
 {
-	char err[512];
-	struct router_dir *dir = router_dir_load(d->opts.seed, err, sizeof(err));
+	struct reload_job *j = &reload_job;
+	int rc;
 
+	if (j->busy) {
+		j->again = true;
+		return;
+	}
+	j->busy = true;
+	j->path = d->opts.seed;
+	j->dir = NULL;
+	snprintf(j->why, sizeof(j->why), "%s", why);
+	rc = pthread_create(&j->thread, NULL, reload_thread, j);
+	if (rc != 0) {
+		j->busy = false;
+		d->ctr.reloads_error++;
+		hcd_log("reload (%s): cannot start the loader thread: %s", why, strerror(rc));
+	}
+}
+
+/* The loader thread finished: swap the table, or keep the old one. */
+static void on_reload_done(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct reload_job *j = &reload_job;
+	struct hcd *d = &daemon_state;
+	struct router_dir *dir;
+	char err[512];
+
+	if (!j->busy)
+		return;
+	pthread_join(j->thread, NULL);
+	j->busy = false;
+	dir = j->dir;
+	j->dir = NULL;
 	if (!dir) {
 		d->ctr.reloads_error++;
-		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", why, err);
-		return;
-	}
-	if (hcd_targets_load(d, dir, err, sizeof(err)) == -1) {
+		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", j->why, j->err);
+	} else if (hcd_targets_load(d, dir, err, sizeof(err)) == -1) {
 		router_dir_release(&dir);
 		d->ctr.reloads_error++;
-		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", why, err);
-		return;
+		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", j->why, err);
+	} else {
+		d->ctr.reloads_ok++;
+		hcd_log("reloaded the seed directory (%s)", j->why);
 	}
-	d->ctr.reloads_ok++;
-	hcd_log("reloaded the seed directory (%s)", why);
+	if (j->again) {
+		j->again = false;
+		reload_seed(d, "changed during a reload");
+	}
 }
 
 static void on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -488,6 +546,8 @@ int main(int argc, char **argv)
 		hcd_haproxy_start(d->haproxy[i]);
 
 	ev_timer_init(&reload_timer, on_reload_timer, 0.0, 0.0);
+	ev_async_init(&reload_job.done, on_reload_done);
+	ev_async_start(d->loop, &reload_job.done);
 	watch_seed(d);
 	ev_signal_init(&sig_hup, on_signal, SIGHUP);
 	ev_signal_init(&sig_term, on_signal, SIGTERM);
@@ -501,6 +561,14 @@ int main(int argc, char **argv)
 
 	ev_timer_stop(d->loop, &d->initial_timer);
 	ev_timer_stop(d->loop, &reload_timer);
+	if (reload_job.busy) {
+		/* a load in flight: wait for it and drop its snapshot */
+		pthread_join(reload_job.thread, NULL);
+		reload_job.busy = false;
+		if (reload_job.dir)
+			router_dir_release(&reload_job.dir);
+	}
+	ev_async_stop(d->loop, &reload_job.done);
 	if (inotify_fd != -1) {
 		ev_io_stop(d->loop, &inotify_io);
 		close(inotify_fd);

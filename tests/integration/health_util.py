@@ -36,6 +36,8 @@ class Feed(threading.Thread):
         self.path = path
         self.events = []
         self.state = {}
+        self.since = {}
+        self.addr = {}
         self.snapshot = threading.Event()
         self.closed = threading.Event()
         self.lock = threading.Lock()
@@ -72,6 +74,8 @@ class Feed(threading.Thread):
         with self.lock:
             self.events.append((time.monotonic(), name, st, addr, reason))
             self.state[name] = (st, reason)
+            self.since[name] = int(f[4])
+            self.addr[name] = addr
 
     def get(self, name):
         with self.lock:
