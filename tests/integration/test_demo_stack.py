@@ -159,3 +159,30 @@ def test_websocket_through_haproxy_and_reload(stack):
     time.sleep(0.3 * harness.SLOW)
     assert info.haproxy.alive()
     assert served_by(info.http_port, f"/{pid}/")[0] == node
+
+
+def test_node_unknown_to_haproxy_goes_to_hubs(stack):
+    # The agent reloads a seed that pins a project to a node HAProxy's
+    # generated backends do not have yet (seed edited, backends not
+    # regenerated): use-server names an unknown server, and the request must
+    # go to the hubs, not to some other node.
+    seed = write_seed(stack)
+    info = stack_util.start_stack(stack, seed)
+    pid = PROJECTS[3]
+    node = stack_util.where(seed, pid)
+    assert served_by(info.http_port, f"/{pid}/")[0] == node
+    with open(seed, "a") as f:
+        f.write(f"node c9 127.0.0.1:{free_port()} dc=us-east\nproject {pid} c9\n")
+    seen = set()
+
+    def moved():
+        got = served_by(info.http_port, f"/{pid}/")[0]
+        seen.add(got)
+        return got in ("hub1", "hub2")
+    wait_until(moved, 10, interval=0.1, what="pinned project on an unknown node -> hubs")
+    assert seen <= {node, "hub1", "hub2"}, seen
+    for _ in range(5):
+        assert served_by(info.http_port, f"/{pid}/")[0] in ("hub1", "hub2")
+    # the way it went: the agent chose c9, the node backend's backup took it
+    wait_until(lambda: "nodes_us-east/sg_hubs_fallback" in info.haproxy.log()
+               and "why=pinned" in info.haproxy.log(), 5, what="log line of the fallback")
