@@ -2,7 +2,8 @@
 # bench-tls.sh — what TLS termination costs seedgate, in one run:
 #
 #  1. full handshakes per second through stunnel, ECDSA P-256 certificate
-#     against RSA-2048 (`openssl s_time -new`, CLIENTS processes at once);
+#     against RSA-2048 (`openssl s_time -new`, CLIENTS processes at once),
+#     and, for reference, through HAProxy's own TLS with the ECDSA one;
 #  2. keep-alive requests per second through stunnel (-> PROXY -> HAProxy)
 #     against HAProxy's own TLS termination, same certificate, same
 #     ciphers (wrk https, -t1 -c64).
@@ -14,13 +15,13 @@
 # Configurations alternate within each round; the table gives medians.
 # Results: bench/results/tls.md (machine, versions, date).
 #
-# Environment: ROUNDS (3), DURATION (5 s per measurement), CLIENTS (2
+# Environment: ROUNDS (3), DURATION (5 s per measurement), CLIENTS (8
 # s_time processes), CONNS (64 wrk connections), SERVER_CPU (0), LOAD_CPU (1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
-CLIENTS=${CLIENTS:-2}
+CLIENTS=${CLIENTS:-8}
 CONNS=${CONNS:-64}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -126,23 +127,25 @@ hz=$(getconf CLK_TCK)
 # count divided by the CPU the server processes used meanwhile (robust
 # against other load on the machine). Run it in $(...) only (see the wait).
 handshakes() {
-	local port=$1 ver=$2 i total=0 n conns=0 c0 c1
+	local port=$1 ver=$2 i conns=0 c0 c1 t0 t1
 	shift 2
 	c0=$(cpu_ticks "$@")
+	t0=$(date +%s.%N)
 	for i in $(seq "$CLIENTS"); do
 		taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$port" -new "$ver" \
 			-time "$DURATION" >"$TMP/s_time.$i" 2>&1 &
 	done
 	wait   # called as $(handshakes ...): a subshell whose only children are these clients
+	t1=$(date +%s.%N)
 	c1=$(cpu_ticks "$@")
 	for i in $(seq "$CLIENTS"); do
-		# "N connections in T real seconds, ..." (T is whole seconds)
-		n=$(awk '/connections in [0-9.]+ real seconds/ {printf "%.1f", $1 / $4}' "$TMP/s_time.$i")
+		# "N connections in T real seconds, ..." (T in whole seconds: we time it ourselves)
+		n=$(awk '/connections in [0-9.]+ real seconds/ {print $1}' "$TMP/s_time.$i")
 		[ -n "$n" ] || { cat "$TMP/s_time.$i"; fail "s_time gave no figure"; }
-		total=$(awk -v a="$total" -v b="$n" 'BEGIN {printf "%.1f", a + b}')
-		conns=$((conns + $(awk '/connections in [0-9.]+ real seconds/ {print $1}' "$TMP/s_time.$i")))
+		conns=$((conns + n))
 	done
-	echo "$total $(awk -v n="$conns" -v t=$((c1 - c0)) -v hz="$hz" 'BEGIN { if (t > 0) printf "%.0f", n * hz / t; else print "n/a" }')"
+	awk -v n="$conns" -v t=$((c1 - c0)) -v hz="$hz" -v el="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" \
+		'BEGIN { printf "%.0f ", n / el; if (t > 0) printf "%.0f\n", n * hz / t; else print "n/a" }'
 }
 
 # keepalive PORT SERVER_PIDS...: prints "req/s req-per-server-CPU-s" for wrk
@@ -164,9 +167,12 @@ echo "bench-tls: $ROUNDS rounds x ${DURATION}s; server on CPU $SERVER_CPU, load 
 keepalive "$EC_PORT" "$ec_pid" "$hap_pid" >/dev/null   # warm-up
 for r in $(seq "$ROUNDS"); do
 	for ver in -tls1_3 -tls1_2; do
-		for cfg in ec rsa; do
-			if [ $cfg = ec ]; then port=$EC_PORT pid=$ec_pid; else port=$RSA_PORT pid=$rsa_pid; fi
-			read -r v c < <(handshakes "$port" "$ver" "$pid" "$hap_pid")
+		for cfg in ec rsa hap; do
+			case $cfg in
+			ec)  read -r v c < <(handshakes "$EC_PORT" "$ver" "$ec_pid" "$hap_pid") ;;
+			rsa) read -r v c < <(handshakes "$RSA_PORT" "$ver" "$rsa_pid" "$hap_pid") ;;
+			hap) read -r v c < <(handshakes "$HTLS_PORT" "$ver" "$hap_pid") ;;
+			esac
 			res[hs_${cfg}_$ver]+="$v "; cpu[hs_${cfg}_$ver]+="$c "
 			echo "  round $r handshakes $cfg $ver: $v/s, $c per server CPU-second"
 		done
@@ -188,9 +194,11 @@ med() { printf '%s\n' ${res[$1]} | median; }
 cmed() { printf '%s\n' ${cpu[$1]} | median; }
 hs13_ec=$(med hs_ec_-tls1_3); hs13_rsa=$(med hs_rsa_-tls1_3)
 hs12_ec=$(med hs_ec_-tls1_2); hs12_rsa=$(med hs_rsa_-tls1_2)
+hs13_hap=$(med hs_hap_-tls1_3); hs12_hap=$(med hs_hap_-tls1_2)
 ka_st=$(med ka_stunnel); ka_hap=$(med ka_haproxy)
 c13_ec=$(cmed hs_ec_-tls1_3); c13_rsa=$(cmed hs_rsa_-tls1_3)
 c12_ec=$(cmed hs_ec_-tls1_2); c12_rsa=$(cmed hs_rsa_-tls1_2)
+c13_hap=$(cmed hs_hap_-tls1_3); c12_hap=$(cmed hs_hap_-tls1_2)
 cka_st=$(cmed ka_stunnel); cka_hap=$(cmed ka_haproxy)
 
 # --- report -------------------------------------------------------------------
@@ -215,6 +223,13 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "|---|---|---|---|---|---|---|"
 	echo "| TLS 1.3 | $hs13_ec [${res[hs_ec_-tls1_3]% }] | $hs13_rsa [${res[hs_rsa_-tls1_3]% }] | $(ratio "$hs13_ec" "$hs13_rsa") | $c13_ec [${cpu[hs_ec_-tls1_3]% }] | $c13_rsa [${cpu[hs_rsa_-tls1_3]% }] | $(ratio "$c13_ec" "$c13_rsa") |"
 	echo "| TLS 1.2 | $hs12_ec [${res[hs_ec_-tls1_2]% }] | $hs12_rsa [${res[hs_rsa_-tls1_2]% }] | $(ratio "$hs12_ec" "$hs12_rsa") | $c12_ec [${cpu[hs_ec_-tls1_2]% }] | $c12_rsa [${cpu[hs_rsa_-tls1_2]% }] | $(ratio "$c12_ec" "$c12_rsa") |"
+	echo
+	echo "For reference, full handshakes through HAProxy's own TLS (ECDSA P-256, same clients):"
+	echo
+	echo "| protocol | /s | per server CPU-s | stunnel ECDSA / HAProxy (per CPU-s) |"
+	echo "|---|---|---|---|"
+	echo "| TLS 1.3 | $hs13_hap [${res[hs_hap_-tls1_3]% }] | $c13_hap [${cpu[hs_hap_-tls1_3]% }] | $(ratio "$c13_ec" "$c13_hap") |"
+	echo "| TLS 1.2 | $hs12_hap [${res[hs_hap_-tls1_2]% }] | $c12_hap [${cpu[hs_hap_-tls1_2]% }] | $(ratio "$c12_ec" "$c12_hap") |"
 	echo
 	echo "## Keep-alive requests (wrk -t1 -c$CONNS, https, ECDSA P-256, TLS 1.3)"
 	echo
