@@ -11,6 +11,7 @@ websockets through HAProxy; a SIGUSR2 reload keeps serving.
 import base64
 import http.client
 import os
+import signal
 import socket
 import time
 import uuid
@@ -186,3 +187,28 @@ def test_node_unknown_to_haproxy_goes_to_hubs(stack):
     # the way it went: the agent chose c9, the node backend's backup took it
     wait_until(lambda: "nodes_us-east/sg_hubs_fallback" in info.haproxy.log()
                and "why=pinned" in info.haproxy.log(), 5, what="log line of the fallback")
+
+
+def test_stuck_agent_costs_milliseconds(stack):
+    # A frozen agent (SIGSTOP: connections open, nothing answered): with the
+    # product's 15 ms processing timeout, requests fail open to the hubs in
+    # milliseconds, then route normally again once the agent resumes.
+    seed = write_seed(stack)
+    info = stack_util.start_stack(stack, seed, agents=1,
+                                  haproxy_env={"SG_SPOE_PROCESSING": "15ms"})
+    pid = PROJECTS[4]
+    node = stack_util.where(seed, pid)
+    wait_until(lambda: served_by(info.http_port, f"/{pid}/")[0] == node, 5, what="routed")
+    agent = info.agent_procs[0]
+    agent.signal(signal.SIGSTOP)
+    try:
+        for _ in range(5):
+            t0 = time.monotonic()
+            got = served_by(info.http_port, f"/{pid}/")[0]
+            elapsed = time.monotonic() - t0
+            assert got in ("hub1", "hub2"), got
+            assert elapsed < 0.5 * harness.SLOW, elapsed
+    finally:
+        agent.signal(signal.SIGCONT)
+    wait_until(lambda: served_by(info.http_port, f"/{pid}/")[0] == node, 10, interval=0.1,
+               what="routed again after SIGCONT")
