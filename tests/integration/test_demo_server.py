@@ -134,3 +134,20 @@ def test_fail_status_flag_and_help(stack):
     assert r.returncode == 0 and "--listen" in r.stdout
     r = subprocess.run([harness.bin_path("demo-server"), "--name", "x"], capture_output=True, text=True)
     assert r.returncode == 2
+
+
+def test_many_tiny_pipelined_requests(stack):
+    # More answers than the output buffer holds at once: the server must
+    # come back to the rest of the input after each write.
+    _, port = start(stack)
+    n = 1500
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n\r\n" * n + b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    assert data.count(b"HTTP/1.1 200 OK") == n + 1
+    assert data.endswith(b"srv1 /last xff=-\n")

@@ -513,20 +513,27 @@ static int ds_flush(struct ds_conn *c)
 }
 
 /* Runs the protocol over what is buffered, compacts the input buffer and
- * writes the batch of answers. Returns 0, or -1 if the connection is gone. */
+ * writes the batch of answers; repeats while a batch stopped early because
+ * the output buffer was full and the socket took it all. Returns 0, or -1
+ * if the connection is gone. */
 static int ds_process(struct ds_conn *c)
 {
-	size_t used = 0;
+	for (;;) {
+		size_t used = 0;
 
-	if (!c->websocket)
-		used = ds_http_process(c);
-	if (c->websocket)                       /* also frames right after the upgrade */
-		used = ds_ws_process(c, used);
-	if (used) {
-		memmove(c->in, c->in + used, c->in_len - used);
-		c->in_len -= used;
+		if (!c->websocket)
+			used = ds_http_process(c);
+		if (c->websocket)               /* also frames right after the upgrade */
+			used = ds_ws_process(c, used);
+		if (used) {
+			memmove(c->in, c->in + used, c->in_len - used);
+			c->in_len -= used;
+		}
+		if (ds_flush(c) == -1)
+			return -1;
+		if (c->out_len || !used || !c->in_len || c->hung)
+			return 0;               /* waiting for the socket or for input */
 	}
-	return ds_flush(c);
 }
 
 /* Read callback: appends what the socket has to the input buffer, then
