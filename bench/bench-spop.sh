@@ -83,7 +83,7 @@ run_agent() {
 	taskset -c "$LOAD_CPU" "$LOAD" -c 4 -d 16 -t 1 -m "$msg" "127.0.0.1:$port" >/dev/null 2>&1
 	for cfg in $CONFIGS; do
 		IFS=: read -r c d t <<<"$cfg"
-		: >"$TMP/rates" ; : >"$TMP/cpu" ; : >"$TMP/percore" ; : >"$TMP/p50" ; : >"$TMP/p99" ; : >"$TMP/p999"
+		: >"$TMP/rates" ; : >"$TMP/cpu" ; : >"$TMP/gcpu" ; : >"$TMP/percore" ; : >"$TMP/p50" ; : >"$TMP/p99" ; : >"$TMP/p999"
 		local errs=0
 		for r in $(seq "$ROUNDS"); do
 			local t0 t1
@@ -96,30 +96,31 @@ run_agent() {
 			local kv
 			kv=$(tail -1 "$TMP/run.out")
 			[ $rc -eq 0 ] || { echo "    round $r: spop-load exit $rc"; cat "$TMP/run.out"; }
-			local rate secs e p50 p99 p999
+			local rate secs e p50 p99 p999 gcpu
 			rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$kv")
 			secs=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<"$kv")
 			e=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$kv")
 			p50=$(sed -n 's/.* p50_us=\([0-9.]*\).*/\1/p' <<<"$kv")
 			p99=$(sed -n 's/.* p99_us=\([0-9.]*\).*/\1/p' <<<"$kv")
 			p999=$(sed -n 's/.* p999_us=\([0-9.]*\).*/\1/p' <<<"$kv")
+			gcpu=$(sed -n 's/.* gen_cpu_pct=\([0-9.]*\).*/\1/p' <<<"$kv")
 			[ -n "$rate" ] || { cat "$TMP/run.out"; fail "no result from spop-load"; }
 			errs=$((errs + ${e:-1}))
 			# agent CPU share over the round (ticks include handshake and drain; close enough)
 			local cpu
 			cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$DURATION" 'BEGIN {printf "%.1f", 100 * (b - a) / hz / s}')
-			echo "$rate" >>"$TMP/rates"; echo "$cpu" >>"$TMP/cpu"
+			echo "$rate" >>"$TMP/rates"; echo "$cpu" >>"$TMP/cpu"; echo "${gcpu:-0}" >>"$TMP/gcpu"
 			awk -v r="$rate" -v c="$cpu" 'BEGIN {if (c > 0) printf "%.0f\n", r / (c / 100); else print 0}' >>"$TMP/percore"
 			echo "$p50" >>"$TMP/p50"; echo "$p99" >>"$TMP/p99"; echo "$p999" >>"$TMP/p999"
-			printf '    %-6s c=%-3s d=%-3s T=%s round %s: %9.0f decisions/s  agent CPU %5s%%  p50 %s us  p99 %s us  errors %s\n' \
-				"$name" "$c" "$d" "$t" "$r" "$rate" "$cpu" "$p50" "$p99" "$e"
+			printf '    %-6s c=%-3s d=%-3s T=%s round %s: %9.0f decisions/s  agent CPU %5s%%  generator CPU %s%%  p50 %s us  p99 %s us  errors %s\n' \
+				"$name" "$c" "$d" "$t" "$r" "$rate" "$cpu" "$gcpu" "$p50" "$p99" "$e"
 		done
-		local mr mc mp m50 m99 m999
-		mr=$(median <"$TMP/rates"); mc=$(median <"$TMP/cpu"); mp=$(median <"$TMP/percore")
+		local mr mc mg mp m50 m99 m999
+		mr=$(median <"$TMP/rates"); mc=$(median <"$TMP/cpu"); mg=$(median <"$TMP/gcpu"); mp=$(median <"$TMP/percore")
 		m50=$(median <"$TMP/p50"); m99=$(median <"$TMP/p99"); m999=$(median <"$TMP/p999")
-		printf '  %-6s c=%-3s d=%-3s T=%s median: %.0f decisions/s, agent CPU %s%%, %.0f per agent core-second, p50 %s us p99 %s us p99.9 %s us, errors %s\n' \
-			"$name" "$c" "$d" "$t" "$mr" "$mc" "$mp" "$m50" "$m99" "$m999" "$errs"
-		rows+=("| $name | $c | $d | $t | $(printf '%.0f' "$mr") | $mc % | $(printf '%.0f' "$mp") | $m50 | $m99 | $m999 | $errs |")
+		printf '  %-6s c=%-3s d=%-3s T=%s median: %.0f decisions/s, agent CPU %s%%, generator CPU %s%%, %.0f per agent core-second, p50 %s us p99 %s us p99.9 %s us, errors %s\n' \
+			"$name" "$c" "$d" "$t" "$mr" "$mc" "$mg" "$mp" "$m50" "$m99" "$m999" "$errs"
+		rows+=("| $name | $c | $d | $t | $(printf '%.0f' "$mr") | $mc % | $mg % | $(printf '%.0f' "$mp") | $m50 | $m99 | $m999 | $errs |")
 	done
 	stop_agent
 }
@@ -152,8 +153,8 @@ mkdir -p bench/results
 	echo "* per core = decisions/s divided by the agent's CPU share (from /proc/PID/stat)"
 	echo "* target (DESIGN.md §4): route-agent alone >= 500k decisions/s on one core"
 	echo
-	echo "| agent | c | d | T | decisions/s | agent CPU | decisions per agent core-s | p50 us | p99 us | p99.9 us | errors |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|"
+	echo "| agent | c | d | T | decisions/s | agent CPU | generator CPU | decisions per agent core-s | p50 us | p99 us | p99.9 us | errors |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 	printf '%s\n' "${rows[@]}"
 } >"$OUT"
 echo "bench-spop: results in $OUT"

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -928,6 +929,12 @@ int main(int argc, char **argv)
 		tot.reads += c->reads; tot.writes += c->writes;
 	}
 	uint64_t finish = now_ns();
+	struct rusage ru;
+	double cpu_s = 0;
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+			(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	double cpu_pct = finish > start ? 100.0 * cpu_s / ((double)(finish - start) / 1e9) : 0;
 	uint64_t last_ack_ns = o.count ? finish : (end < finish ? end : finish);
 	double window = (double)(last_ack_ns - start) / 1e9;
 	uint64_t errors = tot.err_connect + tot.err_hello + tot.err_disconnect + tot.err_ids +
@@ -940,19 +947,20 @@ int main(int argc, char **argv)
 	       ", bad frames %" PRIu64 ", io %" PRIu64 ", unanswered %" PRIu64 "\n",
 	       tot.err_connect, tot.err_hello, tot.err_disconnect, tot.err_ids, tot.err_frame, tot.err_io,
 	       tot.err_lost);
-	printf("  %.0f decisions/s over %.2f s; ACKs per read %.1f, NOTIFYs per write %.1f\n", rate, window,
+	printf("  %.0f decisions/s over %.2f s; ACKs per read %.1f, NOTIFYs per write %.1f; generator CPU %.0f %%\n",
+	       rate, window,
 	       tot.reads ? (double)tot.acks / (double)tot.reads : 0.0,
-	       tot.writes ? (double)tot.notifies / (double)tot.writes : 0.0);
+	       tot.writes ? (double)tot.notifies / (double)tot.writes : 0.0, cpu_pct);
 	if (h != NULL)
 		printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",
 		       hist_quantile(h, 0.5) / 1e3, hist_quantile(h, 0.9) / 1e3, hist_quantile(h, 0.99) / 1e3,
 		       hist_quantile(h, 0.999) / 1e3, h ? h->max / 1e3 : 0.0);
 	printf("decisions=%" PRIu64 " notifies=%" PRIu64 " rate=%.0f seconds=%.3f errors=%" PRIu64
-	       " p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f\n",
+	       " p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f gen_cpu_pct=%.0f\n",
 	       tot.acks, tot.notifies, rate, window, errors,
 	       h ? hist_quantile(h, 0.5) / 1e3 : 0.0, h ? hist_quantile(h, 0.9) / 1e3 : 0.0,
 	       h ? hist_quantile(h, 0.99) / 1e3 : 0.0, h ? hist_quantile(h, 0.999) / 1e3 : 0.0,
-	       h ? h->max / 1e3 : 0.0);
+	       h ? h->max / 1e3 : 0.0, cpu_pct);
 	free(h);
 	rc = (errors == 0 && tot.acks > 0) ? 0 : 1;
 out_free_workers:
