@@ -149,7 +149,7 @@ mkdir -p bench/results
 	echo "* agent pinned to CPU $AGENT_CPU with --workers 1; spop-load pinned to CPU $LOAD_CPU"
 	echo "* load average before the run: $load_before (other work on the machine skews the figures)"
 	echo "* $ROUNDS rounds x ${DURATION} s per row, medians; c = connections, d = NOTIFYs in flight per connection, T = generator threads"
-	echo "* message mix: spop-load default (route/echo message, args path/host/src, 80 % /<uuid>/... fresh ids, 20 % /other)"
+	echo "* message mix: spop-load default (route/echo message, args path/host/src; 8192 pooled requests, 80 % /<uuid>/... with random ids, 20 % /other)"
 	echo "* per core = decisions/s divided by the agent's CPU share (from /proc/PID/stat)"
 	echo "* target (DESIGN.md §4): route-agent alone >= 500k decisions/s on one core"
 	echo
