@@ -80,8 +80,13 @@ def _route_argv(listen, idle_ms):
 
 
 def _route_check(vars_, args):
-    assert isinstance(vars_.get("backend"), str) and vars_["backend"], vars_
-    assert vars_.get("why"), vars_
+    """DESIGN.md §3.4: backend always, project when the path carries an id."""
+    backend = vars_.get("backend")
+    assert isinstance(backend, str) and backend.startswith(("nodes_", "hubs_")), vars_
+    assert vars_.get("why") in ("primary", "replica", "remote-dc", "pinned", "hub", "no-node", "no-hub"), vars_
+    path = dict(args)["path"]
+    if path.startswith("/2f1c0e5a-"):
+        assert vars_.get("project") == path.split("/")[1], vars_
 
 
 AGENTS = [
@@ -123,7 +128,7 @@ class Agent:
 
     def check_ack(self, ack, seq):
         sent = [(k, _plain(v)) for k, v in self.spec.args] + [("seq", seq)]
-        self.spec.check(su.ack_vars(ack), sent if self.spec.name == "echo" else sent[:-1])
+        self.spec.check(su.ack_vars(ack), sent)
 
     def assert_serving(self, healthy, seq=424242):
         """The healthy connection still gets ACKs, a new one too, and the
