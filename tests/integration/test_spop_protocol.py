@@ -504,6 +504,67 @@ def _pipelined(agent, c, ids):
         agent.check_ack(ack, outstanding.pop(key))
 
 
+def test_frames_split_byte_by_byte(agent, healthy):
+    """HELLO and NOTIFY dribbled one byte per write (TCP may split frames
+    anywhere), then two NOTIFYs whose boundary falls mid-write."""
+    with agent.client() as c:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for b in su.hello_frame():
+            c.send(bytes([b]))
+            time.sleep(0.0005)
+        f = c.read_frame()
+        assert f is not None and f.type == su.AGENT_HELLO, f
+        for b in su.notify_frame(3, 1, agent.messages(3)):
+            c.send(bytes([b]))
+        agent.check_ack(c.read_ack(3, 1), 3)
+        two = su.notify_frame(4, 1, agent.messages(4)) + su.notify_frame(5, 1, agent.messages(5))
+        cut = len(two) // 2 + 3
+        c.send(two[:cut])
+        time.sleep(0.05)
+        c.send(two[cut:])
+        got = {c.read_ack().stream, c.read_ack().stream}
+        assert got == {4, 5}
+    agent.assert_serving(healthy)
+
+
+def test_several_messages_in_one_notify(echo_agent):
+    a = echo_agent
+    with a.ready_client() as c:
+        ack = c.call(9, 1, [("echo", [("first", "1")]), ("unknown", [("x", 1)]), ("echo", [("second", "2")])])
+    v = su.ack_vars(ack)
+    assert v.get("first") == "1" and v.get("second") == "2" and v.get("agent") == "echo", v
+
+
+def test_more_args_than_kept(echo_agent):
+    """More arguments than the runtime keeps (16): the message still parses
+    and the NOTIFY gets its ACK; the next NOTIFY on the connection too."""
+    a = echo_agent
+    args = [(f"a{i}", i) for i in range(40)]
+    with a.ready_client() as c:
+        ack = c.call(1, 1, [("echo", args)])
+        v = su.ack_vars(ack)
+        assert v.get("agent") == "echo" and v.get("a0") == 0, v
+        for k, val in v.items():
+            if k != "agent":
+                assert dict(args)[k] == val
+        a.check_ack(c.call(2, 1, a.messages(2)), 2)
+
+
+def test_200_connections_two_workers(stack):
+    """The same 200 connections spread by SO_REUSEPORT over two workers."""
+    spec = AGENTS[0]
+    port = harness.free_port()
+    argv = spec.argv(f"127.0.0.1:{port}", None)
+    if argv is None:
+        pytest.skip("echo agent not built")
+    argv[argv.index("--workers") + 1] = "2"
+    proc = stack.start("agent-echo-2w", argv)
+    stack.wait_port(port, proc)
+    a = Agent(spec, proc, port)
+    _many_connections(a, 200)
+    stop_and_check(proc)
+
+
 def test_pipelined_1000_notifies_26_ids(agent):
     base = 0x7FFF_FFF0          # 2.6: the stream's unique id (big), frame ids from 1
     ids = [(base + i // 4, 1 + i % 4) for i in range(1000)]
@@ -518,9 +579,13 @@ def test_pipelined_1000_notifies_31_ids(agent):
 
 
 def test_200_concurrent_connections(agent):
+    _many_connections(agent, 200)
+
+
+def _many_connections(agent, n_conns):
     conns = []
     try:
-        for _ in range(200):
+        for _ in range(n_conns):
             conns.append(agent.client(timeout=10.0))
         for c in conns:
             c.send(su.hello_frame())
