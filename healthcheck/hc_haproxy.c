@@ -10,6 +10,12 @@
  * from its configuration. While disconnected, commands are dropped: the full
  * state replaces them on reconnect. A light keep-alive command stops the CLI
  * idle timeout ("stats timeout") from closing the session.
+ *
+ * A master-worker reload (SIGUSR2) does not close our session: the old
+ * worker keeps serving it (and stays alive for it). So once a second a
+ * short, separate connection asks "show info" for the worker's Pid; when it
+ * differs from the one our session talks to, the session is closed and
+ * reopened to the new worker, which gets the full state.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -42,6 +48,14 @@ struct hcd_haproxy {
 	bool connected;
 	bool reported_down;
 	uint64_t commands, errors, connects;
+	/* reload detection: a fresh connection asks for the worker's pid */
+	ev_timer probe_timer;
+	ev_io probe_io;
+	int probe_fd;
+	struct hc_line_buf probe_lines;
+	long probe_pid;            /* Pid in the probe's answer, 0 if none yet */
+	long session_pid;          /* worker our session is on (its own "show info") */
+	bool in_info;              /* reading that "show info" answer */
 };
 
 static void haproxy_connect(struct hcd_haproxy *h);
@@ -71,6 +85,7 @@ static void haproxy_lost(struct hcd_haproxy *h, const char *why)
 		hcd_log("haproxy %s: %s; reconnecting", h->path, why);
 	h->connected = false;
 	h->reported_down = true;
+	h->session_pid = 0;
 	hcd_buf_reset(&h->out);
 	ev_timer_stop(loop, &h->timer);
 	ev_timer_set(&h->timer, h->backoff_ms / 1000.0, 0.0);
@@ -117,6 +132,16 @@ static void haproxy_on_line(void *udata, const char *line, size_t len)
 		line += 2;
 		len -= 2;
 	}
+	/* the session's own "show info" (sent on connect): note the worker's pid */
+	if (len >= 13 && memcmp(line, "Name: HAProxy", 13) == 0)
+		h->in_info = true;
+	if (h->in_info) {
+		if (len > 5 && memcmp(line, "Pid: ", 5) == 0)
+			h->session_pid = strtol(line + 5, NULL, 10);
+		if (len == 0)
+			h->in_info = false;
+		return;
+	}
 	if (len == 0 || (len >= 10 && memcmp(line, "IP changed", 10) == 0) ||
 	    (len >= 12 && memcmp(line, "no need to c", 12) == 0) ||
 	    (len == 5 && memcmp(line, "admin", 5) == 0) || (len == 8 && memcmp(line, "operator", 8) == 0) ||
@@ -161,6 +186,76 @@ static void haproxy_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_timer_start(loop, &h->timer);
 }
 
+/* Ends the probe connection. */
+static void probe_close(struct hcd_haproxy *h)
+{
+	if (h->probe_fd != -1) {
+		ev_io_stop(h->d->loop, &h->probe_io);
+		close(h->probe_fd);
+		h->probe_fd = -1;
+	}
+}
+
+/* One line of "show info": we only want "Pid: N". */
+static void probe_on_line(void *udata, const char *line, size_t len)
+{
+	struct hcd_haproxy *h = udata;
+
+	if (len > 5 && memcmp(line, "Pid: ", 5) == 0)
+		h->probe_pid = strtol(line + 5, NULL, 10);
+}
+
+/* The probe's answer: when complete, compare the worker's pid. */
+static void probe_on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct hcd_haproxy *h = haproxy_from(w->data);
+	char buf[4096];
+	ssize_t n = read(h->probe_fd, buf, sizeof(buf));
+	char why[96];
+
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0) {
+		hc_line_buf_feed(&h->probe_lines, buf, (size_t)n, probe_on_line, h);
+		return;
+	}
+	probe_close(h);
+	if (!h->connected || h->probe_pid <= 0)
+		return;
+	if (h->session_pid != 0 && h->probe_pid != h->session_pid) {
+		snprintf(why, sizeof(why), "HAProxy reloaded (worker %ld -> %ld)", h->session_pid, h->probe_pid);
+		haproxy_lost(h, why);
+		/* reconnect at once: the new worker is there */
+		ev_timer_stop(loop, &h->timer);
+		h->backoff_ms = HAPROXY_BACKOFF_MIN_MS;
+		haproxy_connect(h);
+	}
+}
+
+/* Every second: a short non-interactive connection asks "show info". */
+static void probe_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct hcd_haproxy *h = haproxy_from(w->data);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	static const char cmd[] = "show info\n";
+
+	if (!h->connected || h->probe_fd != -1)
+		return;
+	strcpy(sa.sun_path, h->path);
+	h->probe_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (h->probe_fd == -1)
+		return;
+	if (connect(h->probe_fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 ||
+	    write(h->probe_fd, cmd, sizeof(cmd) - 1) != (ssize_t)(sizeof(cmd) - 1)) {
+		probe_close(h);
+		return;
+	}
+	h->probe_pid = 0;
+	hc_line_buf_init(&h->probe_lines);
+	ev_io_set(&h->probe_io, h->probe_fd, EV_READ);
+	ev_io_start(loop, &h->probe_io);
+}
+
 /* One attempt; on success queues "prompt" and the full state. */
 static void haproxy_connect(struct hcd_haproxy *h)
 {
@@ -190,7 +285,8 @@ static void haproxy_connect(struct hcd_haproxy *h)
 	ev_io_set(&h->rio, h->fd, EV_READ);
 	ev_io_set(&h->wio, h->fd, EV_WRITE);
 	ev_io_start(loop, &h->rio);
-	hcd_buf_append(&h->out, "prompt\n", 7);
+	hcd_buf_append(&h->out, "prompt\nshow info\n", 17);
+	h->in_info = false;
 	before = h->commands;
 	hcd_haproxy_full_state(h->d, h);
 	hcd_log("haproxy %s: connected, applying the full state (%llu commands)", h->path,
@@ -221,6 +317,11 @@ struct hcd_haproxy *hcd_haproxy_new(struct hcd *d, const char *path, char *err, 
 	h->d = d;
 	strcpy(h->path, path);
 	h->fd = -1;
+	h->probe_fd = -1;
+	ev_timer_init(&h->probe_timer, probe_on_timer, 1.0, 1.0);
+	h->probe_timer.data = h;
+	ev_io_init(&h->probe_io, probe_on_read, -1, EV_READ);
+	h->probe_io.data = h;
 	h->backoff_ms = HAPROXY_BACKOFF_MIN_MS;
 	ev_io_init(&h->rio, haproxy_on_read, -1, EV_READ);
 	h->rio.data = h;
@@ -236,6 +337,7 @@ struct hcd_haproxy *hcd_haproxy_new(struct hcd *d, const char *path, char *err, 
 /* Starts the first connection attempt (called once targets exist). */
 void hcd_haproxy_start(struct hcd_haproxy *h)
 {
+	ev_timer_start(h->d->loop, &h->probe_timer);
 	haproxy_connect(h);
 }
 
@@ -249,6 +351,8 @@ void hcd_haproxy_free(struct hcd_haproxy **ph)
 		return;
 	loop = h->d->loop;
 	ev_timer_stop(loop, &h->timer);
+	ev_timer_stop(loop, &h->probe_timer);
+	probe_close(h);
 	ev_prepare_stop(loop, &h->flush);
 	if (h->fd != -1) {
 		ev_io_stop(loop, &h->rio);

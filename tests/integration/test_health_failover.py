@@ -106,6 +106,13 @@ def haproxy_status(info, backend, server):
     return None
 
 
+def haproxy_pid(info):
+    for line in stack_util.admin(info, "show info").splitlines():
+        if line.startswith("Pid: "):
+            return line[5:]
+    return None
+
+
 def restart_server(stack, info, name, addrs):
     p = stack.start(f"{name}-again", [harness.bin_path("demo-server"), "--name", name,
                                       "--listen", f"127.0.0.1:{addrs[name]}"])
@@ -244,3 +251,31 @@ def test_healthcheckd_restart_keeps_last_state(stack):
                        what=f"{pid} back on {node} with fresh state")
     print(f"\nhealthcheckd restarted: fresh state routes {pid} to {node} again after "
           f"{1000 * (time.monotonic() - t_start):.0f} ms")
+
+
+def test_haproxy_reload_gets_the_full_state_again(stack):
+    info, seed, _feed, hc, w, _addrs, stats = start_all(stack)
+    pid, node, replica = project_on(seed)
+    info.servers[node].kill()
+    w.wait_state(node, "down", timeout=3)
+    harness.wait_until(lambda: haproxy_status(info, "nodes_us-east", node) == "MAINT", 2,
+                       what=f"{node} MAINT in HAProxy")
+    connects = ru.metric(ru.read_metrics(stats), "seedgate_hc_haproxy_connects_total")
+    worker = haproxy_pid(info)
+    # SIGUSR2 to the master; a master still starting up ignores it: resend
+    for _ in range(5):
+        stack_util.reload_haproxy(info)
+        try:
+            harness.wait_until(lambda: haproxy_pid(info) not in (None, worker), 1,
+                               what="a new HAProxy worker")
+            break
+        except AssertionError:
+            continue
+    assert haproxy_pid(info) != worker
+    # the new worker starts from the configuration (node ready); healthcheckd
+    # sees its CLI session end, reconnects and applies the full state again
+    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_hc_haproxy_connects_total")
+                       > connects, 5, what="healthcheckd reconnected to HAProxy")
+    harness.wait_until(lambda: haproxy_status(info, "nodes_us-east", node) == "MAINT", 3,
+                       what=f"{node} MAINT again after the reload")
+    assert "applying the full state" in hc.log()
