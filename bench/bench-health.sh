@@ -77,6 +77,7 @@ while True:
                 break
             c.close()
 PY
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 $py "$run/sockets.py" "$targets" "$run" & pids+=($!)
 for _ in $(seq 200); do [ -e "$run/seed.conf" ] && [ -S "$run/ctl.sock" ] && break; sleep 0.1; done
 [ -e "$run/seed.conf" ] || { echo "bench-health: socket helper did not start" >&2; exit 1; }
@@ -163,6 +164,7 @@ print(f"detect: {k} listeners closed, all down in the feed: median {1000 * d[len
 PY
 cat "$run/result.txt"
 rss=$(awk '/VmRSS/ {print $2 " " $3}' /proc/$hc/status)
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "rss: $rss"
 
 # --- record ------------------------------------------------------------------
@@ -179,11 +181,15 @@ out=bench/results/health.md
 	echo '```'
 	cat "$run/result.txt"
 	echo "healthcheckd rss: $rss"
+	echo "load average (1/5/15 min) at start: $load_start, at end: $load_end"
 	echo '```'
 	echo
 	echo "CPU is healthcheckd's utime+stime from /proc/PID/stat over the window;"
 	echo "checks/s from seedgate_hc_checks_total. Detection: the time from closing"
 	echo "20 listening sockets to their \"down\" lines on the health feed (fall 2:"
 	echo "the next check, then a second one at the faster interval of 500 ms)."
+	echo "The machine is shared (other builds and tests run at the same time: see"
+	echo "the load average); the snapshot time is mostly the seed directory's"
+	echo "parse and placement of 10,000 nodes (librouter), before any check runs."
 } >"$out"
 echo "bench-health: wrote $out"
