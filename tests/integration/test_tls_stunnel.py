@@ -138,18 +138,20 @@ def test_resumption_survives_stunnel_restart(stack, version):
     assert re.search(r"^New, ", out, re.M), out
 
     # Restart with the same run directory: same ticket keys, session resumes.
+    # (Same port unless another process took it meanwhile: resumption does
+    # not depend on the port.)
     front.stunnel.stop()
-    tls_util.start_stunnel(stack, front.conf, front.https_port, name="stunnel-2")
-    rc, out = s_client(front.https_port, version, "-sess_in", sess, ca=front.ca_file, request=REQUEST)
+    st2, port2, _ = tls_util.start_stunnel(stack, front.certs, front.run_dir, front.proxy_port,
+                                           port=front.https_port, name="stunnel-2")
+    rc, out = s_client(port2, version, "-sess_in", sess, ca=front.ca_file, request=REQUEST)
     assert "HTTP/1.1 200" in out, out
     assert re.search(r"^Reused, ", out, re.M), out
 
     # Control: a restart with a fresh run directory (new keys) cannot resume.
-    stack.procs[-1].stop()
-    conf = tls_util.stunnel_conf(stack, front.https_port, front.proxy_port, front.certs,
-                                 stack.path("run-fresh"), name="stunnel-fresh.conf")
-    tls_util.start_stunnel(stack, conf, front.https_port, name="stunnel-3")
-    rc, out = s_client(front.https_port, version, "-sess_in", sess, ca=front.ca_file, request=REQUEST)
+    st2.stop()
+    st3, port3, _ = tls_util.start_stunnel(stack, front.certs, stack.path("run-fresh"), front.proxy_port,
+                                           port=port2, name="stunnel-3")
+    rc, out = s_client(port3, version, "-sess_in", sess, ca=front.ca_file, request=REQUEST)
     assert "HTTP/1.1 200" in out, out
     assert re.search(r"^New, ", out, re.M), out
 

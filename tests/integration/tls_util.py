@@ -8,7 +8,9 @@
                                       source="127.0.0.2")
 
 stunnel is configured by tls/stunnel-conf.sh and started by tls/stunnel-run.sh,
-exactly as the demo does. The backend is a small Python HTTP server that
+exactly as the demo does. Every listener is started by start_listener(),
+which waits until that very process holds the listening socket (checked in
+/proc) and moves to a fresh port if another process took the one it got. The backend is a small Python HTTP server that
 answers with the X-Forwarded-For it received, so tests can see which client
 address HAProxy learnt from the PROXY header.
 """
@@ -83,6 +85,69 @@ def make_certs(stack, name="certs"):
     return d
 
 
+def listening_inodes(port):
+    """Inodes of the sockets listening on TCP port (IPv4 and IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except OSError:
+            pass
+    return inodes
+
+
+def owns_listener(pid, port):
+    """True when process pid holds a socket listening on port. A port from
+    harness.free_port() can be taken by another process (other suites run
+    concurrently, load generators cycle through ephemeral ports) before our
+    process binds it; then a plain connect test would reach a stranger."""
+    inodes = listening_inodes(port)
+    if not inodes:
+        return False
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                link = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def start_listener(stack, name, argv_for_port, port=None, tries=5):
+    """Starts argv_for_port(port) and waits until that very process listens
+    on port. If it exits first (port taken meanwhile), retries on a fresh
+    port. Returns (Proc, port)."""
+    last = ""
+    for attempt in range(tries):
+        port = port if (port is not None and attempt == 0) else harness.free_port()
+        p = stack.start(name if attempt == 0 else f"{name}-retry{attempt}", argv_for_port(port))
+
+        def ready():
+            if not p.alive():
+                return "exited"
+            return owns_listener(p.pid, port)
+        try:
+            if harness.wait_until(ready, 10.0, what=f"{name} listening on {port}") == "exited":
+                last = p.log()[-2000:]
+                continue
+        except AssertionError:
+            last = p.log()[-2000:]
+            p.stop()
+            continue
+        return p, port
+    raise AssertionError(f"{name} could not listen after {tries} tries:\n{last}")
+
+
 def stunnel_conf(stack, accept_port, connect_port, certs, run_dir, extra=(), name="stunnel.conf"):
     argv = [os.path.join(TLS_DIR, "stunnel-conf.sh"), "--accept", f"127.0.0.1:{accept_port}",
             "--connect", f"127.0.0.1:{connect_port}", "--certs", certs, "--run", run_dir, *extra]
@@ -91,30 +156,42 @@ def stunnel_conf(stack, accept_port, connect_port, certs, run_dir, extra=(), nam
     return stack.write(name, r.stdout)
 
 
-def start_stunnel(stack, conf, port, name="stunnel"):
-    p = stack.start(name, [os.path.join(TLS_DIR, "stunnel-run.sh"), conf])
-    stack.wait_port(port, p)
-    return p
+def start_stunnel(stack, certs, run_dir, connect_port, port=None, name="stunnel", extra=()):
+    """stunnel (tls/stunnel-conf.sh + tls/stunnel-run.sh) listening on port
+    (or a fresh one if that is taken). Returns (Proc, port, conf path)."""
+    confs = {}
+
+    def argv(p):
+        confs[p] = stunnel_conf(stack, p, connect_port, certs, run_dir, extra, name=f"{name}-{p}.conf")
+        return [os.path.join(TLS_DIR, "stunnel-run.sh"), confs[p]]
+    proc, port = start_listener(stack, name, argv, port=port)
+    return proc, port, confs[port]
 
 
 def start_echo_backend(stack):
-    port = harness.free_port()
     script = stack.write("echo_backend.py", ECHO_BACKEND)
-    p = stack.start("echo-backend", ["/usr/bin/python3", script, port])
-    stack.wait_port(port, p)
+    _, port = start_listener(stack, "echo-backend", lambda p: ["/usr/bin/python3", script, p])
     return port
+
+
+def start_haproxy(stack, cfg_template, **ports):
+    """HAProxy -db on a config whose {proxy_port} is chosen here; checked
+    with -c first. Returns (Proc, proxy_port)."""
+    def argv(p):
+        cfg = stack.write(f"haproxy-{p}.cfg", cfg_template.format(proxy_port=p, **ports))
+        chk = subprocess.run(["haproxy", "-c", "-f", cfg], capture_output=True, text=True)
+        assert chk.returncode == 0, f"haproxy -c failed:\n{chk.stdout}{chk.stderr}"
+        return ["haproxy", "-db", "-f", cfg]
+    return start_listener(stack, "haproxy", argv)
 
 
 def start_front(stack, run_dir=None, stunnel_args=()):
     """Echo backend, HAProxy with accept-proxy, stunnel in front of it."""
     certs = make_certs(stack)
     backend_port = start_echo_backend(stack)
-    proxy_port, https_port = harness.free_port(), harness.free_port()
-    hap = stack.haproxy(FRONT_HAPROXY.format(proxy_port=proxy_port, backend_port=backend_port),
-                        wait_ports=[proxy_port])
+    hap, proxy_port = start_haproxy(stack, FRONT_HAPROXY, backend_port=backend_port)
     run_dir = run_dir or stack.path("run")
-    conf = stunnel_conf(stack, https_port, proxy_port, certs, run_dir, stunnel_args)
-    st = start_stunnel(stack, conf, https_port)
+    st, https_port, conf = start_stunnel(stack, certs, run_dir, proxy_port, extra=stunnel_args)
     return Front(https_port=https_port, proxy_port=proxy_port, backend_port=backend_port,
                  certs=certs, run_dir=run_dir, ca_file=os.path.join(certs, "ca.crt"),
                  conf=conf, stunnel=st, haproxy=hap)
