@@ -17,7 +17,8 @@ $(eval $(call static_lib,router,$(ROUTER_SRCS)))
 SEEDCTL_SRCS := $(sort $(wildcard router/seedctl*.c))
 ifneq ($(SEEDCTL_SRCS),)
 BINS  += $(B)/seedctl
-$(eval $(call program,$(B)/seedctl,$(SEEDCTL_SRCS),$(ROUTER_LIB),$(ROUTER_LIBS)))
+# seedctl health prints healthcheckd's table with libhc (no libev needed).
+$(eval $(call program,$(B)/seedctl,$(SEEDCTL_SRCS),$(ROUTER_LIB) $(B)/libhc.a,$(ROUTER_LIBS)))
 endif
 
 # Unit tests, one per concept.

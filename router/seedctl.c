@@ -19,6 +19,7 @@ static const struct {
 	{ "where",   seedctl_where,   "print the chosen node and preference list of project ids" },
 	{ "stats",   seedctl_stats,   "each node's share of primaries over a sample of ids" },
 	{ "haproxy", seedctl_haproxy, "generate the hubs_<dc> and nodes_<dc> HAProxy backends" },
+	{ "health",  seedctl_health,  "healthcheckd's table: state, since, last check, latency, reason" },
 };
 
 static void usage(FILE *f)

@@ -17,6 +17,7 @@ int seedctl_check(int argc, char **argv);
 int seedctl_where(int argc, char **argv);
 int seedctl_stats(int argc, char **argv);
 int seedctl_haproxy(int argc, char **argv);
+int seedctl_health(int argc, char **argv);
 
 /* Loads a seed file; on error prints "file:line: message" on stderr and
  * returns NULL. */

@@ -77,6 +77,15 @@ def test_reload_adds_forgets_and_keeps_state(stack):
     assert set(rows) == {"h1", "n2", "n3"}
     assert rows["n2"][3] == "down" and "refused" in out.stdout
     assert rows["h1"][1:4] == ["hub", "a", "up"]
+    # seedctl health is the ops-facing spelling of the same table.
+    ctl = subprocess.run([harness.bin_path("seedctl"), "health", "--feed", feed],
+                         capture_output=True, text=True, timeout=10)
+    assert ctl.returncode == 0, ctl.stderr
+    ctl_rows = {l.split()[0]: l.split()[1:4] for l in ctl.stdout.splitlines()[1:]}
+    assert ctl_rows == {n: r[1:4] for n, r in rows.items()}, ctl.stdout
+    gone = subprocess.run([harness.bin_path("seedctl"), "health", "--feed", stack.path("none.sock"),
+                           "--timeout", "500"], capture_output=True, text=True, timeout=10)
+    assert gone.returncode == 1 and "none.sock" in gone.stderr
 
     m = ru.read_metrics(stats)
     assert ru.metric(m, "seedgate_hc_target_up", target="n2") == 0
