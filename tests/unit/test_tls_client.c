@@ -456,56 +456,46 @@ static void test_good_backend_by_ip(void **state)
 	tls_ctx_free(&ctx);
 }
 
-static void test_expired_fails(void **state)
+/* Connects with verification on and expects status want; returns the
+ * peer expiry the failure reported. */
+static int64_t expect_status(const struct fixture *f, enum srv_kind srv, const char *sni,
+                             enum tls_status want)
 {
-	struct fixture *f = *state;
 	struct tls_ctx *ctx = new_ctx(f, true);
 	struct result r;
 
-	connect_to(ctx, f->port[SRV_EXPIRED], "localhost", 3000, &r);
-	if (r.st != TLS_ERR_VERIFY_EXPIRED)
-		fail_msg("expected cert-expired, got %s: %s", tls_status_str(r.st), r.err);
-	/* The expiry is known even though verification failed. */
-	assert_true(r.not_after > (int64_t)f->expired_not_after - 120);
-	assert_true(r.not_after < (int64_t)f->expired_not_after + 120);
+	connect_to(ctx, f->port[srv], sni, 3000, &r);
+	if (r.st != want)
+		fail_msg("%s: expected %s, got %s: %s", sni, tls_status_str(want), tls_status_str(r.st), r.err);
+	close_result(&r);
 	tls_ctx_free(&ctx);
+	return r.not_after;
+}
+
+static void test_expired_fails(void **state)
+{
+	struct fixture *f = *state;
+	int64_t not_after = expect_status(f, SRV_EXPIRED, "localhost", TLS_ERR_VERIFY_EXPIRED);
+
+	/* The expiry is known even though verification failed. */
+	assert_true(not_after > (int64_t)f->expired_not_after - 120);
+	assert_true(not_after < (int64_t)f->expired_not_after + 120);
 }
 
 static void test_wrong_name_fails(void **state)
 {
-	struct fixture *f = *state;
-	struct tls_ctx *ctx = new_ctx(f, true);
-	struct result r;
-
-	connect_to(ctx, f->port[SRV_GOOD], "wrong.example.org", 3000, &r);
-	if (r.st != TLS_ERR_VERIFY_NAME)
-		fail_msg("expected name-mismatch, got %s: %s", tls_status_str(r.st), r.err);
-	tls_ctx_free(&ctx);
+	expect_status(*state, SRV_GOOD, "wrong.example.org", TLS_ERR_VERIFY_NAME);
 }
 
 /* An IP literal is checked against the IP SANs: 127.0.0.2 is not in them. */
 static void test_wrong_ip_fails(void **state)
 {
-	struct fixture *f = *state;
-	struct tls_ctx *ctx = new_ctx(f, true);
-	struct result r;
-
-	connect_to(ctx, f->port[SRV_GOOD], "127.0.0.2", 3000, &r);
-	if (r.st != TLS_ERR_VERIFY_NAME)
-		fail_msg("expected name-mismatch, got %s: %s", tls_status_str(r.st), r.err);
-	tls_ctx_free(&ctx);
+	expect_status(*state, SRV_GOOD, "127.0.0.2", TLS_ERR_VERIFY_NAME);
 }
 
 static void test_unknown_ca_fails(void **state)
 {
-	struct fixture *f = *state;
-	struct tls_ctx *ctx = new_ctx(f, true);
-	struct result r;
-
-	connect_to(ctx, f->port[SRV_OTHER_CA], "localhost", 3000, &r);
-	if (r.st != TLS_ERR_VERIFY_UNKNOWN_CA)
-		fail_msg("expected unknown-ca, got %s: %s", tls_status_str(r.st), r.err);
-	tls_ctx_free(&ctx);
+	expect_status(*state, SRV_OTHER_CA, "localhost", TLS_ERR_VERIFY_UNKNOWN_CA);
 }
 
 /* verify=false: an expired certificate is accepted, its expiry reported. */
