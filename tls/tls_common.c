@@ -130,16 +130,19 @@ void tls_conn_free(struct tls_conn **pc)
 	free(c);
 }
 
+/* Leaf notAfter (unix seconds) recorded during the handshake, -1 unknown. */
 int64_t tls_conn_peer_not_after(const struct tls_conn *c)
 {
 	return c->not_after;
 }
 
+/* The caller's fd, as given to tls_conn_new(). */
 int tls_conn_fd(const struct tls_conn *c)
 {
 	return c->fd;
 }
 
+/* Text of the last failure on c, "" when none; owned by c. */
 const char *tls_conn_error(const struct tls_conn *c)
 {
 	return c->err;

@@ -141,6 +141,7 @@ static void connect_tcp_done(struct tls_connect *op)
 	connect_handshake_step(op);
 }
 
+/* libev: the fd is ready in the direction the current phase waits for. */
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct tls_connect *op = w->data;
@@ -153,6 +154,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 		connect_handshake_step(op);
 }
 
+/* libev: connect + handshake took longer than timeout_ms. */
 static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct tls_connect *op = w->data;
@@ -164,6 +166,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 	connect_fail(op, TLS_ERR_TIMEOUT);
 }
 
+/* libev: reports a failure found inside tls_connect_start() (next loop turn). */
 static void on_defer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct tls_connect *op = w->data;

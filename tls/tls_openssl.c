@@ -17,6 +17,7 @@
 
 #include "tls_int.h"
 
+/* The OpenSSL object behind a connection. */
 static SSL *ssl_of(const struct tls_conn *c)
 {
 	return c->lib;

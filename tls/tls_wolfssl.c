@@ -26,6 +26,7 @@
 #error "wolfSSL built without ECC: seedgate's certificates are ECDSA P-256"
 #endif
 
+/* The wolfSSL object behind a connection. */
 static WOLFSSL *ssl_of(const struct tls_conn *c)
 {
 	return c->lib;
@@ -34,11 +35,14 @@ static WOLFSSL *ssl_of(const struct tls_conn *c)
 static pthread_once_t wolf_once = PTHREAD_ONCE_INIT;
 static int wolf_init_rc;
 
+/* Once per process (pthread_once): wolfSSL_Init() is not idempotent-safe
+ * under concurrent first use. */
 static void wolf_init(void)
 {
 	wolf_init_rc = wolfSSL_Init();
 }
 
+/* Returns the backend's name, fixed at build time. */
 const char *tls_backend_name(void)
 {
 	return "wolfssl";
@@ -319,11 +323,13 @@ int tls_conn_shutdown(struct tls_conn *c)
 	return r == WOLFSSL_SUCCESS || r == WOLFSSL_SHUTDOWN_NOT_DONE ? 0 : -1;
 }
 
+/* Returns "TLSv1.3"-style text, "" before the handshake completes. */
 const char *tls_conn_version(const struct tls_conn *c)
 {
 	return wolfSSL_is_init_finished(ssl_of(c)) ? wolfSSL_get_version(ssl_of(c)) : "";
 }
 
+/* Returns the negotiated suite in wolfSSL's naming, "" before. */
 const char *tls_conn_cipher(const struct tls_conn *c)
 {
 	const char *name = wolfSSL_is_init_finished(ssl_of(c)) ? wolfSSL_get_cipher_name(ssl_of(c)) : NULL;
