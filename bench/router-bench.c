@@ -1,13 +1,20 @@
 /*
  * router-bench — placement and seed-directory microbenchmarks.
  *
- *   build/tools/router-bench [--quick] [--weight W]
+ *   build/tools/router-bench [--quick] [--weight W] [--rounds N]
+ *   build/tools/router-bench --what build|lookup|decide|decide-pin|load
+ *                            [--nodes N] [--pins N] [--iters N]
  *
- * For 100, 1k and 10k nodes (one dc, weight 10, replicas 2): table build
- * (parse + rings), ns per placement lookup (router_preference) and per full
- * decision (router_decide on a project path), memory per node. Then a
- * 100k-line directory (10k nodes + 90k pins, 2 dcs) loaded from a file:
- * load time, memory per pin. Prints a markdown table.
+ * Without --what: for 100, 1k and 10k nodes (one dc, replicas 2) the table
+ * build (parse + rings), ns per placement lookup (router_preference), ns
+ * per full decision (router_decide on a "/<uuid>" path: classify, parse,
+ * format, pin probe, ring, health), memory per node; then the load time of
+ * two 100k-line directories read from a file (10k nodes in 2 dcs + 90k
+ * pins, and 1k nodes + 99k pins) and memory per pin. Times are the thread's
+ * CPU time (the machine is shared), each figure the median of --rounds.
+ *
+ * --what runs one thing once, quietly: for instruction counts under
+ * valgrind --tool=callgrind --toggle-collect=FUNCTION (bench-router.sh).
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,14 +26,16 @@
 #include "router.h"
 
 #define NIDS 65536
+#define MAX_ROUNDS 31
 
 static unsigned weight = 10;
+static uint8_t ids[NIDS][16];
 
 static double now(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);  /* CPU time: robust on a shared machine */
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);  /* CPU time: robust on a shared machine */
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -39,7 +48,22 @@ static uint64_t rnd(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
-/* Seed text: `nodes` nodes split over `dcs` dcs, plus `pins` pins. */
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, unsigned n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Seed text: `nodes` nodes split over `dcs` dcs, plus `pins` pins whose ids
+ * are ids[0..pins) when pins <= NIDS (so decide-pin hits them), random
+ * beyond. */
 static char *make_seed(unsigned nodes, unsigned dcs, unsigned pins, size_t *len)
 {
 	size_t room = 256 + (size_t)nodes * 64 + (size_t)pins * 80, n = 0;
@@ -57,6 +81,12 @@ static char *make_seed(unsigned nodes, unsigned dcs, unsigned pins, size_t *len)
 	for (unsigned i = 0; i < pins; i++) {
 		uint64_t a = rnd(&s), c = rnd(&s);
 
+		if (i < NIDS) {
+			memcpy(&a, ids[i], 8);
+			memcpy(&c, ids[i] + 8, 8);
+			a = __builtin_bswap64(a);
+			c = __builtin_bswap64(c);
+		}
 		n += (size_t)sprintf(b + n, "project %08x-%04x-%04x-%04x-%012llx node%05u node%05u\n",
 		                     (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff, (unsigned)a & 0xffff,
 		                     (unsigned)(c >> 48), (unsigned long long)(c & 0xffffffffffffull),
@@ -82,95 +112,193 @@ static struct router_dir *parse_timed(unsigned nodes, unsigned dcs, unsigned pin
 	return d;
 }
 
+/* ns per router_preference over iters ids. */
+static double run_lookup(const struct router_dir *d, unsigned long iters)
+{
+	unsigned list[ROUTER_PREF_MAX], sink = 0;
+	double t0 = now();
+
+	for (unsigned long i = 0; i < iters; i++) {
+		router_preference(d, ids[i & (NIDS - 1)], 0, list, ROUTER_PREF_MAX, NULL);
+		sink += list[0];
+	}
+	if (sink == 0xdeadbeef)
+		printf(" ");
+	return (now() - t0) * 1e9 / (double)iters;
+}
+
+/* ns per router_decide on "/<uuid>/x" paths (texts made beforehand). */
+static double run_decide(const struct router_dir *d, unsigned long iters)
+{
+	static char paths[4096][40];
+	struct router_decision out;
+	unsigned sink = 0;
+	double t0;
+
+	for (unsigned i = 0; i < 4096; i++) {
+		paths[i][0] = '/';
+		router_project_format(ids[(i * 16) & (NIDS - 1)], paths[i] + 1);
+		memcpy(paths[i] + 37, "/x", 3);
+	}
+	t0 = now();
+	for (unsigned long i = 0; i < iters; i++) {
+		router_decide(d, 0, paths[i & 4095], 39, NULL, &out);
+		sink += (unsigned)out.target;
+	}
+	if (sink == 0xdeadbeef)
+		printf(" ");
+	return (now() - t0) * 1e9 / (double)iters;
+}
+
+/* Writes a seed to a temp file; returns its malloc'd path. */
+static char *seed_file(unsigned nodes, unsigned dcs, unsigned pins, size_t *len)
+{
+	char *txt = make_seed(nodes, dcs, pins, len), *path = strdup("/tmp/router-bench.XXXXXX");
+	int fd = mkstemp(path);
+
+	if (fd == -1 || write(fd, txt, *len) != (ssize_t)*len) {
+		perror("router-bench: temp file");
+		exit(1);
+	}
+	close(fd);
+	free(txt);
+	return path;
+}
+
+static struct router_dir *load_timed(const char *path, double *secs)
+{
+	char err[256];
+	double t0 = now();
+	struct router_dir *d = router_dir_load(path, err, sizeof(err));
+
+	*secs = now() - t0;
+	if (!d) {
+		fprintf(stderr, "router-bench: %s\n", err);
+		exit(1);
+	}
+	return d;
+}
+
+/* One 100k-line directory: median load time over rounds, memory per pin. */
+static void bench_load(unsigned nodes, unsigned dcs, unsigned pins, unsigned rounds)
+{
+	double v[MAX_ROUNDS], secs, dec[MAX_ROUNDS];
+	size_t len, mem;
+	char *path = seed_file(nodes, dcs, pins, &len);
+	struct router_dir *d = NULL, *bare;
+
+	for (unsigned r = 0; r < rounds; r++) {
+		router_dir_release(&d);
+		d = load_timed(path, &v[r]);
+		dec[r] = run_decide(d, 1000000);
+	}
+	unlink(path);
+	free(path);
+	mem = router_dir_memory(d);
+	bare = parse_timed(nodes, dcs, 0, &secs);
+	printf("| %u nodes in %u dc%s + %u pins | %u | %zu | %.0f | %.1f | %.0f | %.1f |\n", nodes, dcs,
+	       dcs > 1 ? "s" : "", pins, nodes + pins, len, median(v, rounds) * 1e3, (double)mem / 1048576.0,
+	       (double)(mem - router_dir_memory(bare)) / pins, median(dec, rounds));
+	router_dir_release(&d);
+	router_dir_release(&bare);
+}
+
+/* --what: one run of one thing, for callgrind. */
+static int run_one(const char *what, unsigned nodes, unsigned pins, unsigned long iters)
+{
+	double secs;
+	struct router_dir *d;
+
+	if (!strcmp(what, "load")) {
+		size_t len;
+		char *path = seed_file(nodes, 2, pins, &len);
+
+		d = load_timed(path, &secs);
+		unlink(path);
+		free(path);
+	} else {
+		d = parse_timed(nodes, 1, !strcmp(what, "decide-pin") ? pins : 0, &secs);
+	}
+	if (!strcmp(what, "lookup"))
+		run_lookup(d, iters);
+	else if (!strcmp(what, "decide") || !strcmp(what, "decide-pin"))
+		run_decide(d, iters);
+	else if (strcmp(what, "build") && strcmp(what, "load")) {
+		fprintf(stderr, "router-bench: unknown --what '%s'\n", what);
+		return 2;
+	}
+	router_dir_release(&d);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	static uint8_t ids[NIDS][16];
 	static const unsigned sizes[] = { 100, 1000, 10000 };
+	unsigned rounds = 5, nodes = 1000, pins = 0;
+	unsigned long iters = 0;
+	const char *what = NULL;
 	bool quick = false;
-	unsigned long iters;
+	uint64_t s = 1;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick"))
 			quick = true;
 		else if (!strcmp(argv[i], "--weight") && i + 1 < argc)
 			weight = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+			rounds = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--what") && i + 1 < argc)
+			what = argv[++i];
+		else if (!strcmp(argv[i], "--nodes") && i + 1 < argc)
+			nodes = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--pins") && i + 1 < argc)
+			pins = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+			iters = strtoul(argv[++i], NULL, 10);
 		else {
-			fprintf(stderr, "usage: router-bench [--quick] [--weight W]\n");
+			fprintf(stderr, "usage: router-bench [--quick] [--weight W] [--rounds N]\n"
+			        "       router-bench --what build|lookup|decide|decide-pin|load "
+			        "[--nodes N] [--pins N] [--iters N]\n");
 			return 2;
 		}
 	}
-	iters = quick ? 1000000ul : 10000000ul;
-	printf("node weight %u\n\n", weight);
-	uint64_t s = 1;
-	size_t mem_nodes_only = 0;
-
+	if (rounds < 1 || rounds > MAX_ROUNDS || weight < 1 || nodes < 1) {
+		fprintf(stderr, "router-bench: --rounds 1-%d, --weight and --nodes >= 1\n", MAX_ROUNDS);
+		return 2;
+	}
 	for (unsigned i = 0; i < NIDS; i++)
 		for (int k = 0; k < 16; k += 8) {
 			uint64_t v = rnd(&s);
 
 			memcpy(ids[i] + k, &v, 8);
 		}
+	if (what)
+		return run_one(what, nodes, pins, iters ? iters : 100000);
+	if (quick)
+		rounds = 1;
+	iters = quick ? 500000ul : 2000000ul;
+
+	printf("node weight %u, %u round%s, medians of thread CPU time\n\n", weight, rounds, rounds > 1 ? "s" : "");
 	printf("| nodes | table build (ms) | lookup (ns/op) | decide (ns/op) | memory/node (KB) |\n");
 	printf("|---:|---:|---:|---:|---:|\n");
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
-		double build, t0, look, dec;
-		struct router_dir *d = parse_timed(sizes[k], 1, 0, &build);
-		unsigned list[ROUTER_PREF_MAX], sink = 0;
-		char path[40] = "/";
-		struct router_decision out;
+		double b[MAX_ROUNDS], l[MAX_ROUNDS], dc[MAX_ROUNDS];
+		struct router_dir *d = NULL;
 
-		t0 = now();
-		for (unsigned long i = 0; i < iters; i++) {
-			router_preference(d, ids[i & (NIDS - 1)], 0, list, ROUTER_PREF_MAX, NULL);
-			sink += list[0];
+		for (unsigned r = 0; r < rounds; r++) {
+			router_dir_release(&d);
+			d = parse_timed(sizes[k], 1, 0, &b[r]);
+			l[r] = run_lookup(d, iters);
+			dc[r] = run_decide(d, iters);
 		}
-		look = (now() - t0) * 1e9 / (double)iters;
-		t0 = now();
-		for (unsigned long i = 0; i < iters; i++) {
-			router_project_format(ids[i & (NIDS - 1)], path + 1);
-			router_decide(d, 0, path, 37, NULL, &out);
-			sink += (unsigned)out.target;
-		}
-		dec = (now() - t0) * 1e9 / (double)iters;
-		printf("| %u | %.1f | %.1f | %.1f | %.1f |\n", sizes[k], build * 1e3, look, dec,
-		       (double)router_dir_memory(d) / sizes[k] / 1024.0);
-		if (sink == 0xdeadbeef)
-			printf(" ");
-		if (sizes[k] == 10000)
-			mem_nodes_only = router_dir_memory(d);
+		printf("| %u | %.1f | %.1f | %.1f | %.2f |\n", sizes[k], median(b, rounds) * 1e3,
+		       median(l, rounds), median(dc, rounds), (double)router_dir_memory(d) / sizes[k] / 1024.0);
 		router_dir_release(&d);
 	}
 
-	/* 100k-line directory from a file: 10k nodes (2 dcs) + 90k pins. */
-	{
-		size_t len;
-		char *txt = make_seed(10000, 2, 90000, &len), path[] = "/tmp/router-bench.XXXXXX", err[256];
-		int fd = mkstemp(path);
-		double t0, load;
-		struct router_dir *d, *nodes_only;
-
-		if (fd == -1 || write(fd, txt, len) != (ssize_t)len) {
-			perror("router-bench: temp file");
-			return 1;
-		}
-		close(fd);
-		free(txt);
-		t0 = now();
-		d = router_dir_load(path, err, sizeof(err));
-		load = now() - t0;
-		unlink(path);
-		if (!d) {
-			fprintf(stderr, "router-bench: %s\n", err);
-			return 1;
-		}
-		nodes_only = parse_timed(10000, 2, 0, &t0);
-		mem_nodes_only = router_dir_memory(nodes_only);
-		printf("\n100k-line directory (10000 nodes in 2 dcs + 90000 pins, %zu bytes): "
-		       "load %.0f ms, memory %.1f MB, %.0f bytes per pin\n", len, load * 1e3,
-		       (double)router_dir_memory(d) / 1048576.0,
-		       (double)(router_dir_memory(d) - mem_nodes_only) / 90000.0);
-		router_dir_release(&d);
-		router_dir_release(&nodes_only);
-	}
+	printf("\n| 100k-line directory | lines | bytes | load (ms) | memory (MB) | bytes/pin | decide, pinned id (ns/op) |\n");
+	printf("|---|---:|---:|---:|---:|---:|---:|\n");
+	bench_load(10000, 2, 90000, rounds);
+	bench_load(1000, 1, 99000, rounds);
 	return 0;
 }

@@ -16,25 +16,29 @@
 /* Virtual points on a datacenter's ring per unit of weight. A node of the
  * default weight 10 owns 2560 points. This is what buys balance (the share
  * of a node with V points has a relative spread of 1/sqrt(V), here 2.0 %);
- * it costs 8 bytes per point plus the bucket index (about 1 byte per point),
- * i.e. ~23 KB per default-weight node. See bench/results/router.md. */
+ * it costs 4 bytes per point plus the bucket index (about 1 byte per point),
+ * i.e. ~12.5 KB per default-weight node. See bench/results/router.md. */
 #ifndef ROUTER_POINTS_PER_WEIGHT
 #define ROUTER_POINTS_PER_WEIGHT 256
 #endif
 
-/* One virtual point: 32-bit ring position and the target index that owns it.
- * Packed in 8 bytes so a lookup scans a few points in one cache line. */
-struct router_point {
-	uint32_t hash;
-	uint32_t target;
-};
+/* Largest number of nodes in one datacenter (a node's ring index must fit
+ * in the low bits of a ring entry, see router_place.c). */
+#define ROUTER_DC_NODES_MAX (1u << 24)
 
-/* The consistent-hash ring of one datacenter's nodes. */
+/* The consistent-hash ring of one datacenter's nodes (router_place.c).
+ * A point at 32-bit position p of the node with ring index k is the entry
+ * (p & ~top_bits) << ibits | k, stored in bucket p >> (32 - bits): the
+ * bucket gives the top bits, the entry the rest, so a point takes 4 bytes.
+ * Ring indices follow node names, so sorting entries numerically inside a
+ * bucket orders points by (position, node name). */
 struct router_ring {
-	struct router_point *points;   /* sorted by (hash, node name) */
+	uint32_t *entry;               /* npoints entries, bucket by bucket, sorted */
+	uint32_t *bucket;              /* 2^bits + 1 entries: index of the bucket's first entry */
+	uint32_t *node;                /* ring index -> target index (name order) */
 	uint32_t npoints;
-	uint32_t *bucket;              /* 2^bucket_bits + 1 entries: first point with top bits >= b */
-	unsigned bucket_bits;
+	unsigned bits;                 /* bucket bits, >= ibits */
+	unsigned ibits;                /* bits of a ring index */
 	unsigned distinct;             /* nodes on the ring (a walk stops at min(R, distinct)) */
 };
 

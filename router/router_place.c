@@ -18,155 +18,278 @@
  *  - a node joining only inserts points: a primary changes only to the new
  *    node, about 1/(N+1) of them;
  *  - lookup is O(1) in the ring size: 2^b buckets on the top b bits of the
- *    position (b chosen for ~2-4 points per bucket) give the first candidate
- *    point, then a few 8-byte points in one cache line are scanned.
+ *    position (b chosen for 3-6 points per bucket) give the bucket's first
+ *    entry, then a few 4-byte entries in one cache line are scanned: one
+ *    cache miss for the bucket index, one for the entries.
  *
- * XXH3 (Debian's libxxhash) rather than a home-made mix: its output is fixed
- * by a published specification and is endian-independent, it is what
- * route-agent and seedctl link anyway, and it hashes 16 bytes in a few
- * nanoseconds, which keeps building 10k nodes x 2560 points under 1 s.
+ * Layout (router_int.h): an entry is the position's low 32-b bits above the
+ * node's ring index (ibits bits, ring indices in node-name order), so a point
+ * costs 4 bytes and comparing entries compares (position, name). Building
+ * is a counting sort on the bucket (hash the points once to count, once to
+ * place: cheaper than keeping them) and an insertion sort of each bucket's
+ * few entries; no comparison sort over the points.
+ *
+ * XXH3 (Debian's libxxhash, inlined) rather than a home-made mix: its output
+ * is fixed by a published specification and is endian-independent, and it
+ * hashes 16 bytes in a few nanoseconds.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include "router_int.h"
 
+/* Rings at least this big get 2 MB-aligned memory advised for transparent
+ * huge pages: a lookup then pays cache misses, not TLB misses too. */
+#define RING_HUGE (2u << 20)
+
 /* Little-endian store, so point positions are the same on every host. */
-static void put_le64(uint8_t *p, uint64_t v)
+static inline void put_le64(uint8_t *p, uint64_t v)
 {
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	memcpy(p, &v, sizeof(v));
 }
 
-/* Stable LSD radix sort of points by hash (two 16-bit passes). */
-static int sort_points(struct router_point *pts, uint32_t n)
+/* Ring position of point j of the node whose name hashes to nh: the
+ * definition above, which the golden test pins down. */
+static inline uint32_t point_pos(uint64_t nh, uint32_t j)
 {
-	struct router_point *tmp = malloc((size_t)n * sizeof(*tmp));
-	uint32_t *count = calloc(65536, sizeof(uint32_t));
+	uint8_t buf[16];
+
+	put_le64(buf, nh);
+	put_le64(buf + 8, j);
+	return (uint32_t)(XXH3_64bits(buf, sizeof(buf)) >> 32);
+}
+
+/* Allocates size bytes for a ring table; big ones huge-page aligned.
+ * Returns NULL when out of memory; free() releases either kind. */
+static void *ring_alloc(size_t size)
+{
+	void *p;
+
+	if (size < RING_HUGE)
+		return malloc(size ? size : 1);
+	if (posix_memalign(&p, RING_HUGE, size) != 0)
+		return NULL;
+	(void)madvise(p, size, MADV_HUGEPAGE);   /* a hint: failing it only costs speed */
+	return p;
+}
+
+struct named {
+	const char *name;
+	uint32_t target;
+};
+
+static int cmp_named(const void *a, const void *b)
+{
+	return strcmp(((const struct named *)a)->name, ((const struct named *)b)->name);
+}
+
+/* Sorts the m records of a[] by position (their high 32 bits) with a
+ * stable LSD radix sort on the rb low bits of the position (the others are
+ * the same for every record of a partition); tmp has room for m records,
+ * count for 2^12. Stable: records equal in position keep their order.
+ * Returns whichever of a and tmp holds the result. */
+static uint64_t *sort_partition(uint64_t *a, uint64_t *tmp, uint32_t m, unsigned rb, uint32_t *count)
+{
+	unsigned np = (rb + 11) / 12, w = np ? (rb + np - 1) / np : 0;
+	uint32_t nd = 1u << w;
+
+	for (unsigned pass = 0, shift = 32; pass < np; pass++, shift += w) {
+		uint64_t *t;
+
+		memset(count, 0, nd * sizeof(uint32_t));
+		for (uint32_t i = 0; i < m; i++)
+			count[(a[i] >> shift) & (nd - 1)]++;
+		for (uint32_t v = 0, sum = 0; v < nd; v++) {
+			uint32_t n = count[v];
+
+			count[v] = sum;
+			sum += n;
+		}
+		for (uint32_t i = 0; i < m; i++)
+			tmp[count[(a[i] >> shift) & (nd - 1)]++] = a[i];
+		t = a;
+		a = tmp;
+		tmp = t;
+	}
+	return a;
+}
+
+/* Fills r->entry and r->bucket (allocated, r->bits/ibits/npoints/node set)
+ * with the points of the ring's nodes; nh[k] is the name hash of ring index
+ * k. A radix sort that stays in cache: the points are hashed once to count
+ * the top COARSE_BITS of their positions, hashed again and scattered as
+ * 8-byte (position, ring index) records into 2^COARSE_BITS partitions (few
+ * enough write streams for L1), then each partition, a few hundred KB at
+ * most in practice, is radix-sorted in L2 and written out as final 4-byte
+ * entries with its part of the bucket index. Every step is stable and the
+ * records start in ring-index (name) order, so equal positions end up in
+ * name order. Returns 0, or -1 when out of memory. */
+#define COARSE_BITS 9
+static int sort_points(const struct router_dir *d, struct router_ring *r, const uint64_t *nh)
+{
+	unsigned cbits = r->bits < COARSE_BITS ? r->bits : COARSE_BITS, fbits = r->bits - cbits;
+	uint32_t ncoarse = 1u << cbits, nfine = 1u << fbits, rmask = UINT32_MAX >> r->bits, big = 0;
+	uint32_t *cstart = calloc((size_t)ncoarse + 1, sizeof(uint32_t));
+	uint32_t *cursor = malloc((size_t)(ncoarse > 4096 ? ncoarse : 4096) * sizeof(uint32_t));
+	uint64_t *rec = ring_alloc((size_t)r->npoints * sizeof(uint64_t)), *tmp = NULL;
 	int ret = -1;
 
-	if (!tmp || !count)
+	if (!cstart || !cursor || !rec)
 		goto out_free;
-	for (unsigned pass = 0; pass < 2; pass++) {
-		unsigned shift = pass * 16;
-		struct router_point *src = pass ? tmp : pts, *dst = pass ? pts : tmp;
-		uint32_t sum = 0;
+	for (uint32_t k = 0; k < r->distinct; k++) {
+		uint32_t pts = d->targets[r->node[k]].weight * ROUTER_POINTS_PER_WEIGHT;
 
-		memset(count, 0, 65536 * sizeof(uint32_t));
-		for (uint32_t i = 0; i < n; i++)
-			count[(src[i].hash >> shift) & 0xffff]++;
-		for (uint32_t k = 0; k < 65536; k++) {
-			uint32_t c = count[k];
-
-			count[k] = sum;
-			sum += c;
-		}
-		for (uint32_t i = 0; i < n; i++)
-			dst[count[(src[i].hash >> shift) & 0xffff]++] = src[i];
+		for (uint32_t j = 0; j < pts; j++)
+			cstart[point_pos(nh[k], j) >> (32 - cbits)]++;
 	}
+	for (uint32_t c = 0, sum = 0; c <= ncoarse; c++) {
+		uint32_t n = cstart[c];
+
+		if (c < ncoarse && n > big)
+			big = n;
+		cstart[c] = sum;
+		sum += n;
+	}
+	memcpy(cursor, cstart, ncoarse * sizeof(uint32_t));
+	for (uint32_t k = 0; k < r->distinct; k++) {
+		uint32_t pts = d->targets[r->node[k]].weight * ROUTER_POINTS_PER_WEIGHT;
+
+		for (uint32_t j = 0; j < pts; j++) {
+			uint32_t p = point_pos(nh[k], j);
+
+			rec[cursor[p >> (32 - cbits)]++] = (uint64_t)p << 32 | k;
+		}
+	}
+	tmp = malloc(((size_t)big + 1) * sizeof(*tmp));
+	if (!tmp)
+		goto out_free;
+	for (uint32_t c = 0; c < ncoarse; c++) {
+		uint32_t lo = cstart[c], hi = cstart[c + 1], next = 0, *bucket = r->bucket + ((size_t)c << fbits);
+		const uint64_t *s = sort_partition(rec + lo, tmp, hi - lo, 32 - cbits, cursor);
+
+		for (uint32_t i = 0; i < hi - lo; i++) {
+			uint32_t p = (uint32_t)(s[i] >> 32), f = p >> (32 - r->bits) & (nfine - 1);
+
+			while (next <= f)
+				bucket[next++] = lo + i;
+			r->entry[lo + i] = (p & rmask) << r->ibits | (uint32_t)s[i];
+		}
+		while (next < nfine)
+			bucket[next++] = hi;
+	}
+	r->bucket[ncoarse << fbits] = r->npoints;
 	ret = 0;
 out_free:
+	free(cstart);
+	free(cursor);
+	free(rec);
 	free(tmp);
-	free(count);
 	return ret;
 }
 
-/* Orders runs of equal hashes by node name (insertion sort: runs are of
- * length 1 or 2 in practice), so file order never shows in placement. */
-static void order_ties(const struct router_dir *d, struct router_point *pts, uint32_t n)
-{
-	for (uint32_t i = 1; i < n; i++) {
-		struct router_point p = pts[i];
-		uint32_t j = i;
-
-		while (j > 0 && pts[j - 1].hash == p.hash &&
-		       strcmp(d->targets[pts[j - 1].target].name, d->targets[p.target].name) > 0) {
-			pts[j] = pts[j - 1];
-			j--;
-		}
-		pts[j] = p;
-	}
-}
-
-/* Builds the ring of datacenter dc. Returns 0 or -1 (out of memory). */
-static int build_ring(struct router_dir *d, unsigned dc)
+/* Builds the ring of datacenter dc. Returns 0, or -1 with err set. */
+static int build_ring(struct router_dir *d, unsigned dc, char *err, size_t errlen)
 {
 	struct router_ring *r = &d->dcs[dc].ring;
-	uint64_t total = 0;
-	uint32_t n = 0, nb;
-	uint8_t buf[16];
+	unsigned nn = d->dcs[dc].nnodes, k = 0;
+	struct named *nodes = NULL;
+	uint64_t *nh = NULL, total = 0;
+	uint32_t nb;
+	int ret = -1;
 
+	if (nn == 0)
+		return 0;
+	if (nn > ROUTER_DC_NODES_MAX) {
+		snprintf(err, errlen, "dc '%s' has more than %u nodes", d->dcs[dc].name, ROUTER_DC_NODES_MAX);
+		return -1;
+	}
+	nodes = malloc(nn * sizeof(*nodes));
+	nh = malloc(nn * sizeof(*nh));
+	r->node = malloc(nn * sizeof(*r->node));
+	if (!nodes || !nh || !r->node)
+		goto out_oom;
 	for (unsigned t = 0; t < d->ntargets; t++)
 		if (d->targets[t].dc == dc && d->targets[t].kind == ROUTER_NODE) {
+			nodes[k].name = d->targets[t].name;
+			nodes[k++].target = t;
 			total += (uint64_t)d->targets[t].weight * ROUTER_POINTS_PER_WEIGHT;
-			r->distinct++;
 		}
-	if (total == 0)
-		return 0;
-	if (total > UINT32_MAX / 2)
-		return -1;
-	r->points = malloc((size_t)total * sizeof(*r->points));
-	if (!r->points)
-		return -1;
-	for (unsigned t = 0; t < d->ntargets; t++) {
-		const struct router_target *tg = &d->targets[t];
-		size_t len;
-		uint32_t pts;
-
-		if (tg->dc != dc || tg->kind != ROUTER_NODE)
-			continue;
-		len = strlen(tg->name);
-		pts = tg->weight * ROUTER_POINTS_PER_WEIGHT;
-		put_le64(buf, XXH3_64bits(tg->name, len));
-		for (uint32_t j = 0; j < pts; j++) {
-			put_le64(buf + 8, j);
-			r->points[n].hash = (uint32_t)(XXH3_64bits(buf, sizeof(buf)) >> 32);
-			r->points[n].target = t;
-			n++;
-		}
+	if (total > UINT32_MAX / 2) {
+		snprintf(err, errlen, "dc '%s' has too much weight for one ring", d->dcs[dc].name);
+		goto out_free;
 	}
-	r->npoints = n;
-	if (sort_points(r->points, n) == -1)
-		return -1;
-	order_ties(d, r->points, n);
-
-	r->bucket_bits = 1;
-	while (r->bucket_bits < 24 && (1u << (r->bucket_bits + 1)) <= n / 3)
-		r->bucket_bits++;
-	nb = 1u << r->bucket_bits;
-	r->bucket = malloc(((size_t)nb + 1) * sizeof(uint32_t));
-	if (!r->bucket)
-		return -1;
-	for (uint32_t b = 0, i = 0; b <= nb; b++) {
-		while (i < n && (r->points[i].hash >> (32 - r->bucket_bits)) < b)
-			i++;
-		r->bucket[b] = i;
+	/* Ring index = rank of the name: ties on a position order by name. */
+	qsort(nodes, nn, sizeof(*nodes), cmp_named);
+	for (k = 0; k < nn; k++) {
+		r->node[k] = nodes[k].target;
+		nh[k] = XXH3_64bits(nodes[k].name, strlen(nodes[k].name));
 	}
-	r->bucket[nb] = n;
-	d->memory += (size_t)n * sizeof(*r->points) + ((size_t)nb + 1) * sizeof(uint32_t);
-	return 0;
+	r->distinct = nn;
+	r->npoints = (uint32_t)total;
+	while ((1u << r->ibits) < nn)
+		r->ibits++;
+	r->bits = 1;
+	while (r->bits < 24 && (1u << (r->bits + 1)) <= r->npoints / 3)
+		r->bits++;
+	if (r->bits < r->ibits)
+		r->bits = r->ibits;
+	nb = 1u << r->bits;
+	r->bucket = ring_alloc(((size_t)nb + 1) * sizeof(uint32_t));
+	r->entry = ring_alloc((size_t)r->npoints * sizeof(uint32_t));
+	if (!r->bucket || !r->entry)
+		goto out_oom;
+
+	if (sort_points(d, r, nh) == -1)
+		goto out_oom;
+	d->memory += (size_t)r->npoints * sizeof(uint32_t) + ((size_t)nb + 1) * sizeof(uint32_t) +
+	             nn * sizeof(uint32_t);
+	ret = 0;
+	goto out_free;
+out_oom:
+	snprintf(err, errlen, "out of memory building the ring of dc '%s'", d->dcs[dc].name);
+out_free:
+	free(nodes);
+	free(nh);
+	return ret;
 }
 
 /* Builds every datacenter's ring into the snapshot; -1 with err set. */
 int router_place_build(struct router_dir *d, char *err, size_t errlen)
 {
 	for (unsigned dc = 0; dc < d->ndcs; dc++)
-		if (build_ring(d, dc) == -1) {
-			snprintf(err, errlen, "out of memory building the ring of dc '%s'", d->dcs[dc].name);
+		if (build_ring(d, dc, err, errlen) == -1)
 			return -1;
-		}
 	return 0;
 }
 
 void router_place_free(struct router_dir *d)
 {
 	for (unsigned dc = 0; d->dcs && dc < d->ndcs; dc++) {
-		free(d->dcs[dc].ring.points);
+		free(d->dcs[dc].ring.entry);
 		free(d->dcs[dc].ring.bucket);
+		free(d->dcs[dc].ring.node);
 	}
+}
+
+/* Index of the first entry at or after position key (wrapping), on a
+ * non-empty ring. */
+static inline uint32_t ring_first(const struct router_ring *r, uint32_t key)
+{
+	uint32_t b = key >> (32 - r->bits);
+	uint32_t i = r->bucket[b], e = r->bucket[b + 1];
+	uint32_t want = (key & (UINT32_MAX >> r->bits)) << r->ibits;
+
+	while (i < e && r->entry[i] < want)
+		i++;
+	return i == r->npoints ? 0 : i;
 }
 
 /* Writes the first min(R, nodes, max) distinct nodes clockwise from the
@@ -174,8 +297,8 @@ void router_place_free(struct router_dir *d)
 size_t router_place_dc(const struct router_dir *d, unsigned dc, uint64_t h, unsigned *out, size_t max)
 {
 	const struct router_ring *r = &d->dcs[dc].ring;
-	uint32_t key = (uint32_t)(h >> 32), b, i, e;
-	size_t want = d->replicas, n = 0;
+	uint32_t imask, i, first, seen[ROUTER_MAX_REPLICAS];
+	size_t want = d->replicas, n = 1;
 
 	if (r->npoints == 0)
 		return 0;
@@ -183,23 +306,40 @@ size_t router_place_dc(const struct router_dir *d, unsigned dc, uint64_t h, unsi
 		want = r->distinct;
 	if (want > max)
 		want = max;
-	b = key >> (32 - r->bucket_bits);
-	i = r->bucket[b];
-	e = r->bucket[b + 1];
-	while (i < e && r->points[i].hash < key)
-		i++;
-	if (i == r->npoints)
-		i = 0;
-	while (n < want) {
-		unsigned t = r->points[i].target;
-		size_t k = 0;
+	if (want == 0)
+		return 0;
+	imask = (1u << r->ibits) - 1;
+	i = ring_first(r, (uint32_t)(h >> 32));
+	first = r->entry[i] & imask;
+	out[0] = r->node[first];
+	if (want == 2) {
+		/* The common case: the next point of another node. */
+		for (;;) {
+			uint32_t k;
 
-		while (k < n && out[k] != t)
-			k++;
-		if (k == n)
-			out[n++] = t;
+			if (++i == r->npoints)
+				i = 0;
+			k = r->entry[i] & imask;
+			if (k != first) {
+				out[1] = r->node[k];
+				return 2;
+			}
+		}
+	}
+	seen[0] = first;
+	while (n < want) {
+		uint32_t k;
+		size_t s = 0;
+
 		if (++i == r->npoints)
 			i = 0;
+		k = r->entry[i] & imask;
+		while (s < n && seen[s] != k)
+			s++;
+		if (s == n) {
+			seen[n] = k;
+			out[n++] = r->node[k];
+		}
 	}
 	return n;
 }
