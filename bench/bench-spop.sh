@@ -165,9 +165,11 @@ mkdir -p bench/results
 	if [ -x "$B/route-agent" ]; then
 		echo
 		awk -v r="$best_rate" -v c="$best_core" 'BEGIN {
-			printf "route-agent: best median %.0f decisions/s measured, %.0f per agent core-second: target %s\n",
-				r, c, r >= 500000 ? "met (measured >= 500k/s with one agent core)" : \
-				c >= 500000 ? "met per agent core-second only (the agent was not saturated; measured rate below 500k/s)" : "NOT met"}'
+			v = "NOT met"
+			if (c >= 500000) v = "met per agent core-second only (the agent was not saturated; measured rate below 500k/s)"
+			if (r >= 500000) v = "met (measured >= 500k/s with one agent core)"
+			printf "route-agent: best median %.0f decisions/s measured, %.0f per agent core-second: target %s\n", r, c, v
+		}'
 	fi
 } >"$OUT"
 tail -1 "$OUT"
