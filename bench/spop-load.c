@@ -32,79 +32,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/load_hist.h"
+#include "bench/load_pool.h"
 #include "spop.h"
 
 #define LOAD_MAGIC        0x5350304cu       /* "SP0L" */
-#define LOAD_MAX_PAYLOAD  1024              /* one pre-encoded NOTIFY payload */
 #define LOAD_DEFAULT_POOL 8192              /* ~1 MB of payloads: stays in cache */
 #define LOAD_DRAIN_NS     (2ull * 1000000000ull)
-
-/* --- latency histogram: 64 powers of two x 32 linear sub-buckets (≈3 %) -- */
-#define HIST_SUB_BITS 5
-#define HIST_SUB      (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS  (64 * HIST_SUB)
-
-struct hist {
-	uint64_t count[HIST_BUCKETS];
-	uint64_t total, max;
-};
-
-/* Bucket of a value in ns: values below HIST_SUB are exact; above, the
- * exponent picks the row and the next HIST_SUB_BITS bits the column. */
-static unsigned hist_index(uint64_t v)
-{
-	if (v < HIST_SUB)
-		return (unsigned)v;
-	unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-	unsigned shift = msb - HIST_SUB_BITS;
-	return (shift + 1) * HIST_SUB + (unsigned)((v >> shift) & (HIST_SUB - 1));
-}
-
-/* Lowest value that falls into bucket i (the inverse of hist_index). */
-static uint64_t hist_value(unsigned i)
-{
-	if (i < HIST_SUB)
-		return i;
-	unsigned shift = i / HIST_SUB - 1;
-	return ((uint64_t)HIST_SUB | (i % HIST_SUB)) << shift;
-}
-
-static void hist_add(struct hist *h, uint64_t v)
-{
-	h->count[hist_index(v)]++;
-	h->total++;
-	if (v > h->max)
-		h->max = v;
-}
-
-static void hist_merge(struct hist *into, const struct hist *from)
-{
-	for (unsigned i = 0; i < HIST_BUCKETS; i++)
-		into->count[i] += from->count[i];
-	into->total += from->total;
-	if (from->max > into->max)
-		into->max = from->max;
-}
-
-/* Value at quantile q in [0, 1]: the midpoint of the bucket holding it. */
-static uint64_t hist_quantile(const struct hist *h, double q)
-{
-	if (h->total == 0)
-		return 0;
-	uint64_t rank = (uint64_t)(q * (double)h->total);
-	if (rank >= h->total)
-		rank = h->total - 1;
-	uint64_t seen = 0;
-	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-		seen += h->count[i];
-		if (seen > rank) {
-			uint64_t lo = hist_value(i), hi = hist_value(i + 1);
-			uint64_t mid = lo + (hi - lo) / 2;
-			return mid > h->max ? h->max : mid;
-		}
-	}
-	return h->max;
-}
 
 /* --- options --------------------------------------------------------------- */
 struct options {
@@ -121,161 +55,7 @@ struct options {
 	bool check_actions;         /* decode every ACK's actions too */
 };
 
-/* --- payload pool ---------------------------------------------------------- */
-/* Payloads are packed back to back in one arena: a sparse array of
- * LOAD_MAX_PAYLOAD-byte slots would cost a cache and TLB miss per NOTIFY. */
-struct payload {
-	uint32_t off;
-	uint16_t len;
-};
-
-static struct payload *pool;
-static uint8_t *pool_arena;
-static size_t pool_arena_len;
-static unsigned pool_size, pool_mask;   /* mask: pool_size - 1 when a power of two, else 0 */
-static size_t pool_max_len;
-
-static uint64_t xorshift(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
-static void uuid_text(uint64_t *rng, char out[37])
-{
-	uint8_t b[16];
-	for (unsigned i = 0; i < 16; i += 8) {
-		uint64_t r = xorshift(rng);
-		memcpy(b + i, &r, 8);
-	}
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-		 b[14], b[15]);
-}
-
-/* Encodes one message `name` with args path, host, src as pool entry p,
- * appended to the arena (sized for LOAD_MAX_PAYLOAD per entry). 0 / -1. */
-static int payload_encode(struct payload *p, const char *name, const char *path, const char *host,
-			  uint32_t src)
-{
-	struct spop_arg args[3];
-	args[0].name = "path"; args[0].name_len = 4;
-	args[0].value = spop_data_str(path, strlen(path));
-	args[1].name = "host"; args[1].name_len = 4;
-	args[1].value = spop_data_str(host, strlen(host));
-	args[2].name = "src"; args[2].name_len = 3;
-	args[2].value.type = SPOP_DATA_IPV4;
-	args[2].value.v.ipv4[0] = (uint8_t)(src >> 24);
-	args[2].value.v.ipv4[1] = (uint8_t)(src >> 16);
-	args[2].value.v.ipv4[2] = (uint8_t)(src >> 8);
-	args[2].value.v.ipv4[3] = (uint8_t)src;
-	int n = spop_message_encode(name, strlen(name), args, 3, pool_arena + pool_arena_len,
-				    LOAD_MAX_PAYLOAD);
-	if (n == -1)
-		return -1;
-	p->off = (uint32_t)pool_arena_len;
-	p->len = (uint16_t)n;
-	pool_arena_len += (size_t)n;
-	if ((size_t)n > pool_max_len)
-		pool_max_len = (size_t)n;
-	return 0;
-}
-
-/* Builds the pool: from the mix file (one "path [host]" per line) when
- * given, else project paths for project_pct % of entries (ids fresh or from
- * a fixed set) and "/other" for the rest. Returns 0, or -1 with err. */
-static int pool_build(const struct options *o, char *err, size_t errlen)
-{
-	uint64_t rng = 0x9E3779B97F4A7C15ull ^ o->seed;
-	char (*ids)[37] = NULL;
-	int ret = -1;
-
-	pool_size = o->pool;
-	if (o->id_set > pool_size)
-		pool_size = o->id_set;
-	pool = calloc(pool_size, sizeof(*pool));
-	pool_arena = malloc((size_t)pool_size * LOAD_MAX_PAYLOAD);
-	pool_arena_len = 0;
-	if (pool == NULL || pool_arena == NULL) {
-		snprintf(err, errlen, "out of memory for %u payloads", pool_size);
-		return -1;
-	}
-	if (o->mix_file != NULL) {
-		FILE *f = fopen(o->mix_file, "r");
-		char line[900], path[800], host[256];
-		unsigned n = 0, lineno = 0;
-		if (f == NULL) {
-			snprintf(err, errlen, "%s: %s", o->mix_file, strerror(errno));
-			goto out_free_pool;
-		}
-		while (n < pool_size && fgets(line, sizeof(line), f) != NULL) {
-			lineno++;
-			int k = sscanf(line, "%799s %255s", path, host);
-			if (k < 1 || path[0] == '#')
-				continue;
-			if (payload_encode(&pool[n++], o->message, path, k == 2 ? host : o->host,
-					   0x0a000000u | (uint32_t)(xorshift(&rng) & 0xffffff)) == -1) {
-				snprintf(err, errlen, "%s:%u: request too large", o->mix_file, lineno);
-				fclose(f);
-				goto out_free_pool;
-			}
-		}
-		fclose(f);
-		if (n == 0) {
-			snprintf(err, errlen, "%s: no requests", o->mix_file);
-			goto out_free_pool;
-		}
-		pool_size = n;
-		goto out_pack;
-	}
-	if (o->id_set > 0) {
-		ids = calloc(o->id_set, sizeof(*ids));
-		if (ids == NULL) {
-			snprintf(err, errlen, "out of memory for %u ids", o->id_set);
-			goto out_free_pool;
-		}
-		for (unsigned i = 0; i < o->id_set; i++)
-			uuid_text(&rng, ids[i]);
-	}
-	for (unsigned i = 0; i < pool_size; i++) {
-		char path[128], id[37];
-		if (xorshift(&rng) % 100 < o->project_pct) {
-			if (ids != NULL)
-				memcpy(id, ids[xorshift(&rng) % o->id_set], sizeof(id));
-			else
-				uuid_text(&rng, id);
-			snprintf(path, sizeof(path), "/%s/files/notebook.ipynb", id);
-		} else {
-			snprintf(path, sizeof(path), "/other");
-		}
-		if (payload_encode(&pool[i], o->message, path, o->host,
-				   0x0a000000u | (uint32_t)(xorshift(&rng) & 0xffffff)) == -1) {
-			snprintf(err, errlen, "request too large");
-			goto out_free_ids;
-		}
-	}
-	free(ids);
-out_pack: {
-		uint8_t *packed = realloc(pool_arena, pool_arena_len);   /* shrink to what is used */
-		if (packed != NULL)
-			pool_arena = packed;
-		pool_mask = (pool_size & (pool_size - 1)) == 0 ? pool_size - 1 : 0;
-		return 0;
-	}
-out_free_ids:
-	free(ids);
-out_free_pool:
-	free(pool);
-	free(pool_arena);
-	pool = NULL;
-	pool_arena = NULL;
-	return ret;
-}
+static struct load_pool pool;
 
 /* --- connections and workers ----------------------------------------------- */
 enum conn_state { CONN_CONNECTING, CONN_HELLO, CONN_RUN, CONN_CLOSING, CONN_DONE };
@@ -320,7 +100,7 @@ struct worker {
 	uint64_t rng;
 	uint64_t quota;             /* NOTIFYs left to issue; UINT64_MAX = by time */
 	uint64_t start_ns, end_ns;
-	struct hist hist;
+	struct load_hist hist;
 	struct counters c;
 };
 
@@ -409,17 +189,17 @@ static void conn_fill(struct conn *c, uint64_t now)
 	if (c->state != CONN_RUN || now >= w->end_ns)
 		return;
 	while (c->free_top > 0 && w->quota > 0) {
-		uint64_t r = xorshift(&w->rng);
-		const struct payload *p = &pool[pool_mask ? (r & pool_mask) : r % pool_size];
-		if (c->out_room - c->out_len < (size_t)SPOP_FRAME_HDR_MAX + p->len)
+		size_t plen;
+		const uint8_t *payload = load_pool_pick(&pool, load_rand(&w->rng), &plen);
+		if (c->out_room - c->out_len < (size_t)SPOP_FRAME_HDR_MAX + plen)
 			break;
 		unsigned s = c->free_slots[--c->free_top];
 		uint8_t *f = c->out + c->out_len;
 		int h = spop_frame_begin(f, c->out_room - c->out_len, SPOP_FRAME_NOTIFY, SPOP_FLAG_FIN,
 					 c->next_stream, s + 1);
-		memcpy(f + h, pool_arena + p->off, p->len);
-		spop_frame_end(f, (size_t)h + p->len);
-		c->out_len += (size_t)h + p->len;
+		memcpy(f + h, payload, plen);
+		spop_frame_end(f, (size_t)h + plen);
+		c->out_len += (size_t)h + plen;
 		c->slots[s].stream_id = c->next_stream++;
 		c->slots[s].sent_ns = now;
 		c->inflight++;
@@ -481,7 +261,7 @@ static void conn_on_ack(struct conn *c, const struct spop_frame *f, uint64_t now
 		}
 		off += (size_t)n;
 	}
-	hist_add(&w->hist, now - c->slots[s].sent_ns);
+	load_hist_add(&w->hist, now - c->slots[s].sent_ns);
 	c->slots[s].stream_id = 0;
 	c->free_slots[c->free_top++] = (unsigned)s;
 	c->inflight--;
@@ -527,7 +307,7 @@ static int conn_on_frames(struct conn *c, uint64_t now)
 				break;
 			}
 			c->mfs = h.max_frame_size;
-			if (pool_max_len + SPOP_FRAME_HDR_MAX - 4 > c->mfs) {
+			if (pool.max_len + SPOP_FRAME_HDR_MAX - 4 > c->mfs) {
 				fprintf(stderr, "spop-load: agent's max-frame-size %u is too small for our NOTIFYs\n",
 					c->mfs);
 				w->c.err_hello++;
@@ -738,7 +518,7 @@ static int worker_init(struct worker *w, unsigned index, unsigned nconns, const 
 	w->conns = calloc(nconns ? nconns : 1, sizeof(*w->conns));
 	if (w->conns == NULL)
 		return -1;
-	size_t max_payload = pool_max_len;
+	size_t max_payload = pool.max_len;
 	for (unsigned i = 0; i < nconns; i++) {
 		struct conn *c = &w->conns[i];
 		c->magic = LOAD_MAGIC;
@@ -882,7 +662,11 @@ int main(int argc, char **argv)
 	}
 	if (o.threads > o.conns)
 		o.threads = o.conns;
-	if (target_parse(o.target, err, sizeof(err)) == -1 || pool_build(&o, err, sizeof(err)) == -1) {
+	struct load_pool_config pc = {
+		.message = o.message, .host = o.host, .mix_file = o.mix_file, .size = o.pool,
+		.project_pct = o.project_pct, .id_set = o.id_set, .seed = o.seed,
+	};
+	if (target_parse(o.target, err, sizeof(err)) == -1 || load_pool_build(&pool, &pc, err, sizeof(err)) == -1) {
 		fprintf(stderr, "spop-load: %s\n", err);
 		return 2;
 	}
@@ -914,12 +698,12 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
-	struct hist *h = calloc(1, sizeof(*h));
+	struct load_hist *h = calloc(1, sizeof(*h));
 	struct counters tot = { 0 };
 	for (unsigned t = 0; t < started; t++) {
 		pthread_join(ws[t].tid, NULL);
 		if (h != NULL)
-			hist_merge(h, &ws[t].hist);
+			load_hist_merge(h, &ws[t].hist);
 		const struct counters *c = &ws[t].c;
 		tot.acks += c->acks; tot.acks_in_window += c->acks_in_window; tot.notifies += c->notifies;
 		tot.err_connect += c->err_connect; tot.err_hello += c->err_hello;
@@ -953,13 +737,13 @@ int main(int argc, char **argv)
 	       tot.writes ? (double)tot.notifies / (double)tot.writes : 0.0, cpu_pct);
 	if (h != NULL)
 		printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",
-		       hist_quantile(h, 0.5) / 1e3, hist_quantile(h, 0.9) / 1e3, hist_quantile(h, 0.99) / 1e3,
-		       hist_quantile(h, 0.999) / 1e3, h ? h->max / 1e3 : 0.0);
+		       load_hist_quantile(h, 0.5) / 1e3, load_hist_quantile(h, 0.9) / 1e3, load_hist_quantile(h, 0.99) / 1e3,
+		       load_hist_quantile(h, 0.999) / 1e3, h ? h->max / 1e3 : 0.0);
 	printf("decisions=%" PRIu64 " notifies=%" PRIu64 " rate=%.0f seconds=%.3f errors=%" PRIu64
 	       " p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f gen_cpu_pct=%.0f\n",
 	       tot.acks, tot.notifies, rate, window, errors,
-	       h ? hist_quantile(h, 0.5) / 1e3 : 0.0, h ? hist_quantile(h, 0.9) / 1e3 : 0.0,
-	       h ? hist_quantile(h, 0.99) / 1e3 : 0.0, h ? hist_quantile(h, 0.999) / 1e3 : 0.0,
+	       h ? load_hist_quantile(h, 0.5) / 1e3 : 0.0, h ? load_hist_quantile(h, 0.9) / 1e3 : 0.0,
+	       h ? load_hist_quantile(h, 0.99) / 1e3 : 0.0, h ? load_hist_quantile(h, 0.999) / 1e3 : 0.0,
 	       h ? h->max / 1e3 : 0.0, cpu_pct);
 	free(h);
 	rc = (errors == 0 && tot.acks > 0) ? 0 : 1;
@@ -968,7 +752,6 @@ out_free_workers:
 		worker_free(&ws[t]);
 	free(ws);
 out_free_pool:
-	free(pool);
-	free(pool_arena);
+	load_pool_free(&pool);
 	return rc;
 }
