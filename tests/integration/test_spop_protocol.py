@@ -550,6 +550,25 @@ def test_more_args_than_kept(echo_agent):
         a.check_ack(c.call(2, 1, a.messages(2)), 2)
 
 
+def test_ack_fits_negotiated_frame_size(echo_agent):
+    """With max-frame-size 256, a NOTIFY that fits but whose echo would not:
+    the ACK still fits in 256 bytes (actions that do not fit are left out)
+    and the connection keeps working."""
+    a = echo_agent
+    args = [(f"k{i:02d}", f"v{i:07d}") for i in range(15)]
+    with a.ready_client(max_frame_size=256) as c:
+        assert c.max_frame_size == 256
+        notify = su.notify_frame(1, 1, [("echo", args)])
+        assert len(notify) - 4 <= 256
+        c.send(notify)
+        ack = c.read_ack(1, 1)           # read_frame rejects a frame over 256 bytes
+        v = su.ack_vars(ack)
+        assert 0 < len(v) < len(args) + 1, v
+        for k, val in v.items():
+            assert k == "agent" or dict(args)[k] == val
+        a.check_ack(c.call(2, 1, a.messages(2)), 2)
+
+
 def test_200_connections_two_workers(stack):
     """The same 200 connections spread by SO_REUSEPORT over two workers."""
     spec = AGENTS[0]
@@ -662,7 +681,7 @@ def test_spop_load_against_echo(stack):
     if load is None:
         pytest.skip("spop-load not built")
     a = start_agent(stack, AGENTS[0])
-    r = subprocess.run([load, "-c", "4", "-d", "8", "-t", "1", "--message", "echo", "--check-actions",
+    r = subprocess.run([load, "-T", "2", "-c", "4", "-d", "8", "-t", "1", "--message", "echo", "--check-actions",
                         f"127.0.0.1:{a.port}"], capture_output=True, text=True, timeout=30 * SLOW)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
