@@ -215,7 +215,9 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "* load average (other work on the machine) before: $load_before, after: $load_after."
 	echo "  \"per server CPU-s\" divides the count by the CPU time the server processes"
 	echo "  (stunnel + HAProxy, or HAProxy alone) used meanwhile: it is the cost figure,"
-	echo "  less sensitive to other load than the wall-clock rate."
+	echo "  less sensitive to other load than the wall-clock rate. The wall-clock"
+	echo "  rates are bounded by the load generators on one CPU (an s_time client spends"
+	echo "  more CPU per handshake than the server), so compare the per-CPU columns."
 	echo
 	echo "## Full handshakes through stunnel ($CLIENTS \`openssl s_time -new\` clients)"
 	echo
