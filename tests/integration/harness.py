@@ -12,6 +12,7 @@ modules next to the tests that use them (e.g. spop_client.py).
 """
 import http.client
 import os
+import random
 import shutil
 import signal
 from signal import SIGKILL, SIGTERM
@@ -35,11 +36,40 @@ def bin_path(name):
     raise FileNotFoundError(f"{name} not built under {BUILD} (run make)")
 
 
+_given_ports = set()
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that the kernel just handed out."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nobody listens on, for a server to bind.
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out
+    with bind(0) is also what it hands out as the SOURCE port of outgoing
+    connections (HAProxy to a backend, a client to HAProxy), so between our
+    check and the server's bind another connection could take it. Below the
+    range only listeners compete, and each port is given out once per run."""
+    lo, hi = _ephemeral_range()
+    top = min(lo - 1, 32000)
+    for _ in range(2000):
+        port = random.randint(10000, top)
+        if port in _given_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    raise RuntimeError("no free port found")
 
 
 def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
