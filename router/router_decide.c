@@ -64,22 +64,19 @@ static void to_hubs(const struct router_dir *d, unsigned local_dc, const uint8_t
 	out->backend = d->dcs[local_dc].hub_backend;
 }
 
-/* Decision for a parsed project id: the first usable entry of its preference
- * list, computed one datacenter at a time so a healthy primary costs one
- * ring lookup. Returns 0, or -1 when local_dc is out of range. */
-int router_decide_project(const struct router_dir *d, unsigned local_dc, const uint8_t id[16],
-                          const uint8_t *down, struct router_decision *out)
+/* Decision for a parsed project id whose canonical text is already in
+ * out->project: the first usable entry of its preference list, computed one
+ * datacenter at a time so a healthy primary costs one ring lookup (a bucket
+ * and an entry: two cache misses at most), and no pin probe at all in a
+ * directory without pins. local_dc is in range. */
+static void decide_id(const struct router_dir *d, unsigned local_dc, const uint8_t id[16],
+                      const uint8_t *down, struct router_decision *out)
 {
-	uint64_t h;
-	const struct router_pin *pin;
+	uint64_t h = router_project_hash(id);
+	const struct router_pin *pin = d->npins ? router_pin_find(d, id, h) : NULL;
 	unsigned list[ROUTER_MAX_REPLICAS];
 
-	if (local_dc >= d->ndcs)
-		return -1;
 	out->is_project = true;
-	router_project_format(id, out->project);
-	h = router_project_hash(id);
-	pin = router_pin_find(d, id, h);
 	if (pin) {
 		/* Local pinned nodes first, then the others, in pin order. */
 		for (int pass = 0; pass < 2; pass++)
@@ -88,7 +85,7 @@ int router_decide_project(const struct router_dir *d, unsigned local_dc, const u
 
 				if ((d->targets[t].dc == local_dc) == (pass == 0) && usable(d, down, t)) {
 					to_node(d, t, ROUTER_WHY_PINNED, out);
-					return 0;
+					return;
 				}
 			}
 	} else {
@@ -101,16 +98,29 @@ int router_decide_project(const struct router_dir *d, unsigned local_dc, const u
 				if (usable(d, down, list[i])) {
 					to_node(d, list[i], k ? ROUTER_WHY_REMOTE_DC :
 					        i == 0 ? ROUTER_WHY_PRIMARY : ROUTER_WHY_REPLICA, out);
-					return 0;
+					return;
 				}
 		}
 	}
 	to_hubs(d, local_dc, down, ROUTER_WHY_NO_NODE, out);
+}
+
+/* Decision for a parsed project id (see router.h). Returns 0, or -1 when
+ * local_dc is out of range. */
+int router_decide_project(const struct router_dir *d, unsigned local_dc, const uint8_t id[16],
+                          const uint8_t *down, struct router_decision *out)
+{
+	if (local_dc >= d->ndcs)
+		return -1;
+	router_project_format(id, out->project);
+	decide_id(d, local_dc, id, down, out);
 	return 0;
 }
 
 /* Decision for a request path (see router.h). Returns 0, or -1 when
- * local_dc is out of range (out then routes to nothing: backend NULL). */
+ * local_dc is out of range (out then routes to nothing: backend NULL).
+ * The path is read once: checking, decoding and lower-casing the id are
+ * one pass over its 36 characters. */
 int router_decide(const struct router_dir *d, unsigned local_dc, const char *path, size_t len,
                   const uint8_t *down, struct router_decision *out)
 {
@@ -121,11 +131,15 @@ int router_decide(const struct router_dir *d, unsigned local_dc, const char *pat
 	out->backend = NULL;
 	out->server = NULL;
 	out->is_project = false;
-	out->project[0] = '\0';
-	if (local_dc >= d->ndcs)
+	if (local_dc >= d->ndcs) {
+		out->project[0] = '\0';
 		return -1;
-	if (router_classify_path(path, len, id))
-		return router_decide_project(d, local_dc, id, down, out);
+	}
+	if (router_classify_scan(path, len, id, out->project)) {
+		decide_id(d, local_dc, id, down, out);
+		return 0;
+	}
+	out->project[0] = '\0';
 	to_hubs(d, local_dc, down, ROUTER_WHY_HUB, out);
 	return 0;
 }

@@ -83,6 +83,9 @@ void router_place_free(struct router_dir *d);
 uint64_t router_project_hash(const uint8_t id[16]);
 /* R distinct nodes of one dc for a project hash; returns the count written. */
 size_t router_place_dc(const struct router_dir *d, unsigned dc, uint64_t h, unsigned *out, size_t max);
+/* router_project.c: one pass over an id's text (see there). */
+bool router_project_scan(const char *s, uint8_t id[16], char *canon);
+bool router_classify_scan(const char *path, size_t len, uint8_t id[16], char *canon);
 /* The pin of a project, or NULL. */
 const struct router_pin *router_pin_find(const struct router_dir *d, const uint8_t id[16], uint64_t h);
 

@@ -88,6 +88,68 @@ static void test_classify(void **state)
 	}
 }
 
+/* Reference decoder: one character at a time, no tricks. */
+static int ref_hex(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Every byte value at every position of an id (upper and lower case base
+ * text) is accepted or rejected exactly as a plain per-character decoder
+ * says, and router_decide's canonical text and id agree with it: the fast
+ * decoder works on eight characters at once. */
+static void test_classify_every_byte(void **state)
+{
+	static const char *const bases[] = { ID, "2F1C3D4E-5A6B-4C7D-8E9F-0A1B2C3D4E5F" };
+	struct router_dir *d = load();
+	unsigned checked = 0;
+
+	for (unsigned b = 0; b < 2; b++)
+		for (unsigned pos = 0; pos < 36; pos++)
+			for (unsigned c = 0; c < 256; c++) {
+				char path[40] = "/";
+				uint8_t id[16], ref[16];
+				struct router_decision dec;
+				bool dash = pos == 8 || pos == 13 || pos == 18 || pos == 23, expect;
+
+				memcpy(path + 1, bases[b], 36);
+				path[1 + pos] = (char)c;
+				expect = dash ? c == '-' : ref_hex((int)c) >= 0;
+				assert_int_equal(router_classify_path(path, 37, id), expect);
+				assert_int_equal(router_decide(d, 0, path, 37, NULL, &dec), 0);
+				assert_int_equal(dec.is_project, expect);
+				if (!expect) {
+					assert_int_equal(dec.why, ROUTER_WHY_HUB);
+					continue;
+				}
+				for (unsigned i = 0, k = 0; i < 36; i++) {
+					int hi, lo;
+
+					if (i == 8 || i == 13 || i == 18 || i == 23)
+						continue;
+					hi = ref_hex(path[1 + i]);
+					lo = ref_hex(path[2 + i]);
+					ref[k++] = (uint8_t)(hi << 4 | lo);
+					i++;
+				}
+				assert_memory_equal(id, ref, 16);
+				for (unsigned i = 0; i < 36; i++)
+					assert_int_equal(dec.project[i], path[1 + i] >= 'A' && path[1 + i] <= 'F' ?
+					                 path[1 + i] + 32 : path[1 + i]);
+				assert_int_equal(dec.project[36], '\0');
+				checked++;
+			}
+	printf("classify: %u single-byte variants accepted, each decoded as the reference does\n", checked);
+	assert_int_equal(checked, 2 * (32 * 22 + 4));
+	router_dir_release(&d);
+}
+
 static void test_why_str(void **state)
 {
 	assert_string_equal(router_why_str(ROUTER_WHY_PRIMARY), "primary");
@@ -276,6 +338,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_classify),
+		cmocka_unit_test(test_classify_every_byte),
 		cmocka_unit_test(test_why_str),
 		cmocka_unit_test(test_decide_failover),
 		cmocka_unit_test(test_decide_hubs),
