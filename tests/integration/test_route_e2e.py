@@ -9,7 +9,9 @@ project's node and echo; killing every route agent (SIGKILL) under load
 fails no request (fail-open to the hubs) and a restart resumes project
 routing within 2 s; seed edits under load (a node added, a pin added, a
 broken file) are followed within 1 s, and the broken file changes nothing
-and is reported with file:line.
+and is reported with file:line; with the real healthcheckd feeding the
+agents (and not HAProxy), a stopped node's projects move to their replica,
+the agents applying the checker's verdict well within 1 s.
 """
 import base64
 import http.client
@@ -231,3 +233,60 @@ def test_seed_edits_under_load(stack):
     finally:
         load.stop()
     assert not load.failures, load.failures[:5]
+
+
+def _log_time(line):
+    """Unix time of a log line that starts with an ISO-8601 UTC timestamp."""
+    import datetime
+    stamp = line.split()[0].rstrip("Z")
+    return datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def test_node_down_moves_projects_to_replica_via_health_feed(stack):
+    """The real healthcheckd feeds the agents (and NOT HAProxy: no
+    --haproxy-socket), so only the agents' health view can move a dead
+    node's projects to their replica."""
+    ports = ports_for()
+    text, _ = ru.seed_text(ports, hubs=1, nodes=3)
+    seed = stack.write("seed.conf", text)
+    feed = stack.path("health.sock")
+    hc = stack.start("healthcheckd", [harness.bin_path("healthcheckd"), "--seed", seed, "--feed", feed,
+                                      "--interval", "200ms", "--rise", "2", "--fall", "2", "--jitter", "0"])
+    stack.wait_unix(feed, hc)
+    info = stack_util.start_stack(stack, seed, health_feed=feed)
+    for p in info.agent_procs:
+        harness.wait_until(lambda p=p: "health feed" in p.log() and "connected" in p.log(), 5,
+                           what="agents subscribed to the feed")
+    ids = ru.random_ids(200, seed=31)
+    want = ru.seedctl_where(seed, ids)
+    victim = "node12"
+    mine = [pid for pid in ids if want[pid][0] == victim][:6]
+    assert len(mine) >= 3
+    alt = ru.seedctl_where(seed, mine, down=(victim,))
+    for pid in mine:
+        assert served_by(info.http_port, f"/{pid}/") == victim
+
+    info.servers[victim].stop()
+    t0 = time.monotonic()
+    harness.wait_until(lambda: all(served_by(info.http_port, f"/{pid}/") == alt[pid][0] for pid in mine * 2),
+                       5, interval=0.02, what="projects moved to their replica")
+    print(f"projects on their replica {time.monotonic() - t0:.2f}s after the node stopped")
+    # The agents act on the checker's verdict quickly: compare log stamps.
+    verdict = [l for l in hc.log().splitlines() if f"node {victim} " in l and "up -> down" in l]
+    assert verdict, hc.log()
+    t_verdict = _log_time(verdict[0])
+    for p in info.agent_procs:
+        applied = [_log_time(l) for l in p.log().splitlines() if "targets down" in l]
+        applied = [t for t in applied if t >= t_verdict - 0.01]
+        assert applied, p.log()
+        lag = applied[0] - t_verdict
+        print(f"{p.name}: applied the verdict {lag * 1000:.0f} ms after healthcheckd logged it")
+        assert lag < 1.0 * SLOW, (lag, verdict[0])
+    # Why says so, through HAProxy's log.
+    harness.wait_until(lambda: "why=replica" in info.haproxy.log(), 2, what="why=replica in HAProxy's log")
+
+    # The node comes back: its projects return.
+    stack.start(victim + "-again", [harness.bin_path("demo-server"), "--name", victim,
+                                    "--listen", f"127.0.0.1:{info.server_ports[victim]}"])
+    harness.wait_until(lambda: all(served_by(info.http_port, f"/{pid}/") == victim for pid in mine * 2),
+                       5, interval=0.05, what="projects back on their primary")
