@@ -30,7 +30,7 @@ const char *router_why_str(enum router_why w)
 /* A target can take traffic: not reported down, not drained by the seed. */
 static bool usable(const struct router_dir *d, const uint8_t *down, unsigned t)
 {
-	return !d->targets[t].drain && !(down && down[t]);
+	return !d->hot[t].drain && !(down && down[t]);
 }
 
 /* Routes to a node. */
@@ -38,8 +38,8 @@ static void to_node(const struct router_dir *d, unsigned t, enum router_why why,
 {
 	out->why = why;
 	out->target = (int)t;
-	out->backend = d->dcs[d->targets[t].dc].node_backend;
-	out->server = d->targets[t].name;
+	out->backend = d->dcs[d->hot[t].dc].node_backend;
+	out->server = d->hot[t].name;
 }
 
 /* Routes to the hubs: the local dc's if one of its hubs is usable, else the
@@ -73,8 +73,17 @@ static void decide_id(const struct router_dir *d, unsigned local_dc, const uint8
                       const uint8_t *down, struct router_decision *out)
 {
 	uint64_t h = router_project_hash(id);
-	const struct router_pin *pin = d->npins ? router_pin_find(d, id, h) : NULL;
+	const struct router_ring *r = &d->dcs[local_dc].ring;
+	const struct router_pin *pin = NULL;
 	unsigned list[ROUTER_MAX_REPLICAS];
+
+	if (d->npins) {
+		/* The pin probe and the ring's bucket are two independent cache
+		 * misses: start the second before waiting on the first. */
+		if (r->npoints)
+			__builtin_prefetch(&r->bucket[(uint32_t)(h >> 32) >> (32 - r->bits)]);
+		pin = router_pin_find(d, id, h);
+	}
 
 	out->is_project = true;
 	if (pin) {
@@ -83,7 +92,7 @@ static void decide_id(const struct router_dir *d, unsigned local_dc, const uint8
 			for (uint32_t k = 0; k < pin->count; k++) {
 				unsigned t = d->pin_nodes[pin->first + k];
 
-				if ((d->targets[t].dc == local_dc) == (pass == 0) && usable(d, down, t)) {
+				if ((d->hot[t].dc == local_dc) == (pass == 0) && usable(d, down, t)) {
 					to_node(d, t, ROUTER_WHY_PINNED, out);
 					return;
 				}

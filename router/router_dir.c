@@ -39,6 +39,7 @@ void router_dir_destroy(struct router_dir *d)
 		free(d->dcs[i].hubs);
 	free(d->dcs);
 	free(d->targets);
+	free(d->hot);
 	free(d->pins);
 	free(d->pin_nodes);
 	free(d->names);

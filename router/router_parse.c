@@ -606,10 +606,11 @@ static struct router_dir *assemble(struct parser *p)
 	d->dcs = calloc(p->ndcs, sizeof(*d->dcs));
 	d->ntargets = (unsigned)p->nt;
 	d->targets = calloc(p->nt ? p->nt : 1, sizeof(*d->targets));
+	d->hot = calloc(p->nt ? p->nt : 1, sizeof(*d->hot));
 	tdc = calloc(p->nt ? p->nt : 1, sizeof(*tdc));
-	if (!d->dcs || !d->targets || !tdc)
+	if (!d->dcs || !d->targets || !d->hot || !tdc)
 		goto out_oom;
-	d->memory += p->ndcs * sizeof(*d->dcs) + p->nt * sizeof(*d->targets);
+	d->memory += p->ndcs * sizeof(*d->dcs) + p->nt * (sizeof(*d->targets) + sizeof(*d->hot));
 	for (unsigned i = 0; i < p->ndcs; i++) {
 		d->dcs[i].name = d->strings + p->dcs[i];
 		d->dcs[i].hub_backend = d->strings + hub_off[i];
@@ -644,6 +645,9 @@ static struct router_dir *assemble(struct parser *p)
 		t->port = pt->port;
 		t->addr = d->strings + pt->addr;
 		merge_check(&t->check, &pt->check, &p->defaults, d->strings);
+		d->hot[i].name = t->name;
+		d->hot[i].dc = t->dc;
+		d->hot[i].drain = t->drain;
 		slot = (uint32_t)router_name_hash(t->name, strlen(t->name)) & d->names_mask;
 		while (d->names[slot] != UINT32_MAX) {
 			if (!strcmp(d->targets[d->names[slot]].name, t->name)) {
