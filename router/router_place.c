@@ -25,9 +25,9 @@
  * Layout (router_int.h): an entry is the position's low 32-b bits above the
  * node's ring index (ibits bits, ring indices in node-name order), so a point
  * costs 4 bytes and comparing entries compares (position, name). Building
- * is a counting sort on the bucket (hash the points once to count, once to
- * place: cheaper than keeping them) and an insertion sort of each bucket's
- * few entries; no comparison sort over the points.
+ * is a stable radix sort that stays in cache (see sort_points): partitions
+ * on the top bits, then an LSD sort inside each partition; no comparison
+ * sort over the points.
  *
  * XXH3 (Debian's libxxhash, inlined) rather than a home-made mix: its output
  * is fixed by a published specification and is endian-independent, and it
