@@ -475,6 +475,20 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* Hold SIGHUP/SIGTERM/SIGINT until their watchers exist: the feed and
+	 * stats sockets open (and a big seed loads) before that, and a signal
+	 * sent as soon as the feed answers must not kill us by default action.
+	 * ev_signal_start() unblocks each one, and a pending signal is then
+	 * handled by the first loop iteration. */
+	{
+		sigset_t early;
+
+		sigemptyset(&early);
+		sigaddset(&early, SIGHUP);
+		sigaddset(&early, SIGTERM);
+		sigaddset(&early, SIGINT);
+		sigprocmask(SIG_BLOCK, &early, NULL);
+	}
 	srandom((unsigned)hcd_mono_us() ^ (unsigned)getpid());
 	/* thousands of targets: one socket each at most, plus subscribers */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

@@ -437,7 +437,8 @@ static void on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)loop;
 	(void)revents;
 	route_log(LOG_INFO, "SIGHUP: reloading %s", d->opt.seed);
-	route_loader_request(d->loader);
+	if (d->loader)
+		route_loader_request(d->loader);
 }
 
 /* -c: load, resolve --dc, print a summary; 0 when good, 1 with file:line. */
@@ -509,6 +510,17 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot initialise libev");
 		return -1;
 	}
+	/* Signals first: once a listener is open a supervisor (or a test)
+	 * may send SIGTERM at any moment, and before ev_signal_start the
+	 * default action would kill us without a graceful stop. A signal
+	 * caught before ev_run() is delivered by the first loop iteration. */
+	ev_signal_init(&d->sig_term, on_stop_signal, SIGTERM);
+	ev_signal_init(&d->sig_int, on_stop_signal, SIGINT);
+	ev_signal_init(&d->sig_hup, on_hup_signal, SIGHUP);
+	d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
+	ev_signal_start(d->loop, &d->sig_term);
+	ev_signal_start(d->loop, &d->sig_int);
+	ev_signal_start(d->loop, &d->sig_hup);
 	d->holder = route_view_holder_new();
 	d->health = route_health_new();
 	if (!d->holder || !d->health) {
@@ -551,13 +563,6 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		if (!d->feed)
 			return -1;
 	}
-	ev_signal_init(&d->sig_term, on_stop_signal, SIGTERM);
-	ev_signal_init(&d->sig_int, on_stop_signal, SIGINT);
-	ev_signal_init(&d->sig_hup, on_hup_signal, SIGHUP);
-	d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
-	ev_signal_start(d->loop, &d->sig_term);
-	ev_signal_start(d->loop, &d->sig_int);
-	ev_signal_start(d->loop, &d->sig_hup);
 	return spop_runtime_start(d->rt, err, errlen);
 }
 

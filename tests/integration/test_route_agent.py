@@ -335,3 +335,18 @@ def test_sigterm_exits_0_with_clients_connected(stack):
     log = agent.log()
     assert "stopping (SIGTERM)" in log and "stopped" in log
     c.close()
+
+
+def test_sigterm_as_soon_as_the_port_opens_exits_0(stack):
+    """A supervisor may signal the agent the moment its port answers; the
+    signal watchers must already be in place (they once were installed after
+    the listeners, and SIGTERM then killed the agent by default action)."""
+    seed, _ = write_seed(stack)
+    for i in range(5):
+        port = harness.free_port()
+        p = stack.start(f"agent{i}", [harness.bin_path("route-agent"), "--listen",
+                                      f"127.0.0.1:{port}", "--seed", seed])
+        harness.wait_until(lambda: harness.port_open(port), 5, interval=0.001,
+                           what="agent port")
+        p.signal(signal.SIGTERM)
+        assert p.popen.wait(10 * harness.SLOW) == 0, p.log()
