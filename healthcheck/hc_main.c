@@ -448,6 +448,7 @@ int main(int argc, char **argv)
 	char err[512];
 	struct router_dir *dir;
 	ev_signal sig_hup, sig_term, sig_int;
+	sigset_t early_sigs;
 	int rc, exit_code = 1;
 	struct rlimit rl;
 
@@ -478,17 +479,13 @@ int main(int argc, char **argv)
 	/* Hold SIGHUP/SIGTERM/SIGINT until their watchers exist: the feed and
 	 * stats sockets open (and a big seed loads) before that, and a signal
 	 * sent as soon as the feed answers must not kill us by default action.
-	 * ev_signal_start() unblocks each one, and a pending signal is then
-	 * handled by the first loop iteration. */
-	{
-		sigset_t early;
-
-		sigemptyset(&early);
-		sigaddset(&early, SIGHUP);
-		sigaddset(&early, SIGTERM);
-		sigaddset(&early, SIGINT);
-		sigprocmask(SIG_BLOCK, &early, NULL);
-	}
+	 * They are unblocked once the watchers are started, and a pending one
+	 * is then handled by the first loop iteration. */
+	sigemptyset(&early_sigs);
+	sigaddset(&early_sigs, SIGHUP);
+	sigaddset(&early_sigs, SIGTERM);
+	sigaddset(&early_sigs, SIGINT);
+	sigprocmask(SIG_BLOCK, &early_sigs, NULL);
 	srandom((unsigned)hcd_mono_us() ^ (unsigned)getpid());
 	/* thousands of targets: one socket each at most, plus subscribers */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -569,6 +566,8 @@ int main(int argc, char **argv)
 	ev_signal_start(d->loop, &sig_hup);
 	ev_signal_start(d->loop, &sig_term);
 	ev_signal_start(d->loop, &sig_int);
+	/* libev (without EVFLAG_NOSIGMASK) leaves the mask alone: unblock. */
+	sigprocmask(SIG_UNBLOCK, &early_sigs, NULL);
 
 	ev_run(d->loop, 0);
 	exit_code = 0;

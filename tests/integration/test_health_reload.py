@@ -63,7 +63,12 @@ def test_reload_adds_forgets_and_keeps_state(stack):
     assert "seed.conf:3" in hc.log()
     assert set(hu.Feed(feed).state) == {"h1", "n2", "n3"}
 
+    ok = ru.metric(ru.read_metrics(stats), "seedgate_hc_seed_reloads_total", result="ok")
     write_seed(seed, [line["h1"], line["n2"], line["n3"]])
+    # Let the reload this edit triggers finish first: a SIGHUP during a
+    # reload is folded into it ("changed during a reload").
+    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_hc_seed_reloads_total",
+                                         result="ok") > ok, 3, what="reload after the fix")
     ok = ru.metric(ru.read_metrics(stats), "seedgate_hc_seed_reloads_total", result="ok")
     hc.signal(signal.SIGHUP)
     harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_hc_seed_reloads_total",
