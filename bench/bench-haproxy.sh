@@ -17,7 +17,9 @@
 # "rotate" runs use bench/wrk/rotate.lua over BENCH_IDS (default 10000)
 # project ids, "repeat" runs bench/wrk/repeat.lua; each is compared with the
 # plain run of the same wrk script. Medians over the rounds, ratios against
-# the targets of DESIGN.md section 4, recorded in bench/results/haproxy.md.
+# the targets of DESIGN.md section 4, then HAProxy's instructions per request
+# under callgrind (robust to other load on the machine; BENCH_CALLGRIND=0
+# skips it), recorded in bench/results/haproxy.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -41,6 +43,7 @@ work=$(mktemp -d /tmp/sg-bench-haproxy.XXXXXX)
 pids=()
 hap_pid=
 cleanup() {
+	set +e
 	[ -n "$hap_pid" ] && kill -TERM "$hap_pid" 2>/dev/null
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	wait 2>/dev/null
@@ -66,7 +69,7 @@ PY
 
 # --- the bench's seed: one datacenter, one hub, three nodes ----------------
 hub=$(free_port) n1=$(free_port) n2=$(free_port) n3=$(free_port)
-agent=$(free_port) http=$(free_port) proxy=$(free_port)
+agent=$(free_port)
 cat >"$work/seed.conf" <<EOS
 replicas 2
 dc bench
@@ -92,22 +95,46 @@ taskset -c $cpu_rest "$build/route-agent" --listen "127.0.0.1:$agent" --seed "$w
 pids+=($!)
 for p in $hub $n1 $n2 $n3 $agent; do wait_tcp "$p"; done
 
-# run_one NAME SCRIPT ENV...: one fresh HAProxy, 1 s warm-up, one measured
-# wrk run; appends "name rps errors to_hubs to_nodes" to raw.tsv.
+# run_one NAME SCRIPT ENV...: one fresh HAProxy with ENV, one measurement.
 run_one() {
 	local name=$1 script=$2; shift 2
+	local attempt
+	# Other programs on this machine may take a port between free_port and
+	# HAProxy's bind: then HAProxy exits, and we try again with new ports.
+	for attempt in 1 2 3; do
+		start_haproxy "$@" && break
+		[ $attempt = 3 ] && { echo "bench-haproxy: HAProxy does not start (see $work/haproxy.log)" >&2; exit 1; }
+	done
+	measure "$name" "$script"
+}
+
+# start_haproxy ENV...: a fresh HAProxy on fresh ports; 0 once it listens.
+start_haproxy() {
+	http=$(free_port) proxy=$(free_port)
 	env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$work \
 		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
 		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua \
 		SG_LUA_TABLE=$work/routes.lua "$@" \
 		taskset -c $cpu_hap haproxy-conf/run-haproxy.sh "$work/backends.cfg" >>"$work/haproxy.log" 2>&1 &
 	hap_pid=$!
-	wait_tcp "$http"
 	local i
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$hap_pid" 2>/dev/null || { wait "$hap_pid" 2>/dev/null; hap_pid=; return 1; }
+		(exec 3<>"/dev/tcp/127.0.0.1/$http") 2>/dev/null && break
+		sleep 0.1
+	done
+	[ "$i" -lt 100 ] || return 1
 	for ((i = 0; i < 50; i++)); do   # agents UP in HAProxy's eyes (spop-check)
 		admin "show stat" | grep '^route_agents,agent1,.*,UP' >/dev/null && break
 		sleep 0.1
 	done
+	return 0
+}
+
+# measure NAME SCRIPT: 1 s warm-up, one measured wrk run, HAProxy stopped;
+# appends "round name rps errors to_hubs to_nodes cpu_us" to raw.tsv.
+measure() {
+	local name=$1 script=$2
 	SG_BENCH_IDS=$work/ids taskset -c $cpu_rest wrk -t1 -c64 -d1s -s "bench/wrk/$script.lua" \
 		"http://127.0.0.1:$http" >/dev/null
 	local worker t0 t1
@@ -157,6 +184,51 @@ for ((round = 1; round <= rounds; round++)); do
 	done
 done
 
+# --- instructions per request (callgrind) ----------------------------------------
+# req/s and even CPU time swing with whatever else runs on the machine;
+# instructions executed by HAProxy per request do not. Each configuration
+# runs under callgrind twice (2 s and 6 s of wrk -c8); the difference of the
+# instruction totals over the difference of the request counts removes the
+# start-up cost. Skipped without valgrind or with BENCH_CALLGRIND=0.
+# cg_run DURATION SCRIPT ENV... -> "requests instructions"
+cg_run() {
+	local dur=$1 script=$2; shift 2
+	local cg_http i vp
+	cg_http=$(free_port)
+	rm -f "$work"/cgout.*
+	env SG_HTTP_BIND=127.0.0.1:$cg_http SG_PROXY_BIND=127.0.0.1:$(free_port) SG_RUN_DIR=$work \
+		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
+		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_SPOE_PROCESSING=2s \
+		SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua SG_LUA_TABLE=$work/routes.lua "$@" \
+		valgrind --tool=callgrind --callgrind-out-file="$work/cgout.%p" \
+		haproxy -db -f haproxy-conf/haproxy.cfg -f "$work/backends.cfg" >>"$work/callgrind.log" 2>&1 &
+	vp=$!
+	for ((i = 0; i < 300; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$cg_http") 2>/dev/null && break
+		kill -0 "$vp" 2>/dev/null || break
+		sleep 0.1
+	done
+	sleep 1
+	SG_BENCH_IDS=$work/ids wrk -t1 -c8 -d"${dur}s" -s "bench/wrk/$script.lua" \
+		"http://127.0.0.1:$cg_http" >"$work/wrk-cg.out"
+	kill -TERM "$vp" 2>/dev/null; wait "$vp" 2>/dev/null
+	echo "$(awk '/requests in/ { print $1 }' "$work/wrk-cg.out") $(cat "$work"/cgout.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')"
+}
+if [ "${BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null; then
+	echo "bench-haproxy: instructions per request under callgrind"
+	for c in "${configs[@]}"; do
+		# shellcheck disable=SC2086
+		set -- $c
+		name=$1 script=$2; shift 2
+		read -r n1 i1 < <(cg_run 2 "$script" "$@")
+		read -r n2 i2 < <(cg_run 6 "$script" "$@")
+		ir=$(awk -v a="$i1" -v b="$i2" -v c="$n1" -v d="$n2" 'BEGIN { printf "%.0f", (d > c ? (b - a) / (d - c) : 0) }')
+		printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$n1" "$i1" "$n2" "$i2" "$ir" >>"$work/cg.tsv"
+		printf '  %-13s %8s instructions/request (requests %s and %s)\n' "$name" "$ir" "$n1" "$n2"
+	done
+fi
+touch "$work/cg.tsv"
+
 # --- report ---------------------------------------------------------------------
 {
 	echo "haproxy: $(haproxy -v | head -1)"
@@ -167,9 +239,9 @@ done
 	echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
 	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 } >"$work/machine"
-$py - "$work/raw.tsv" "$work/machine" "$out" "$rounds" "$duration" "$nids" <<'PY'
+$py - "$work/raw.tsv" "$work/machine" "$out" "$rounds" "$duration" "$nids" "$work/cg.tsv" <<'PY'
 import statistics, sys
-raw, machine, out, rounds, duration, nids = sys.argv[1:]
+raw, machine, out, rounds, duration, nids, cgfile = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
 by = {}
 for r in rows:
@@ -217,6 +289,34 @@ for name in ("plain-rotate", "plain-repeat", "agent-rotate", "cache-repeat", "ca
         verdict, tgt_s = "-", "-"
     cratio = cpu[base] / cpu[name] if cpu[name] else 0
     lines.append(f"| {name} ({what}) | {med[name]:.0f} | {cpu[name]:.1f} | {base} | {ratio:.2f} | {cratio:.2f} | {tgt_s} | {verdict} |")
+cg = {l.split("\t")[0]: l.rstrip("\n").split("\t") for l in open(cgfile) if l.strip()}
+if cg:
+    lines += ["", "## HAProxy instructions per request (callgrind)", "",
+              "Deterministic where req/s is not: each configuration under valgrind --tool=callgrind,",
+              "wrk -t1 -c8 for 2 s and for 6 s; (instructions(6 s) - instructions(2 s)) /",
+              "(requests(6 s) - requests(2 s)). Ratio = baseline's instructions over this one's:",
+              "the req/s ratio if HAProxy's CPU is the bottleneck, as it is here.", "",
+              "| configuration | requests (2 s / 6 s) | instructions/request | ratio to | ratio | target | verdict |",
+              "|---|---|---|---|---|---|---|"]
+    def ir(n):
+        return float(cg[n][5]) if n in cg else 0.0
+    for name in ("plain-rotate", "plain-repeat", "agent-rotate", "cache-repeat", "cache-rotate", "lua-rotate"):
+        if name not in cg:
+            continue
+        r = cg[name]
+        if name not in targets:
+            lines.append(f"| {name} | {r[1]} / {r[3]} | {ir(name):.0f} | - | 1.00 | - | baseline |")
+            continue
+        base, tgt, what = targets[name]
+        ratio = ir(base) / ir(name) if ir(name) else 0
+        if tgt is not None:
+            tgt_s, verdict = f">= {tgt:.2f}", "meets" if ratio >= tgt else "MISSES"
+        elif name == "cache-rotate":
+            tgt_s = ">= agent-rotate"
+            verdict = "meets" if ir(name) <= ir("agent-rotate") else "MISSES"
+        else:
+            tgt_s, verdict = "-", "-"
+        lines.append(f"| {name} | {r[1]} / {r[3]} | {ir(name):.0f} | {base} | {ratio:.2f} | {tgt_s} | {verdict} |")
 text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
 print(text)
