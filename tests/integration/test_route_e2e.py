@@ -254,9 +254,15 @@ def test_node_down_moves_projects_to_replica_via_health_feed(stack):
                                       "--interval", "200ms", "--rise", "2", "--fall", "2", "--jitter", "0"])
     stack.wait_unix(feed, hc)
     info = stack_util.start_stack(stack, seed, health_feed=feed)
-    for p in info.agent_procs:
-        harness.wait_until(lambda p=p: "health feed" in p.log() and "connected" in p.log(), 5,
-                           what="agents subscribed to the feed")
+    # healthcheckd started before the demo servers: its first checks failed
+    # and each server is up only after `rise` checks. Wait for every agent
+    # to see all targets up before asserting where requests land.
+    def all_up(port):
+        m = ru.read_metrics(port)
+        return (ru.metric(m, "seedgate_health_feed_connected") == 1
+                and ru.metric(m, "seedgate_health_targets_down") == 0)
+    for port in info.agent_stats_ports:
+        harness.wait_until(lambda port=port: all_up(port), 5, what="agents see every target up")
     ids = ru.random_ids(200, seed=31)
     want = ru.seedctl_where(seed, ids)
     victim = "node12"
