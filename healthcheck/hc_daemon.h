@@ -1,7 +1,7 @@
 /*
  * hc_daemon.h — healthcheckd's private types: the daemon, its targets, and
  * the interfaces between its parts (probes, DNS, feed server, HAProxy
- * runtime API client, stats endpoint). Not installed, not in libhc.
+ * runtime API client, stats rendering). Not installed, not in libhc.
  */
 #ifndef SEEDGATE_HC_DAEMON_H
 #define SEEDGATE_HC_DAEMON_H
@@ -27,7 +27,8 @@ struct tls_connect;
 struct hcd_dns;
 struct hcd_feed;
 struct hcd_haproxy;
-struct hcd_stats;
+struct hc_metrics_server;
+struct hc_text;
 
 /* ------------------------------------------------------------- buffers */
 
@@ -144,7 +145,7 @@ struct hcd {
 	struct hcd_dns *dns;
 	struct hcd_feed *feed;
 	struct hcd_haproxy *haproxy[HCD_MAX_HAPROXY];
-	struct hcd_stats *stats;
+	struct hc_metrics_server *stats;  /* --stats: the shared /metrics server */
 	struct hcd_counters ctr;
 	char http_req_host[8];
 };
@@ -198,9 +199,9 @@ uint64_t hcd_haproxy_errors(const struct hcd_haproxy *h);
 uint64_t hcd_haproxy_connects(const struct hcd_haproxy *h);
 const char *hcd_haproxy_path(const struct hcd_haproxy *h);
 
-/* hc_stats.c */
-struct hcd_stats *hcd_stats_new(struct hcd *d, const char *addr, char *err, size_t errlen);
-void hcd_stats_free(struct hcd_stats **s);
+/* hc_stats.c: appends healthcheckd's Prometheus text; udata is the
+ * struct hcd. The render callback of hc_metrics_server_new(). */
+void hcd_stats_render(void *udata, struct hc_text *out);
 
 /* address helpers (hc_probe.c) */
 int hcd_addr_parse_ip(const char *host, uint16_t port, struct sockaddr_storage *sa, socklen_t *salen);

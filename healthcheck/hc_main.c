@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "hc_daemon.h"
+#include "hc_metrics.h"
 #include "tls.h"
 
 #define RELOAD_DEBOUNCE_S 0.05
@@ -536,7 +537,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (d->opts.stats_addr) {
-		d->stats = hcd_stats_new(d, d->opts.stats_addr, err, sizeof(err));
+		d->stats = hc_metrics_server_new(d->loop, d->opts.stats_addr, hcd_stats_render, d,
+		                                 err, sizeof(err));
 		if (!d->stats) {
 			fprintf(stderr, "healthcheckd: %s\n", err);
 			goto out_free_clients;
@@ -590,7 +592,7 @@ int main(int argc, char **argv)
 	ev_signal_stop(d->loop, &sig_term);
 	ev_signal_stop(d->loop, &sig_int);
 out_free_clients:
-	hcd_stats_free(&d->stats);
+	hc_metrics_server_free(&d->stats);
 	hcd_feed_free(&d->feed);
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
 		hcd_haproxy_free(&d->haproxy[i]);

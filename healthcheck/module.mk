@@ -1,14 +1,16 @@
 # healthcheck/module.mk — build wiring for healthcheck (see tests/module.mk for the macros)
 #
-#   build/libhc.a         health feed codec and client (route-agent links it),
-#                         status table (seedctl health), check state machine,
-#                         HTTP request/status code
+#   build/libhc.a         the health feed (codec and client, route-agent links
+#                         it), status table (seedctl health), check state
+#                         machine, HTTP request/status code; and the plumbing
+#                         both daemons share: the /metrics server (hc_metrics)
 #   build/healthcheckd    the checker daemon (librouter, libsgtls-$(TLS), c-ares, libev)
 #   tests: build/tests/test_hc_*  (tests/unit/test_hc_*.c)
 #   fuzz:  build/tests/fuzz-replay-hc_feed over tests/fuzz/corpus/hc_feed/
 
 HC_LIB_SRCS := healthcheck/hc_feed_codec.c healthcheck/hc_line.c healthcheck/hc_feed_client.c \
-               healthcheck/hc_status.c healthcheck/hc_state.c healthcheck/hc_http.c
+               healthcheck/hc_status.c healthcheck/hc_state.c healthcheck/hc_http.c \
+               healthcheck/hc_metrics.c
 HC_LIB      := $(B)/libhc.a
 
 $(eval $(call static_lib,hc,$(HC_LIB_SRCS)))

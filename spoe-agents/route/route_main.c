@@ -24,10 +24,10 @@
 #include "route_health.h"
 #include "route_loader.h"
 #include "route_log.h"
-#include "route_stats.h"
 #include "route_view.h"
 #include "route_watch.h"
 #include "hc_feed.h"
+#include "hc_metrics.h"
 
 #define MAX_LISTEN       16
 #define WATCH_DEBOUNCE   0.05     /* seconds: merge an editor's burst of events */
@@ -56,7 +56,7 @@ struct route_daemon {
 	struct spop_runtime *rt;
 	struct route_loader *loader;
 	struct route_watch *watch;
-	struct route_stats_server *stats;
+	struct hc_metrics_server *stats;
 	struct route_health *health;
 	struct hc_feed_client *feed;
 	bool feed_connected;
@@ -345,7 +345,7 @@ static void on_feed_link(void *udata, bool connected, const char *why)
 }
 
 /* Prometheus text for GET /metrics. */
-static void render_metrics(void *udata, struct route_text *t)
+static void render_metrics(void *udata, struct hc_text *t)
 {
 	struct route_daemon *d = udata;
 	struct route_agent_counts c;
@@ -354,69 +354,69 @@ static void render_metrics(void *udata, struct route_text *t)
 	route_agent_counts(d->agent, &c);
 	spop_runtime_stats(d->rt, &s);
 
-	route_text_printf(t, "# HELP seedgate_route_decisions_total Routing decisions by reason.\n"
-			     "# TYPE seedgate_route_decisions_total counter\n");
+	hc_text_printf(t, "# HELP seedgate_route_decisions_total Routing decisions by reason.\n"
+			  "# TYPE seedgate_route_decisions_total counter\n");
 	for (unsigned k = 0; k < ROUTER_WHY_COUNT; k++)
-		route_text_printf(t, "seedgate_route_decisions_total{why=\"%s\"} %llu\n",
-				  router_why_str((enum router_why)k), (unsigned long long)c.decisions[k]);
-	route_text_printf(t, "# HELP seedgate_route_missing_path_total Messages without a usable path argument (routed to the hubs).\n"
-			     "# TYPE seedgate_route_missing_path_total counter\n"
-			     "seedgate_route_missing_path_total %llu\n", (unsigned long long)c.no_path);
-	route_text_printf(t, "# HELP seedgate_route_errors_total Messages answered with an empty ACK.\n"
-			     "# TYPE seedgate_route_errors_total counter\n"
-			     "seedgate_route_errors_total %llu\n", (unsigned long long)c.errors);
+		hc_text_printf(t, "seedgate_route_decisions_total{why=\"%s\"} %llu\n",
+			       router_why_str((enum router_why)k), (unsigned long long)c.decisions[k]);
+	hc_text_printf(t, "# HELP seedgate_route_missing_path_total Messages without a usable path argument (routed to the hubs).\n"
+			  "# TYPE seedgate_route_missing_path_total counter\n"
+			  "seedgate_route_missing_path_total %llu\n", (unsigned long long)c.no_path);
+	hc_text_printf(t, "# HELP seedgate_route_errors_total Messages answered with an empty ACK.\n"
+			  "# TYPE seedgate_route_errors_total counter\n"
+			  "seedgate_route_errors_total %llu\n", (unsigned long long)c.errors);
 
-	route_text_printf(t, "# HELP seedgate_spop_disconnects_total AGENT-DISCONNECT frames sent, by status.\n"
-			     "# TYPE seedgate_spop_disconnects_total counter\n");
+	hc_text_printf(t, "# HELP seedgate_spop_disconnects_total AGENT-DISCONNECT frames sent, by status.\n"
+			  "# TYPE seedgate_spop_disconnects_total counter\n");
 	for (unsigned k = 0; k < 100; k++) {
 		if (k > 13 && k != 99 && s.disconnect_status[k] == 0)
 			continue;
-		route_text_printf(t, "seedgate_spop_disconnects_total{status=\"%u\",reason=\"%s\"} %llu\n", k,
-				  spop_status_str((enum spop_status)k), (unsigned long long)s.disconnect_status[k]);
+		hc_text_printf(t, "seedgate_spop_disconnects_total{status=\"%u\",reason=\"%s\"} %llu\n", k,
+			       spop_status_str((enum spop_status)k), (unsigned long long)s.disconnect_status[k]);
 	}
-	route_text_printf(t, "# HELP seedgate_spop_connections_total SPOP connections accepted.\n"
-			     "# TYPE seedgate_spop_connections_total counter\n"
-			     "seedgate_spop_connections_total %llu\n"
-			     "# HELP seedgate_spop_connections SPOP connections open now.\n"
-			     "# TYPE seedgate_spop_connections gauge\n"
-			     "seedgate_spop_connections %llu\n",
-			  (unsigned long long)s.conns_total, (unsigned long long)s.conns_current);
-	route_text_printf(t, "# TYPE seedgate_spop_hellos_total counter\nseedgate_spop_hellos_total %llu\n"
-			     "# TYPE seedgate_spop_healthchecks_total counter\nseedgate_spop_healthchecks_total %llu\n"
-			     "# TYPE seedgate_spop_notifies_total counter\nseedgate_spop_notifies_total %llu\n"
-			     "# TYPE seedgate_spop_acks_total counter\nseedgate_spop_acks_total %llu\n"
-			     "# TYPE seedgate_spop_messages_total counter\nseedgate_spop_messages_total %llu\n"
-			     "# TYPE seedgate_spop_haproxy_disconnects_total counter\nseedgate_spop_haproxy_disconnects_total %llu\n"
-			     "# TYPE seedgate_spop_bytes_in_total counter\nseedgate_spop_bytes_in_total %llu\n"
-			     "# TYPE seedgate_spop_bytes_out_total counter\nseedgate_spop_bytes_out_total %llu\n",
-			  (unsigned long long)s.hellos, (unsigned long long)s.healthchecks,
-			  (unsigned long long)s.notifies, (unsigned long long)s.acks,
-			  (unsigned long long)s.messages, (unsigned long long)s.haproxy_disconnects,
-			  (unsigned long long)s.bytes_in, (unsigned long long)s.bytes_out);
+	hc_text_printf(t, "# HELP seedgate_spop_connections_total SPOP connections accepted.\n"
+			  "# TYPE seedgate_spop_connections_total counter\n"
+			  "seedgate_spop_connections_total %llu\n"
+			  "# HELP seedgate_spop_connections SPOP connections open now.\n"
+			  "# TYPE seedgate_spop_connections gauge\n"
+			  "seedgate_spop_connections %llu\n",
+		       (unsigned long long)s.conns_total, (unsigned long long)s.conns_current);
+	hc_text_printf(t, "# TYPE seedgate_spop_hellos_total counter\nseedgate_spop_hellos_total %llu\n"
+			  "# TYPE seedgate_spop_healthchecks_total counter\nseedgate_spop_healthchecks_total %llu\n"
+			  "# TYPE seedgate_spop_notifies_total counter\nseedgate_spop_notifies_total %llu\n"
+			  "# TYPE seedgate_spop_acks_total counter\nseedgate_spop_acks_total %llu\n"
+			  "# TYPE seedgate_spop_messages_total counter\nseedgate_spop_messages_total %llu\n"
+			  "# TYPE seedgate_spop_haproxy_disconnects_total counter\nseedgate_spop_haproxy_disconnects_total %llu\n"
+			  "# TYPE seedgate_spop_bytes_in_total counter\nseedgate_spop_bytes_in_total %llu\n"
+			  "# TYPE seedgate_spop_bytes_out_total counter\nseedgate_spop_bytes_out_total %llu\n",
+		       (unsigned long long)s.hellos, (unsigned long long)s.healthchecks,
+		       (unsigned long long)s.notifies, (unsigned long long)s.acks,
+		       (unsigned long long)s.messages, (unsigned long long)s.haproxy_disconnects,
+		       (unsigned long long)s.bytes_in, (unsigned long long)s.bytes_out);
 
-	route_text_printf(t, "# HELP seedgate_seed_reloads_total Seed directory reloads by result.\n"
-			     "# TYPE seedgate_seed_reloads_total counter\n"
-			     "seedgate_seed_reloads_total{result=\"ok\"} %llu\n"
-			     "seedgate_seed_reloads_total{result=\"error\"} %llu\n"
-			     "# HELP seedgate_seed_generation Good seed directories loaded since start (1 = the initial one).\n"
-			     "# TYPE seedgate_seed_generation gauge\n"
-			     "seedgate_seed_generation %llu\n"
-			     "# TYPE seedgate_seed_last_reload_success_timestamp_seconds gauge\n"
-			     "seedgate_seed_last_reload_success_timestamp_seconds %.0f\n"
-			     "# TYPE seedgate_seed_targets gauge\n"
-			     "seedgate_seed_targets %u\n",
-			  (unsigned long long)d->reloads_ok, (unsigned long long)d->reloads_error,
-			  (unsigned long long)d->seed_generation, d->last_reload_ok,
-			  router_dir_target_count(d->current->dir));
-	route_text_printf(t, "# HELP seedgate_health_feed_connected 1 when the health feed is connected.\n"
-			     "# TYPE seedgate_health_feed_connected gauge\n"
-			     "seedgate_health_feed_connected %d\n"
-			     "# HELP seedgate_health_targets_down Targets of the current directory marked down.\n"
-			     "# TYPE seedgate_health_targets_down gauge\n"
-			     "seedgate_health_targets_down %u\n"
-			     "# TYPE seedgate_route_workers gauge\n"
-			     "seedgate_route_workers %u\n",
-			  d->feed_connected ? 1 : 0, d->current->ndown, d->opt.workers);
+	hc_text_printf(t, "# HELP seedgate_seed_reloads_total Seed directory reloads by result.\n"
+			  "# TYPE seedgate_seed_reloads_total counter\n"
+			  "seedgate_seed_reloads_total{result=\"ok\"} %llu\n"
+			  "seedgate_seed_reloads_total{result=\"error\"} %llu\n"
+			  "# HELP seedgate_seed_generation Good seed directories loaded since start (1 = the initial one).\n"
+			  "# TYPE seedgate_seed_generation gauge\n"
+			  "seedgate_seed_generation %llu\n"
+			  "# TYPE seedgate_seed_last_reload_success_timestamp_seconds gauge\n"
+			  "seedgate_seed_last_reload_success_timestamp_seconds %.0f\n"
+			  "# TYPE seedgate_seed_targets gauge\n"
+			  "seedgate_seed_targets %u\n",
+		       (unsigned long long)d->reloads_ok, (unsigned long long)d->reloads_error,
+		       (unsigned long long)d->seed_generation, d->last_reload_ok,
+		       router_dir_target_count(d->current->dir));
+	hc_text_printf(t, "# HELP seedgate_health_feed_connected 1 when the health feed is connected.\n"
+			  "# TYPE seedgate_health_feed_connected gauge\n"
+			  "seedgate_health_feed_connected %d\n"
+			  "# HELP seedgate_health_targets_down Targets of the current directory marked down.\n"
+			  "# TYPE seedgate_health_targets_down gauge\n"
+			  "seedgate_health_targets_down %u\n"
+			  "# TYPE seedgate_route_workers gauge\n"
+			  "seedgate_route_workers %u\n",
+		       d->feed_connected ? 1 : 0, d->current->ndown, d->opt.workers);
 }
 
 /* SIGTERM / SIGINT: leave the main loop; main() stops the runtime. */
@@ -546,7 +546,7 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		if (spop_runtime_listen(d->rt, d->opt.listen[i], err, errlen) == -1)
 			return -1;
 	if (d->opt.stats) {
-		d->stats = route_stats_server_new(d->loop, d->opt.stats, render_metrics, d, err, errlen);
+		d->stats = hc_metrics_server_new(d->loop, d->opt.stats, render_metrics, d, err, errlen);
 		if (!d->stats)
 			return -1;
 	}
@@ -575,7 +575,7 @@ static void daemon_teardown(struct route_daemon *d)
 	hc_feed_client_free(&d->feed);
 	route_watch_free(&d->watch);
 	route_loader_free(&d->loader);
-	route_stats_server_free(&d->stats);
+	hc_metrics_server_free(&d->stats);
 	if (d->loop) {
 		ev_idle_stop(d->loop, &d->republish);
 		ev_signal_stop(d->loop, &d->sig_term);
