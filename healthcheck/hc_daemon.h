@@ -28,6 +28,7 @@ struct hcd_dns;
 struct hcd_feed;
 struct hcd_haproxy;
 struct hc_metrics_server;
+struct hc_seedwatch;
 struct hc_text;
 
 /* ------------------------------------------------------------- buffers */
@@ -146,6 +147,7 @@ struct hcd {
 	struct hcd_feed *feed;
 	struct hcd_haproxy *haproxy[HCD_MAX_HAPROXY];
 	struct hc_metrics_server *stats;  /* --stats: the shared /metrics server */
+	struct hc_seedwatch *seeds;       /* reloads on SIGHUP and file changes */
 	struct hcd_counters ctr;
 	char http_req_host[8];
 };

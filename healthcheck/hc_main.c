@@ -1,27 +1,25 @@
 /*
- * hc_main.c — healthcheckd: command line, signals, seed directory reloads
- * (SIGHUP and inotify on the file's directory), logging, and the loop.
+ * hc_main.c — healthcheckd: command line, signals, what a seed directory
+ * reload does (the reloading itself, SIGHUP and inotify, is hc_seedwatch's),
+ * logging, and the loop.
  *
  * See healthcheck/README.md for what it does and `healthcheckd --help` for
  * the flags.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <libgen.h>
-#include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "hc_daemon.h"
 #include "hc_metrics.h"
+#include "hc_seedwatch.h"
 #include "tls.h"
 
 #define RELOAD_DEBOUNCE_S 0.05
@@ -65,10 +63,6 @@ static const char usage_text[] =
 "DUR: 250ms, 1s, 2m (a bare number is milliseconds).\n";
 
 static struct hcd daemon_state;
-static ev_timer reload_timer;
-static ev_io inotify_io;
-static int inotify_fd = -1;
-static char seed_base[NAME_MAX + 1];
 
 /* Wall-clock milliseconds (for "since" in the feed). */
 int64_t hcd_now_ms(void)
@@ -144,138 +138,31 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 	return 0;
 }
 
-/* Reloads run router_dir_load() on a thread of their own: a large seed
- * directory takes seconds to parse and place, and the loop must keep
- * checking meanwhile (a stalled loop would turn answers into timeouts). The
- * thread hands the snapshot back through an ev_async; the table is swapped
- * on the loop. A request during a load queues one more load after it. */
-struct reload_job {
-	pthread_t thread;
-	bool busy, again;
-	const char *path;
-	struct router_dir *dir;
-	char err[512];
-	char why[32];
-	ev_async done;
-};
-static struct reload_job reload_job;
-
-static void *reload_thread(void *arg)
+/* A finished reload (hc_seedwatch, on the loop): swap the target table, or
+ * keep the old one. Reloads are counted by result; the log says why the
+ * load ran ("SIGHUP", "file changed", "changed during a reload"). */
+static void on_reload(void *udata, struct router_dir *dir, const char *load_err, const char *why)
 {
-	struct reload_job *j = arg;
-
-	j->dir = router_dir_load(j->path, j->err, sizeof(j->err));
-	ev_async_send(daemon_state.loop, &j->done);
-	return NULL;
-}
-
-/* Starts a reload (or queues one if a load is running). */
-static void reload_seed(struct hcd *d, const char *why)
-{
-	struct reload_job *j = &reload_job;
-	int rc;
-
-	if (j->busy) {
-		j->again = true;
-		return;
-	}
-	j->busy = true;
-	j->path = d->opts.seed;
-	j->dir = NULL;
-	snprintf(j->why, sizeof(j->why), "%s", why);
-	rc = pthread_create(&j->thread, NULL, reload_thread, j);
-	if (rc != 0) {
-		j->busy = false;
-		d->ctr.reloads_error++;
-		hcd_log("reload (%s): cannot start the loader thread: %s", why, strerror(rc));
-	}
-}
-
-/* The loader thread finished: swap the table, or keep the old one. */
-static void on_reload_done(struct ev_loop *loop, ev_async *w, int revents)
-{
-	struct reload_job *j = &reload_job;
-	struct hcd *d = &daemon_state;
-	struct router_dir *dir;
+	struct hcd *d = udata;
 	char err[512];
 
-	if (!j->busy)
-		return;
-	pthread_join(j->thread, NULL);
-	j->busy = false;
-	dir = j->dir;
-	j->dir = NULL;
 	if (!dir) {
 		d->ctr.reloads_error++;
-		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", j->why, j->err);
+		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", why, load_err);
 	} else if (hcd_targets_load(d, dir, err, sizeof(err)) == -1) {
 		router_dir_release(&dir);
 		d->ctr.reloads_error++;
-		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", j->why, err);
+		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", why, err);
 	} else {
 		d->ctr.reloads_ok++;
-		hcd_log("reloaded the seed directory (%s)", j->why);
+		hcd_log("reloaded the seed directory (%s)", why);
 	}
-	if (j->again) {
-		j->again = false;
-		reload_seed(d, "changed during a reload");
-	}
-}
-
-static void on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	reload_seed(&daemon_state, "file changed");
-}
-
-/* inotify on the seed's directory: a write, rename or creation of the file
- * arms a short debounce timer (editors write in several steps). */
-static void on_inotify(struct ev_loop *loop, ev_io *w, int revents)
-{
-	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	ssize_t n = read(inotify_fd, buf, sizeof(buf));
-	bool hit = false;
-
-	for (ssize_t off = 0; n > 0 && off < n;) {
-		const struct inotify_event *ev = (const struct inotify_event *)(buf + off);
-
-		if (ev->len && strcmp(ev->name, seed_base) == 0)
-			hit = true;
-		off += (ssize_t)sizeof(*ev) + ev->len;
-	}
-	if (hit) {
-		ev_timer_stop(loop, &reload_timer);
-		ev_timer_set(&reload_timer, RELOAD_DEBOUNCE_S, 0.0);
-		ev_timer_start(loop, &reload_timer);
-	}
-}
-
-/* Watches the seed file's directory. Failure is logged, not fatal
- * (SIGHUP still works). */
-static void watch_seed(struct hcd *d)
-{
-	char path[PATH_MAX], dir[PATH_MAX];
-
-	snprintf(path, sizeof(path), "%s", d->opts.seed);
-	snprintf(seed_base, sizeof(seed_base), "%s", basename(path));
-	snprintf(path, sizeof(path), "%s", d->opts.seed);
-	snprintf(dir, sizeof(dir), "%s", dirname(path));
-	inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (inotify_fd == -1 ||
-	    inotify_add_watch(inotify_fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) == -1) {
-		hcd_log("inotify on %s: %s (reload with SIGHUP)", dir, strerror(errno));
-		if (inotify_fd != -1)
-			close(inotify_fd);
-		inotify_fd = -1;
-		return;
-	}
-	ev_io_init(&inotify_io, on_inotify, inotify_fd, EV_READ);
-	ev_io_start(d->loop, &inotify_io);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	if (w->signum == SIGHUP) {
-		reload_seed(&daemon_state, "SIGHUP");
+		hc_seedwatch_request(daemon_state.seeds, "SIGHUP");
 		return;
 	}
 	hcd_log("signal %d: exiting", w->signum);
@@ -558,10 +445,14 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
 		hcd_haproxy_start(d->haproxy[i]);
 
-	ev_timer_init(&reload_timer, on_reload_timer, 0.0, 0.0);
-	ev_async_init(&reload_job.done, on_reload_done);
-	ev_async_start(d->loop, &reload_job.done);
-	watch_seed(d);
+	d->seeds = hc_seedwatch_new(d->loop, d->opts.seed, on_reload, d, err, sizeof(err));
+	if (!d->seeds) {
+		fprintf(stderr, "healthcheckd: %s\n", err);
+		goto out_free_clients;
+	}
+	/* without inotify, SIGHUP still reloads: log, carry on */
+	if (hc_seedwatch_follow(d->seeds, RELOAD_DEBOUNCE_S, err, sizeof(err)) == -1)
+		hcd_log("%s (reload with SIGHUP)", err);
 	ev_signal_init(&sig_hup, on_signal, SIGHUP);
 	ev_signal_init(&sig_term, on_signal, SIGTERM);
 	ev_signal_init(&sig_int, on_signal, SIGINT);
@@ -575,23 +466,11 @@ int main(int argc, char **argv)
 	exit_code = 0;
 
 	ev_timer_stop(d->loop, &d->initial_timer);
-	ev_timer_stop(d->loop, &reload_timer);
-	if (reload_job.busy) {
-		/* a load in flight: wait for it and drop its snapshot */
-		pthread_join(reload_job.thread, NULL);
-		reload_job.busy = false;
-		if (reload_job.dir)
-			router_dir_release(&reload_job.dir);
-	}
-	ev_async_stop(d->loop, &reload_job.done);
-	if (inotify_fd != -1) {
-		ev_io_stop(d->loop, &inotify_io);
-		close(inotify_fd);
-	}
 	ev_signal_stop(d->loop, &sig_hup);
 	ev_signal_stop(d->loop, &sig_term);
 	ev_signal_stop(d->loop, &sig_int);
 out_free_clients:
+	hc_seedwatch_free(&d->seeds);     /* a load in flight is waited for, dropped */
 	hc_metrics_server_free(&d->stats);
 	hcd_feed_free(&d->feed);
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++)

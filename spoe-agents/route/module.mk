@@ -6,7 +6,7 @@
 ROUTE_AGENT_SRCS := $(sort $(wildcard spoe-agents/route/route_*.c))
 
 BINS += $(B)/route-agent
-$(eval $(call program,$(B)/route-agent,$(ROUTE_AGENT_SRCS),$(SPOP_LIB) $(B)/librouter.a $(B)/libhc.a,$(EV_LIBS) $(XXH_LIBS)))
+$(eval $(call program,$(B)/route-agent,$(ROUTE_AGENT_SRCS),$(SPOP_LIB) $(B)/libhc.a $(B)/librouter.a,$(EV_LIBS) $(XXH_LIBS)))
 
 # Unit tests of the agent's own pieces (health table, views and holder).
 ROUTE_VIEW_OBJS := $(call objs_of,spoe-agents/route/route_view.c spoe-agents/route/route_health.c)

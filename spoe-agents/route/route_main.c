@@ -22,12 +22,11 @@
 #include "spop_runtime.h"
 #include "route_agent.h"
 #include "route_health.h"
-#include "route_loader.h"
 #include "route_log.h"
 #include "route_view.h"
-#include "route_watch.h"
 #include "hc_feed.h"
 #include "hc_metrics.h"
+#include "hc_seedwatch.h"
 
 #define MAX_LISTEN       16
 #define WATCH_DEBOUNCE   0.05     /* seconds: merge an editor's burst of events */
@@ -54,8 +53,7 @@ struct route_daemon {
 	struct route_view *current;          /* main's ref to the latest published view */
 	struct route_agent *agent;
 	struct spop_runtime *rt;
-	struct route_loader *loader;
-	struct route_watch *watch;
+	struct hc_seedwatch *seeds;          /* reloads: SIGHUP and file changes */
 	struct hc_metrics_server *stats;
 	struct route_health *health;
 	struct hc_feed_client *feed;
@@ -251,14 +249,16 @@ static int publish_view(struct route_daemon *d, struct router_dir *dir, unsigned
 	return 0;
 }
 
-/* Loader result, on the main thread: a good directory is published; a bad
- * one is logged with its file:line and changes nothing. */
-static void on_loaded(void *udata, struct router_dir *dir, const char *err)
+/* A finished reload, on the main thread: a good directory is published; a
+ * bad one is logged with its file:line and changes nothing. */
+static void on_loaded(void *udata, struct router_dir *dir, const char *err, const char *reason)
 {
 	struct route_daemon *d = udata;
 	char why[600], desc[200];
 	int dc;
 
+	if (strcmp(reason, HC_SEEDWATCH_FILE_CHANGED) == 0)
+		route_log(LOG_INFO, "seed file %s changed, reloading", d->opt.seed);
 	if (!dir) {
 		d->reloads_error++;
 		route_log(LOG_ERR, "seed reload failed, keeping generation %llu: %s",
@@ -285,15 +285,6 @@ static void on_loaded(void *udata, struct router_dir *dir, const char *err)
 	d->last_reload_ok = (double)time(NULL);
 	route_log(LOG_NOTICE, "seed reloaded: %s generation %llu (%s)", d->opt.seed,
 		  (unsigned long long)d->seed_generation, desc);
-}
-
-/* The file changed on disk (debounced). */
-static void on_seed_changed(void *udata)
-{
-	struct route_daemon *d = udata;
-
-	route_log(LOG_INFO, "seed file %s changed, reloading", d->opt.seed);
-	route_loader_request(d->loader);
 }
 
 /* Health changed: rebuild the current view with the new down bytes, once
@@ -437,8 +428,8 @@ static void on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)loop;
 	(void)revents;
 	route_log(LOG_INFO, "SIGHUP: reloading %s", d->opt.seed);
-	if (d->loader)
-		route_loader_request(d->loader);
+	if (d->seeds)
+		hc_seedwatch_request(d->seeds, "SIGHUP");
 }
 
 /* -c: load, resolve --dc, print a summary; 0 when good, 1 with file:line. */
@@ -550,11 +541,8 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		if (!d->stats)
 			return -1;
 	}
-	d->loader = route_loader_new(d->loop, d->opt.seed, on_loaded, d, err, errlen);
-	if (!d->loader)
-		return -1;
-	d->watch = route_watch_new(d->loop, d->opt.seed, WATCH_DEBOUNCE, on_seed_changed, d, err, errlen);
-	if (!d->watch)
+	d->seeds = hc_seedwatch_new(d->loop, d->opt.seed, on_loaded, d, err, errlen);
+	if (!d->seeds || hc_seedwatch_follow(d->seeds, WATCH_DEBOUNCE, err, errlen) == -1)
 		return -1;
 	ev_idle_init(&d->republish, republish_cb);
 	d->republish.data = d;
@@ -573,8 +561,7 @@ static void daemon_teardown(struct route_daemon *d)
 		spop_runtime_stop(d->rt);
 	spop_runtime_free(&d->rt);
 	hc_feed_client_free(&d->feed);
-	route_watch_free(&d->watch);
-	route_loader_free(&d->loader);
+	hc_seedwatch_free(&d->seeds);
 	hc_metrics_server_free(&d->stats);
 	if (d->loop) {
 		ev_idle_stop(d->loop, &d->republish);
