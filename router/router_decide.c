@@ -66,8 +66,8 @@ static void to_hubs(const struct router_dir *d, unsigned local_dc, const uint8_t
 
 /* Decision for a parsed project id whose canonical text is already in
  * out->project: the first usable entry of its preference list, computed one
- * datacenter at a time so a healthy primary costs one ring lookup (a bucket
- * and an entry: two cache misses at most), and no pin probe at all in a
+ * datacenter at a time so a healthy primary costs one ring lookup (a cache
+ * line and its neighbour, fetched together), and no pin probe at all in a
  * directory without pins. local_dc is in range. */
 static void decide_id(const struct router_dir *d, unsigned local_dc, const uint8_t id[16],
                       const uint8_t *down, struct router_decision *out)
@@ -81,7 +81,7 @@ static void decide_id(const struct router_dir *d, unsigned local_dc, const uint8
 		/* The pin probe and the ring's bucket are two independent cache
 		 * misses: start the second before waiting on the first. */
 		if (r->npoints)
-			__builtin_prefetch(&r->bucket[(uint32_t)(h >> 32) >> (32 - r->bits)]);
+			router_ring_prefetch(r, (uint32_t)(h >> 32));
 		pin = router_pin_find(d, id, h);
 	}
 

@@ -16,8 +16,9 @@
 /* Virtual points on a datacenter's ring per unit of weight. A node of the
  * default weight 10 owns 2560 points. This is what buys balance (the share
  * of a node with V points has a relative spread of 1/sqrt(V), here 2.0 %);
- * it costs 4 bytes per point plus the bucket index (about 1 byte per point),
- * i.e. ~12.5 KB per default-weight node. See bench/results/router.md. */
+ * it costs 64 bytes per ROUTER_LINE_FILL_MAX/2 to ROUTER_LINE_FILL_MAX
+ * points (see struct router_ring), i.e. 13-27 KB per default-weight node
+ * depending on the ring's size. See bench/results/router.md. */
 #ifndef ROUTER_POINTS_PER_WEIGHT
 #define ROUTER_POINTS_PER_WEIGHT 256
 #endif
@@ -26,21 +27,56 @@
  * in the low bits of a ring entry, see router_place.c). */
 #define ROUTER_DC_NODES_MAX (1u << 24)
 
-/* The consistent-hash ring of one datacenter's nodes (router_place.c).
- * A point at 32-bit position p of the node with ring index k is the entry
- * (p & ~top_bits) << ibits | k, stored in bucket p >> (32 - bits): the
- * bucket gives the top bits, the entry the rest, so a point takes 4 bytes.
- * Ring indices follow node names, so sorting entries numerically inside a
- * bucket orders points by (position, node name). */
+/* A ring line: one 64-byte cache line, a header word then up to
+ * ROUTER_LINE_SLOTS entries. */
+#define ROUTER_LINE_WORDS 16
+#define ROUTER_LINE_SLOTS (ROUTER_LINE_WORDS - 1)
+
+/* Most points per bucket on average: the number of buckets is the smallest
+ * power of two that keeps the mean at or under this (so the mean is
+ * between half of it and it). Below ROUTER_LINE_SLOTS, so lines rarely
+ * overflow. */
+#ifndef ROUTER_LINE_FILL_MAX
+#define ROUTER_LINE_FILL_MAX 13
+#endif
+
+/* The consistent-hash ring of one datacenter's nodes (router_place.c), a
+ * "gapped" sorted array: bucket b (the points whose 32-bit position has b
+ * as its top `bits` bits) starts in cache line b, so a lookup reads one
+ * line (and sometimes its neighbour, fetched alongside).
+ *
+ * A point at position p of the node with ring index k is the entry
+ * (p & ~top_bits) << ibits | k: the bucket gives the top bits, the entry
+ * the rest, so a point takes 4 bytes. Ring indices follow node names, so
+ * sorting entries numerically inside a bucket orders points by (position,
+ * node name).
+ *
+ * Line L is the 16 words line[16 L .. 16 L + 15]: word 0 is the header
+ * skip | count << 16, words 1..15 hold entries. All entries, in ring order,
+ * are laid out bucket after bucket; bucket b starts at line b unless the
+ * buckets before it spilled that far, in which case it starts right after
+ * them: skip is the number of entries of earlier buckets at or after line
+ * L (filling the lines from L on), count the number of entries of bucket
+ * L. A line then holds min(15, skip + count) entries; a spill chain keeps
+ * going through lines past 2^bits if it must (nlines >= 2^bits). */
 struct router_ring {
-	uint32_t *entry;               /* npoints entries, bucket by bucket, sorted */
-	uint32_t *bucket;              /* 2^bits + 1 entries: index of the bucket's first entry */
+	uint32_t *line;                /* nlines x 16 words, 64-byte aligned */
 	uint32_t *node;                /* ring index -> target index (name order) */
 	uint32_t npoints;
+	uint32_t nlines;
 	unsigned bits;                 /* bucket bits, >= ibits */
 	unsigned ibits;                /* bits of a ring index */
 	unsigned distinct;             /* nodes on the ring (a walk stops at min(R, distinct)) */
 };
+
+/* Starts fetching the line(s) a lookup of position key will read. */
+static inline void router_ring_prefetch(const struct router_ring *r, uint32_t key)
+{
+	const uint32_t *l = r->line + ((size_t)(key >> (32 - r->bits)) * ROUTER_LINE_WORDS);
+
+	__builtin_prefetch(l);
+	__builtin_prefetch(l + ROUTER_LINE_WORDS);
+}
 
 /* A pin: a project id and the nodes named on its "project" line. */
 struct router_pin {

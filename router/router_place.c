@@ -17,16 +17,19 @@
  *    did loses it and closes up (its second replica becomes the primary);
  *  - a node joining only inserts points: a primary changes only to the new
  *    node, about 1/(N+1) of them;
- *  - lookup is O(1) in the ring size: 2^b buckets on the top b bits of the
- *    position (b chosen for 3-6 points per bucket) give the bucket's first
- *    entry, then a few 4-byte entries in one cache line are scanned: one
- *    cache miss for the bucket index, one for the entries.
+ *  - lookup is O(1) in the ring size and reads one cache line: 2^b buckets
+ *    on the top b bits of the position (b chosen for 6-13 points per
+ *    bucket), bucket i stored inline in 64-byte line i (a "gapped" sorted
+ *    array: a bucket too full for its line continues in the next, and the
+ *    next bucket then starts after it). The line after is prefetched with
+ *    it, for the second replica or a spilled bucket.
  *
  * Layout (router_int.h): an entry is the position's low 32-b bits above the
  * node's ring index (ibits bits, ring indices in node-name order), so a point
- * costs 4 bytes and comparing entries compares (position, name). Building
- * is a stable radix sort that stays in cache (see sort_points): partitions
- * on the top bits, then an LSD sort inside each partition; no comparison
+ * costs 4 bytes and comparing entries compares (position, name); 15 entries
+ * and a header word a line. Building is a stable radix sort that stays in
+ * cache (see sort_points): partitions on the top bits, then an LSD sort
+ * inside each partition written straight into the lines; no comparison
  * sort over the points.
  *
  * XXH3 (Debian's libxxhash, inlined) rather than a home-made mix: its output
@@ -67,17 +70,17 @@ static inline uint32_t point_pos(uint64_t nh, uint32_t j)
 	return (uint32_t)(XXH3_64bits(buf, sizeof(buf)) >> 32);
 }
 
-/* Allocates size bytes for a ring table; big ones huge-page aligned.
- * Returns NULL when out of memory; free() releases either kind. */
+/* Allocates size bytes for a ring table, cache-line aligned; big ones
+ * huge-page aligned. Returns NULL when out of memory; free() releases it. */
 static void *ring_alloc(size_t size)
 {
+	size_t align = size < RING_HUGE ? 64 : RING_HUGE;
 	void *p;
 
-	if (size < RING_HUGE)
-		return malloc(size ? size : 1);
-	if (posix_memalign(&p, RING_HUGE, size) != 0)
+	if (posix_memalign(&p, align, size ? size : 1) != 0)
 		return NULL;
-	(void)madvise(p, size, MADV_HUGEPAGE);   /* a hint: failing it only costs speed */
+	if (size >= RING_HUGE)
+		(void)madvise(p, size, MADV_HUGEPAGE);   /* a hint: failing it only costs speed */
 	return p;
 }
 
@@ -122,24 +125,73 @@ static uint64_t *sort_partition(uint64_t *a, uint64_t *tmp, uint32_t m, unsigned
 	return a;
 }
 
-/* Fills r->entry and r->bucket (allocated, r->bits/ibits/npoints/node set)
- * with the points of the ring's nodes; nh[k] is the name hash of ring index
- * k. A radix sort that stays in cache: the points are hashed once to count
- * the top COARSE_BITS of their positions, hashed again and scattered as
- * 8-byte (position, ring index) records into 2^COARSE_BITS partitions (few
- * enough write streams for L1), then each partition, a few hundred KB at
- * most in practice, is radix-sorted in L2 and written out as final 4-byte
- * entries with its part of the bucket index. Every step is stable and the
- * records start in ring-index (name) order, so equal positions end up in
- * name order. Returns 0, or -1 when out of memory. */
-#define COARSE_BITS 9
-static int sort_points(const struct router_dir *d, struct router_ring *r, const uint64_t *nh)
+/* Writes entries, in ring order, into a ring's lines (router_int.h):
+ * bucket by bucket, each opened at its own line or right after the spill
+ * of the ones before it. */
+struct line_writer {
+	uint32_t *line;
+	size_t cap;                    /* lines allocated */
+	size_t cl;                     /* line and slot of the next entry */
+	uint32_t cs;
+	uint32_t bucket;               /* the open bucket */
+	uint32_t skip, count;          /* its header so far */
+	bool full;                     /* ran out of lines or header bits */
+};
+
+static inline void lw_open(struct line_writer *lw, uint32_t b)
 {
-	unsigned cbits = r->bits < COARSE_BITS ? r->bits : COARSE_BITS, fbits = r->bits - cbits;
-	uint32_t ncoarse = 1u << cbits, nfine = 1u << fbits, rmask = UINT32_MAX >> r->bits, big = 0;
+	lw->bucket = b;
+	if (lw->cl < b) {
+		lw->cl = b;
+		lw->cs = 0;
+	}
+	lw->skip = (uint32_t)(lw->cl - b) * ROUTER_LINE_SLOTS + lw->cs;
+	lw->count = 0;
+}
+
+static inline void lw_close(struct line_writer *lw)
+{
+	if (lw->skip > 0xffff || lw->count > 0xffff)
+		lw->full = true;
+	else
+		lw->line[(size_t)lw->bucket * ROUTER_LINE_WORDS] = lw->skip | lw->count << 16;
+}
+
+static inline void lw_put(struct line_writer *lw, uint32_t entry)
+{
+	if (lw->cl >= lw->cap) {
+		lw->full = true;
+		return;
+	}
+	lw->line[lw->cl * ROUTER_LINE_WORDS + 1 + lw->cs] = entry;
+	lw->count++;
+	if (++lw->cs == ROUTER_LINE_SLOTS) {
+		lw->cs = 0;
+		lw->cl++;
+	}
+}
+
+/* Fills r->line (allocated with cap lines, r->bits/ibits/npoints/node set)
+ * with the points of the ring's nodes and sets r->nlines; nh[k] is the
+ * name hash of ring index k. A radix sort that stays in cache: the points
+ * are hashed once to count the top COARSE_BITS of their positions, hashed
+ * again and scattered as 8-byte (position, ring index) records into
+ * 2^COARSE_BITS partitions (few enough write streams for L1), then each
+ * partition, a few hundred KB at most in practice, is radix-sorted in L2
+ * and written out as final 4-byte entries straight into the lines. Every
+ * step is stable and the records start in ring-index (name) order, so
+ * equal positions end up in name order. Returns 0, -1 when out of memory,
+ * 1 when the lines did not fit in cap (or a header field overflowed): the
+ * caller retries with more buckets. */
+#define COARSE_BITS 9
+static int sort_points(const struct router_dir *d, struct router_ring *r, const uint64_t *nh, size_t cap)
+{
+	unsigned cbits = r->bits < COARSE_BITS ? r->bits : COARSE_BITS;
+	uint32_t ncoarse = 1u << cbits, nb = 1u << r->bits, rmask = UINT32_MAX >> r->bits, big = 0;
 	uint32_t *cstart = calloc((size_t)ncoarse + 1, sizeof(uint32_t));
 	uint32_t *cursor = malloc((size_t)(ncoarse > 4096 ? ncoarse : 4096) * sizeof(uint32_t));
 	uint64_t *rec = ring_alloc((size_t)r->npoints * sizeof(uint64_t)), *tmp = NULL;
+	struct line_writer lw = { .line = r->line, .cap = cap };
 	int ret = -1;
 
 	if (!cstart || !cursor || !rec)
@@ -171,22 +223,42 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 	tmp = malloc(((size_t)big + 1) * sizeof(*tmp));
 	if (!tmp)
 		goto out_free;
+	lw_open(&lw, 0);
 	for (uint32_t c = 0; c < ncoarse; c++) {
-		uint32_t lo = cstart[c], hi = cstart[c + 1], next = 0, *bucket = r->bucket + ((size_t)c << fbits);
+		uint32_t lo = cstart[c], hi = cstart[c + 1];
 		const uint64_t *s = sort_partition(rec + lo, tmp, hi - lo, 32 - cbits, cursor);
 
 		for (uint32_t i = 0; i < hi - lo; i++) {
-			uint32_t p = (uint32_t)(s[i] >> 32), f = p >> (32 - r->bits) & (nfine - 1);
+			uint32_t p = (uint32_t)(s[i] >> 32), b = p >> (32 - r->bits);
 
-			while (next <= f)
-				bucket[next++] = lo + i;
-			r->entry[lo + i] = (p & rmask) << r->ibits | (uint32_t)s[i];
+			while (lw.bucket < b) {
+				lw_close(&lw);
+				lw_open(&lw, lw.bucket + 1);
+			}
+			lw_put(&lw, (p & rmask) << r->ibits | (uint32_t)s[i]);
 		}
-		while (next < nfine)
-			bucket[next++] = hi;
 	}
-	r->bucket[ncoarse << fbits] = r->npoints;
-	ret = 0;
+	while (lw.bucket < nb - 1) {
+		lw_close(&lw);
+		lw_open(&lw, lw.bucket + 1);
+	}
+	lw_close(&lw);
+	/* Lines past the last bucket: the end of a spill chain, then at least
+	 * one empty line (a lookup prefetches the line after its own). */
+	r->nlines = nb + 1;
+	if (lw.cl + (lw.cs > 0) > r->nlines)
+		r->nlines = (uint32_t)(lw.cl + (lw.cs > 0));
+	if (r->nlines > cap)
+		lw.full = true;
+	for (size_t l = nb; !lw.full && l < r->nlines; l++) {
+		size_t spill = l < lw.cl ? (lw.cl - l) * ROUTER_LINE_SLOTS + lw.cs : l == lw.cl ? lw.cs : 0;
+
+		if (spill > 0xffff)
+			lw.full = true;
+		else
+			r->line[l * ROUTER_LINE_WORDS] = (uint32_t)spill;
+	}
+	ret = lw.full ? 1 : 0;
 out_free:
 	free(cstart);
 	free(cursor);
@@ -202,8 +274,7 @@ static int build_ring(struct router_dir *d, unsigned dc, char *err, size_t errle
 	unsigned nn = d->dcs[dc].nnodes, k = 0;
 	struct named *nodes = NULL;
 	uint64_t *nh = NULL, total = 0;
-	uint32_t nb;
-	int ret = -1;
+	int ret = -1, rc;
 
 	if (nn == 0)
 		return 0;
@@ -237,20 +308,28 @@ static int build_ring(struct router_dir *d, unsigned dc, char *err, size_t errle
 	while ((1u << r->ibits) < nn)
 		r->ibits++;
 	r->bits = 1;
-	while (r->bits < 24 && (1u << (r->bits + 1)) <= r->npoints / 3)
+	while ((r->npoints >> r->bits) > ROUTER_LINE_FILL_MAX)
 		r->bits++;
 	if (r->bits < r->ibits)
 		r->bits = r->ibits;
-	nb = 1u << r->bits;
-	r->bucket = ring_alloc(((size_t)nb + 1) * sizeof(uint32_t));
-	r->entry = ring_alloc((size_t)r->npoints * sizeof(uint32_t));
-	if (!r->bucket || !r->entry)
-		goto out_oom;
+	/* Room for a spill chain past the last bucket; in the (never seen)
+	 * case that it is not enough, twice the buckets. */
+	for (;;) {
+		size_t nb = (size_t)1 << r->bits, cap = nb + nb / 16 + 16;
 
-	if (sort_points(d, r, nh) == -1)
-		goto out_oom;
-	d->memory += (size_t)r->npoints * sizeof(uint32_t) + ((size_t)nb + 1) * sizeof(uint32_t) +
-	             nn * sizeof(uint32_t);
+		r->line = ring_alloc(cap * ROUTER_LINE_WORDS * sizeof(uint32_t));
+		if (!r->line)
+			goto out_oom;
+		rc = sort_points(d, r, nh, cap);
+		if (rc == -1)
+			goto out_oom;
+		if (rc == 0)
+			break;
+		free(r->line);
+		r->line = NULL;
+		r->bits++;
+	}
+	d->memory += (size_t)r->nlines * ROUTER_LINE_WORDS * sizeof(uint32_t) + nn * sizeof(uint32_t);
 	ret = 0;
 	goto out_free;
 out_oom:
@@ -273,23 +352,78 @@ int router_place_build(struct router_dir *d, char *err, size_t errlen)
 void router_place_free(struct router_dir *d)
 {
 	for (unsigned dc = 0; d->dcs && dc < d->ndcs; dc++) {
-		free(d->dcs[dc].ring.entry);
-		free(d->dcs[dc].ring.bucket);
+		free(d->dcs[dc].ring.line);
 		free(d->dcs[dc].ring.node);
 	}
 }
 
-/* Index of the first entry at or after position key (wrapping), on a
+/* Entries a line holds, from its header. */
+static inline uint32_t line_fill(uint32_t head)
+{
+	uint32_t n = (head & 0xffff) + (head >> 16);
+
+	return n < ROUTER_LINE_SLOTS ? n : ROUTER_LINE_SLOTS;
+}
+
+/* Word index of the first entry at or after word a of r->line, in ring
+ * order: skips headers and the free end of lines, wraps past the last
+ * line. a is an entry's word, a header's, or one past a line. On a
  * non-empty ring. */
-static inline uint32_t ring_first(const struct router_ring *r, uint32_t key)
+static inline size_t ring_at(const struct router_ring *r, size_t a)
+{
+	for (;;) {
+		size_t l = a / ROUTER_LINE_WORDS;
+
+		if (l >= r->nlines) {
+			l = 0;
+			a = 1;
+		} else if (a % ROUTER_LINE_WORDS == 0) {
+			a++;
+		}
+		if (a % ROUTER_LINE_WORDS <= line_fill(r->line[l * ROUTER_LINE_WORDS]))
+			return a;
+		a = (l + 1) * ROUTER_LINE_WORDS + 1;
+	}
+}
+
+/* Word index of the entry after the one at word a, in ring order: the
+ * next word when the line holds it (its header is in the same cache line
+ * as the entry), else ring_at over the following lines. */
+static inline size_t ring_next(const struct router_ring *r, size_t a)
+{
+	size_t l = a / ROUTER_LINE_WORDS;
+
+	if (a % ROUTER_LINE_WORDS < line_fill(r->line[l * ROUTER_LINE_WORDS]))
+		return a + 1;
+	return ring_at(r, (l + 1) * ROUTER_LINE_WORDS + 1);
+}
+
+/* Word index of the first entry at or after position key (wrapping), on
+ * a non-empty ring: the scan of key's bucket, which starts skip entries
+ * into the bucket's own line and holds count entries in a row (usually
+ * all in that line). */
+static inline size_t ring_first(const struct router_ring *r, uint32_t key)
 {
 	uint32_t b = key >> (32 - r->bits);
-	uint32_t i = r->bucket[b], e = r->bucket[b + 1];
+	const uint32_t *w = r->line + (size_t)b * ROUTER_LINE_WORDS;
+	uint32_t skip = w[0] & 0xffff, n = w[0] >> 16, end = skip + n;
 	uint32_t want = (key & (UINT32_MAX >> r->bits)) << r->ibits;
+	size_t a;
 
-	while (i < e && r->entry[i] < want)
-		i++;
-	return i == r->npoints ? 0 : i;
+	if (end <= ROUTER_LINE_SLOTS) {
+		for (uint32_t j = skip + 1; j <= end; j++)
+			if (w[j] >= want)
+				return (size_t)b * ROUTER_LINE_WORDS + j;
+		return ring_at(r, (size_t)b * ROUTER_LINE_WORDS + end + 1);
+	}
+	a = ((size_t)b + skip / ROUTER_LINE_SLOTS) * ROUTER_LINE_WORDS + 1 + skip % ROUTER_LINE_SLOTS;
+	for (; n; n--) {
+		if (r->line[a] >= want)
+			return a;
+		a++;
+		a += a % ROUTER_LINE_WORDS == 0;
+	}
+	return ring_at(r, a);
 }
 
 /* Writes the first min(R, nodes, max) distinct nodes clockwise from the
@@ -297,8 +431,8 @@ static inline uint32_t ring_first(const struct router_ring *r, uint32_t key)
 size_t router_place_dc(const struct router_dir *d, unsigned dc, uint64_t h, unsigned *out, size_t max)
 {
 	const struct router_ring *r = &d->dcs[dc].ring;
-	uint32_t imask, i, first, seen[ROUTER_MAX_REPLICAS];
-	size_t want = d->replicas, n = 1;
+	uint32_t imask, first, seen[ROUTER_MAX_REPLICAS];
+	size_t want = d->replicas, n = 1, i;
 
 	if (r->npoints == 0)
 		return 0;
@@ -308,18 +442,18 @@ size_t router_place_dc(const struct router_dir *d, unsigned dc, uint64_t h, unsi
 		want = max;
 	if (want == 0)
 		return 0;
+	router_ring_prefetch(r, (uint32_t)(h >> 32));
 	imask = (1u << r->ibits) - 1;
 	i = ring_first(r, (uint32_t)(h >> 32));
-	first = r->entry[i] & imask;
+	first = r->line[i] & imask;
 	out[0] = r->node[first];
 	if (want == 2) {
 		/* The common case: the next point of another node. */
 		for (;;) {
 			uint32_t k;
 
-			if (++i == r->npoints)
-				i = 0;
-			k = r->entry[i] & imask;
+			i = ring_next(r, i);
+			k = r->line[i] & imask;
 			if (k != first) {
 				out[1] = r->node[k];
 				return 2;
@@ -331,9 +465,8 @@ size_t router_place_dc(const struct router_dir *d, unsigned dc, uint64_t h, unsi
 		uint32_t k;
 		size_t s = 0;
 
-		if (++i == r->npoints)
-			i = 0;
-		k = r->entry[i] & imask;
+		i = ring_next(r, i);
+		k = r->line[i] & imask;
 		while (s < n && seen[s] != k)
 			s++;
 		if (s == n) {
