@@ -23,11 +23,20 @@ struct route_worker {
 	_Atomic uint64_t no_path, errors, ack_overflow;
 };
 
+/* What one registered message writes: `route` answers in scope txn,
+ * `route-sess` in scope sess (see route_on_message). */
+struct route_message {
+	struct route_agent *agent;
+	enum spop_scope scope;
+};
+
 struct route_agent {
 	unsigned magic;
 	unsigned nworkers;
 	struct route_view_holder *holder;
 	struct route_worker *workers;        /* nworkers, 64-byte aligned */
+	struct route_message txn_msg;        /* `route` */
+	struct route_message sess_msg;       /* `route-sess` */
 };
 
 /* Single-writer counter bump: a relaxed load and store, no locked
@@ -85,16 +94,58 @@ static bool route_find_path(const struct spop_args *args, const char **path, siz
 	return true;
 }
 
-/* The `route` message: decide, then set txn.<prefix>.backend, .server (node
- * only), .project (project paths only) and .why. */
+/* The first path segment as HAProxy's `path,field(2,/)` yields it: the
+ * bytes between the first '/' and the next one (or the end). Returns false
+ * when there is no second field (no '/' at all), when HAProxy would not
+ * yield a string the decision cache can match. */
+static bool route_first_segment(const char *path, size_t len, const char **seg, size_t *seg_len)
+{
+	const char *slash = len ? memchr(path, '/', len) : NULL;
+	const char *start, *end;
+
+	if (!slash)
+		return false;
+	start = slash + 1;
+	end = memchr(start, '/', len - (size_t)(start - path));
+	*seg = start;
+	*seg_len = end ? (size_t)(end - start) : len - (size_t)(start - path);
+	return true;
+}
+
+/* Worst case of a `route-sess` ACK's actions (SET-VAR = 3 bytes + name +
+ * type + 1-byte length + value; all lengths below 240): backend
+ * ("nodes_" + dc), server, why ("remote-dc" is the longest), project (36)
+ * and key. It must fit the smallest frame an agent may negotiate after the
+ * largest header, so the key (written last, only after everything else)
+ * can never be left out while the answer it names was replaced. */
+#define SET_VAR_SIZE(name_len, val_len)   (3 + 1 + (name_len) + 1 + 1 + (val_len))
+#define SESS_ACK_MAX (SET_VAR_SIZE(7, 6 + ROUTER_NAME_MAX) + SET_VAR_SIZE(6, ROUTER_NAME_MAX) + \
+		      SET_VAR_SIZE(3, 9) + SET_VAR_SIZE(7, 36) + SET_VAR_SIZE(3, ROUTE_KEY_MAX))
+_Static_assert(SESS_ACK_MAX <= SPOP_MIN_FRAME_SIZE + 4 - SPOP_FRAME_HDR_MAX,
+	       "a route-sess ACK must fit the smallest frame");
+
+/* Handler of both messages; udata is the route_message that says which
+ * scope the answer goes to.
+ *   `route` (scope txn, per request): backend, server (node only), project
+ *   (project paths only), why; an empty ACK when no decision could be made
+ *   (HAProxy's fallback rules send the request to the hubs).
+ *   `route-sess` (scope sess, the decision cache): the same, but what the
+ *   previous answer of the connection left is cleared (server and project
+ *   unset when absent), and `key` -- the path's first segment, as HAProxy's
+ *   `path,field(2,/)` yields it -- is written last; a segment longer than
+ *   ROUTE_KEY_MAX, or no decision at all, unsets the key (and the backend)
+ *   so that HAProxy asks again next time. */
 static void route_on_message(void *udata, unsigned worker, const struct spop_args *args, struct spop_ack *ack)
 {
-	struct route_agent *a = udata;
+	const struct route_message *m = udata;
+	struct route_agent *a = m->agent;
+	const enum spop_scope scope = m->scope;
+	const bool sess = scope == SPOP_SCOPE_SESS;
 	struct route_worker *w = &a->workers[worker];
 	const struct route_view *v;
 	struct router_decision dec;
-	const char *path = "", *why;
-	size_t len = 0;
+	const char *path = "", *why, *seg;
+	size_t len = 0, seg_len;
 	int rc = 0;
 
 	if (route_view_holder_generation(a->holder) != w->gen)
@@ -107,15 +158,31 @@ static void route_on_message(void *udata, unsigned worker, const struct spop_arg
 	}
 	if (!v || router_decide(v->dir, v->local_dc, path, len, v->down, &dec) == -1) {
 		worker_count(&w->errors);
-		return;   /* empty ACK: HAProxy's fallback rules send the request to the hubs */
+		if (sess) {   /* forget the connection's entry: hubs now, ask again next time */
+			rc |= spop_ack_unset_var(ack, scope, "key");
+			rc |= spop_ack_unset_var(ack, scope, "backend");
+			if (rc)
+				worker_count(&w->ack_overflow);
+		}
+		return;
 	}
 	why = router_why_str(dec.why);
-	rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "backend", dec.backend, strlen(dec.backend));
+	rc |= spop_ack_set_str(ack, scope, "backend", dec.backend, strlen(dec.backend));
 	if (dec.server)
-		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "server", dec.server, strlen(dec.server));
+		rc |= spop_ack_set_str(ack, scope, "server", dec.server, strlen(dec.server));
+	else if (sess)
+		rc |= spop_ack_unset_var(ack, scope, "server");
 	if (dec.is_project)
-		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "project", dec.project, 36);
-	rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "why", why, strlen(why));
+		rc |= spop_ack_set_str(ack, scope, "project", dec.project, 36);
+	else if (sess)
+		rc |= spop_ack_unset_var(ack, scope, "project");
+	rc |= spop_ack_set_str(ack, scope, "why", why, strlen(why));
+	if (sess) {
+		if (!rc && route_first_segment(path, len, &seg, &seg_len) && seg_len <= ROUTE_KEY_MAX)
+			rc |= spop_ack_set_str(ack, scope, "key", seg, seg_len);
+		else
+			rc |= spop_ack_unset_var(ack, scope, "key");
+	}
 	if (rc)
 		worker_count(&w->ack_overflow);
 	worker_count(&w->decisions[dec.why]);
@@ -170,6 +237,8 @@ struct route_agent *route_agent_new(struct route_view_holder *holder, unsigned w
 	a->magic = AGENT_MAGIC;
 	a->nworkers = workers;
 	a->holder = holder;
+	a->txn_msg = (struct route_message){ .agent = a, .scope = SPOP_SCOPE_TXN };
+	a->sess_msg = (struct route_message){ .agent = a, .scope = SPOP_SCOPE_SESS };
 	return a;
 }
 
@@ -185,7 +254,9 @@ void route_agent_configure(struct route_agent *a, struct spop_runtime_config *cf
 /* See route_agent.h. */
 int route_agent_attach(struct route_agent *a, struct spop_runtime *rt)
 {
-	return spop_runtime_on(rt, "route", route_on_message, a);
+	if (spop_runtime_on(rt, "route", route_on_message, &a->txn_msg) == -1)
+		return -1;
+	return spop_runtime_on(rt, "route-sess", route_on_message, &a->sess_msg);
 }
 
 /* See route_agent.h. */

@@ -1,6 +1,12 @@
 /*
- * route_agent.h — the `route` SPOE message: per-worker state, the decision
- * handler and its counters.
+ * route_agent.h — the `route` and `route-sess` SPOE messages: per-worker
+ * state, the decision handler and its counters.
+ *
+ * `route` answers in scope txn (per-request routing); `route-sess` makes the
+ * same decision and answers in scope sess, for haproxy.cfg's decision cache
+ * (SG_ROUTE_CACHE=1): backend, server (unset when routed to hubs), why,
+ * project (unset when none) and key, the path's first segment as HAProxy's
+ * `path,field(2,/)` yields it (unset when longer than ROUTE_KEY_MAX).
  *
  * Each worker keeps its own reference to the current route_view and checks
  * the holder's generation (one atomic load) before every decision; a worker
@@ -21,6 +27,10 @@
 
 struct route_agent;
 
+/* Longest first path segment the decision cache keys on (a project id is
+ * 36 characters); a longer one is never cached. */
+#define ROUTE_KEY_MAX 48
+
 struct route_agent_counts {
 	uint64_t decisions[ROUTER_WHY_COUNT];   /* by enum router_why */
 	uint64_t no_path;                       /* messages without a usable `path` argument */
@@ -33,7 +43,8 @@ struct route_agent_counts {
 struct route_agent *route_agent_new(struct route_view_holder *holder, unsigned workers);
 /* Fills the worker_init/worker_fini hooks of a runtime configuration. */
 void route_agent_configure(struct route_agent *a, struct spop_runtime_config *cfg);
-/* Registers the `route` message handler on rt (before spop_runtime_start). */
+/* Registers the `route` and `route-sess` message handlers on rt (before
+ * spop_runtime_start). 0, or -1 when the runtime refuses one. */
 int route_agent_attach(struct route_agent *a, struct spop_runtime *rt);
 /* Sums the workers' counters (any thread). */
 void route_agent_counts(const struct route_agent *a, struct route_agent_counts *out);

@@ -11,6 +11,7 @@ import pytest
 
 import harness
 import route_util as ru
+import spop_util as su
 
 AGENT = None
 
@@ -130,6 +131,74 @@ def test_pins_drain_and_unix_listener(stack):
     for pid in ids[1:]:
         v = agent.decide(f"/{pid}")
         assert (v["backend"], v["server"], v["why"]) == ("nodes_eu-west", want[pid][0], "remote-dc"), v
+
+
+def sess_actions(agent, client, path, sid):
+    """One NOTIFY `route-sess` (the decision cache's message); returns the
+    ACK's actions as (kind, scope, name, value) tuples, in order."""
+    args = [("path", path), ("host", "example.test"), ("src", su.Typed(su.T_IPV4, "127.0.0.1"))]
+    ack = client.call(sid, 1, [("route-sess", args)])
+    return [(a.kind, a.scope, a.name, a.value) for a in ack.actions()]
+
+
+def test_route_sess_answers_in_scope_sess(stack):
+    # route-sess makes route's decision but writes the connection's cache
+    # entry: scope SESS (1), what the previous answer left is unset, and
+    # the key (the first path segment, as HAProxy's path,field(2,/) yields
+    # it) comes last.
+    seed, _ = write_seed(stack)
+    agent = ru.start_agent(stack, seed, dc="us-east")
+    pid = ru.random_ids(1, seed=31)[0]
+    node = ru.seedctl_where(seed, [pid], dc="us-east")[pid][0]
+    S = su.SCOPE_SESS
+    assert S == 1
+    with agent.client() as c:
+        acts = sess_actions(agent, c, f"/{pid}/files/x.txt", 1)
+        assert acts == [("set-var", S, "backend", "nodes_us-east"), ("set-var", S, "server", node),
+                        ("set-var", S, "project", pid), ("set-var", S, "why", "primary"),
+                        ("set-var", S, "key", pid)], acts
+        # a hub answer: the node name and project of the previous answer go
+        acts = sess_actions(agent, c, "/static/app.js", 2)
+        assert acts == [("set-var", S, "backend", "hubs_us-east"), ("unset-var", S, "server", None),
+                        ("unset-var", S, "project", None), ("set-var", S, "why", "hub"),
+                        ("set-var", S, "key", "static")], acts
+        # the key is the raw segment; the project is canonical
+        acts = sess_actions(agent, c, f"/{pid.upper()}", 3)
+        assert ("set-var", S, "project", pid) in acts and acts[-1] == ("set-var", S, "key", pid.upper()), acts
+        # "/" has an empty first segment; no '/' at all, or a segment longer
+        # than 48 bytes, is never cached: the key is unset
+        assert sess_actions(agent, c, "/", 4)[-1] == ("set-var", S, "key", ""), "/"
+        for sid, path in enumerate(("", "nothing", "/" + "x" * 49 + "/y"), 5):
+            acts = sess_actions(agent, c, path, sid)
+            assert acts[0] == ("set-var", S, "backend", "hubs_us-east"), (path, acts)
+            assert acts[-1] == ("unset-var", S, "key", None), (path, acts)
+        assert sess_actions(agent, c, "/" + "x" * 48, 9)[-1] == ("set-var", S, "key", "x" * 48)
+        # `route` on the same connection still answers in scope TXN, as before
+        ack = c.call(10, 1, [("route", [("path", f"/{pid}"), ("host", "h"),
+                                         ("src", su.Typed(su.T_IPV4, "127.0.0.1"))])])
+        assert [(a.kind, a.scope, a.name) for a in ack.actions()] == [
+            ("set-var", su.SCOPE_TXN, n) for n in ("backend", "server", "project", "why")]
+    # both messages count as decisions
+    assert ru.metric(agent.metrics(), "seedgate_route_decisions_total", why="primary") == 3
+
+
+def test_route_sess_fits_the_smallest_frame(stack):
+    # The longest route-sess answer (32-byte names, a 48-byte key) fits a
+    # 256-byte max-frame-size: the key is never dropped while the answer it
+    # names was replaced.
+    dc, hub, node = "d" * 32, "h" * 32, "n" * 32
+    text = (f"replicas 1\ndc {dc}\nhub {hub} 127.0.0.1:20001 dc={dc}\n"
+            f"node {node} 127.0.0.1:20002 dc={dc}\n")
+    seed = stack.write("long.conf", text)
+    agent = ru.start_agent(stack, seed)
+    pid = ru.random_ids(1, seed=33)[0]
+    with su.SpopClient(agent.port) as c:
+        c.hello(max_frame_size=256)
+        acts = sess_actions(agent, c, f"/{pid}/" + "y" * 60, 1)
+        assert acts[-1] == ("set-var", su.SCOPE_SESS, "key", pid), acts
+        assert ("set-var", su.SCOPE_SESS, "server", node) in acts, acts
+        acts = sess_actions(agent, c, "/" + "k" * 48 + "/z", 2)
+        assert acts[-1] == ("set-var", su.SCOPE_SESS, "key", "k" * 48), acts
 
 
 # ---------------------------------------------------------------------------
