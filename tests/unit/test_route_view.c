@@ -5,6 +5,7 @@
  * `make asan`: a refcount race shows up as a use-after-free).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -164,7 +165,7 @@ static void test_holder_generation_and_acquire(void **state)
 
 /* Readers behave like workers: re-acquire when the generation moves, use the
  * view (dir + down bytes of the same snapshot), release the old one. */
-struct reader { struct route_view_holder *h; atomic_bool *stop; unsigned long swaps, checks; };
+struct reader { struct route_view_holder *h; atomic_bool *stop; atomic_ulong swaps, checks; };
 
 static void *reader_main(void *arg)
 {
@@ -178,7 +179,7 @@ static void *reader_main(void *arg)
 
 			v = route_view_holder_acquire(r->h, &gen);
 			route_view_release(&old);
-			r->swaps++;
+			atomic_fetch_add_explicit(&r->swaps, 1, memory_order_relaxed);
 		}
 		unsigned n = router_dir_target_count(v->dir), nd = 0;
 
@@ -187,7 +188,7 @@ static void *reader_main(void *arg)
 				nd += v->down[i];
 		if (nd != v->ndown)
 			abort();
-		r->checks++;
+		atomic_fetch_add_explicit(&r->checks, 1, memory_order_relaxed);
 	}
 	route_view_release(&v);
 	return NULL;
@@ -206,7 +207,13 @@ static void test_holder_concurrent_readers(void **state)
 	route_view_holder_publish(h, route_view_new(router_dir_ref(a), 0, NULL));
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(pthread_create(&t[i], NULL, reader_main, &r[i]), 0);
-	for (unsigned i = 0; i < 20000; i++) {
+	/* On a busy machine the readers may not be scheduled before 20000
+	 * publishes are done: wait until both run, and keep publishing (for
+	 * at most ~10 s) until each has swapped views a few times. */
+	while (!atomic_load(&r[0].checks) || !atomic_load(&r[1].checks))
+		sched_yield();
+	for (unsigned i = 0; i < 20000 || ((atomic_load(&r[0].swaps) < 3 || atomic_load(&r[1].swaps) < 3) &&
+	                                   i < 20000000); i++) {
 		struct router_dir *d = i & 1 ? a : b;
 		unsigned n = router_dir_target_count(d);
 
