@@ -171,6 +171,8 @@ if [ $have_tls = 1 ]; then
 	echo "  curl -si --cacert $dir/certs/ca.crt https://127.0.0.1:$https/$project/"
 fi
 cat <<EOF
+  $build/seedctl where --seed $seed $project      # its preference list
+  $build/seedctl health --feed $dir/health.sock     # healthcheckd's view of every hub and node
   echo "show stat" | socat - UNIX-CONNECT:$dir/haproxy.sock   # HAProxy runtime API
   curl -s http://127.0.0.1:$astats1/metrics                 # route agent 1
   kill -USR2 \$(cat $dir/haproxy.pid)                        # hitless HAProxy reload
