@@ -17,7 +17,7 @@ SHELL         := /bin/bash
 DEBIAN_PACKAGES := build-essential pkg-config \
 	libev-dev libc-ares-dev libssl-dev openssl libwolfssl-dev \
 	libxxhash-dev libcmocka-dev \
-	haproxy stunnel4 wrk curl socat python3 python3-pytest procps iproute2
+	haproxy stunnel4 wrk curl socat python3 python3-pytest procps iproute2 util-linux valgrind
 
 # ---------------------------------------------------------------------------
 # Toolchain and flags
