@@ -13,8 +13,9 @@
  * pins, and 1k nodes + 99k pins) and memory per pin. Times are the thread's
  * CPU time (the machine is shared), each figure the median of --rounds.
  *
- * --what runs one thing once, quietly: for instruction counts under
- * valgrind --tool=callgrind --toggle-collect=FUNCTION (bench-router.sh).
+ * --what runs one thing once, quietly (load prints its time): for
+ * instruction counts under valgrind --tool=callgrind
+ * --toggle-collect=FUNCTION (bench-router.sh).
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -217,6 +218,7 @@ static int run_one(const char *what, unsigned nodes, unsigned pins, unsigned lon
 		d = load_timed(path, &secs);
 		unlink(path);
 		free(path);
+		printf("load %u nodes + %u pins: %.0f ms\n", nodes, pins, secs * 1e3);
 	} else {
 		d = parse_timed(nodes, 1, !strcmp(what, "decide-pin") ? pins : 0, &secs);
 	}

@@ -41,6 +41,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
@@ -125,6 +129,64 @@ static uint64_t *sort_partition(uint64_t *a, uint64_t *tmp, uint32_t m, unsigned
 	return a;
 }
 
+/* Scattering 8-byte records into partitions of a big array: written one at
+ * a time, each record would cost a read of its destination cache line from
+ * memory (a write miss) before the write, which is most of a build's time.
+ * Instead records gather in a cache-line buffer per partition (the buffers
+ * stay in L1) and go out a whole line at a time with non-temporal stores,
+ * which skip that read. Lines a partition shares with its neighbour are
+ * written with ordinary stores. */
+#define WC_RECS 8                      /* records in 64 bytes */
+
+/* Copies one full, 64-byte aligned line of records to dst. */
+static inline void wc_stream(uint64_t *dst, const uint64_t *src)
+{
+#if defined(__SSE2__)
+	for (int i = 0; i < WC_RECS; i += 2)
+		_mm_stream_si128((__m128i *)(void *)(dst + i), _mm_load_si128((const __m128i *)(const void *)(src + i)));
+#else
+	memcpy(dst, src, WC_RECS * sizeof(*dst));
+#endif
+}
+
+/* Adds record v to partition c: cursor[c] is its next index in out,
+ * start[c] its first; buf holds WC_RECS records per partition, slot i
+ * of a partition's buffer for out index i modulo WC_RECS. */
+static inline void wc_put(uint64_t *out, uint64_t *buf, uint32_t *cursor, const uint32_t *start, uint32_t c,
+                          uint64_t v)
+{
+	uint32_t i = cursor[c]++, slot = i % WC_RECS;
+	uint64_t *b = buf + (size_t)c * WC_RECS;
+
+	b[slot] = v;
+	if (slot == WC_RECS - 1) {
+		uint32_t line = i - slot;
+
+		if (line >= start[c]) {
+			wc_stream(out + line, b);
+		} else {
+			for (uint32_t k = start[c] - line; k < WC_RECS; k++)
+				out[line + k] = b[k];
+		}
+	}
+}
+
+/* Writes out what the buffers of ncoarse partitions still hold (a partial
+ * line each) and orders the non-temporal stores before later reads. */
+static void wc_flush(uint64_t *out, const uint64_t *buf, const uint32_t *cursor, const uint32_t *start,
+                     uint32_t ncoarse)
+{
+	for (uint32_t c = 0; c < ncoarse; c++) {
+		uint32_t end = cursor[c], line = end - end % WC_RECS;
+
+		for (uint32_t i = line > start[c] ? line : start[c]; i < end; i++)
+			out[i] = buf[(size_t)c * WC_RECS + i % WC_RECS];
+	}
+#if defined(__SSE2__)
+	_mm_sfence();
+#endif
+}
+
 /* Writes entries, in ring order, into a ring's lines (router_int.h):
  * bucket by bucket, each opened at its own line or right after the spill
  * of the ones before it. */
@@ -171,30 +233,52 @@ static inline void lw_put(struct line_writer *lw, uint32_t entry)
 	}
 }
 
+#define COARSE_BITS 9
+
+/* The records array of sort_points, kept from one ring to the next (a
+ * fresh one costs its page faults again). */
+struct place_scratch {
+	uint64_t *rec;
+	size_t room;
+};
+
+/* Room for n records in sc, or NULL when out of memory. */
+static uint64_t *scratch_recs(struct place_scratch *sc, size_t n)
+{
+	if (n > sc->room) {
+		free(sc->rec);
+		sc->rec = ring_alloc(n * sizeof(uint64_t));
+		sc->room = sc->rec ? n : 0;
+	}
+	return sc->rec;
+}
+
 /* Fills r->line (allocated with cap lines, r->bits/ibits/npoints/node set)
  * with the points of the ring's nodes and sets r->nlines; nh[k] is the
  * name hash of ring index k. A radix sort that stays in cache: the points
  * are hashed once to count the top COARSE_BITS of their positions, hashed
  * again and scattered as 8-byte (position, ring index) records into
- * 2^COARSE_BITS partitions (few enough write streams for L1), then each
+ * 2^COARSE_BITS partitions (a line buffer each in L1, see wc_put), then each
  * partition, a few hundred KB at most in practice, is radix-sorted in L2
  * and written out as final 4-byte entries straight into the lines. Every
  * step is stable and the records start in ring-index (name) order, so
- * equal positions end up in name order. Returns 0, -1 when out of memory,
+ * equal positions end up in name order. The records live in sc (reused by
+ * the next ring). Returns 0, -1 when out of memory,
  * 1 when the lines did not fit in cap (or a header field overflowed): the
  * caller retries with more buckets. */
-#define COARSE_BITS 9
-static int sort_points(const struct router_dir *d, struct router_ring *r, const uint64_t *nh, size_t cap)
+static int sort_points(const struct router_dir *d, struct router_ring *r, const uint64_t *nh, size_t cap,
+                       struct place_scratch *sc)
 {
 	unsigned cbits = r->bits < COARSE_BITS ? r->bits : COARSE_BITS;
 	uint32_t ncoarse = 1u << cbits, nb = 1u << r->bits, rmask = UINT32_MAX >> r->bits, big = 0;
 	uint32_t *cstart = calloc((size_t)ncoarse + 1, sizeof(uint32_t));
 	uint32_t *cursor = malloc((size_t)(ncoarse > 4096 ? ncoarse : 4096) * sizeof(uint32_t));
-	uint64_t *rec = ring_alloc((size_t)r->npoints * sizeof(uint64_t)), *tmp = NULL;
+	uint64_t *rec = scratch_recs(sc, r->npoints), *tmp = NULL;
+	uint64_t *wcbuf = ring_alloc((size_t)ncoarse * WC_RECS * sizeof(uint64_t));
 	struct line_writer lw = { .line = r->line, .cap = cap };
 	int ret = -1;
 
-	if (!cstart || !cursor || !rec)
+	if (!cstart || !cursor || !rec || !wcbuf)
 		goto out_free;
 	for (uint32_t k = 0; k < r->distinct; k++) {
 		uint32_t pts = d->targets[r->node[k]].weight * ROUTER_POINTS_PER_WEIGHT;
@@ -217,9 +301,10 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 		for (uint32_t j = 0; j < pts; j++) {
 			uint32_t p = point_pos(nh[k], j);
 
-			rec[cursor[p >> (32 - cbits)]++] = (uint64_t)p << 32 | k;
+			wc_put(rec, wcbuf, cursor, cstart, p >> (32 - cbits), (uint64_t)p << 32 | k);
 		}
 	}
+	wc_flush(rec, wcbuf, cursor, cstart, ncoarse);
 	tmp = malloc(((size_t)big + 1) * sizeof(*tmp));
 	if (!tmp)
 		goto out_free;
@@ -262,13 +347,13 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 out_free:
 	free(cstart);
 	free(cursor);
-	free(rec);
+	free(wcbuf);
 	free(tmp);
 	return ret;
 }
 
 /* Builds the ring of datacenter dc. Returns 0, or -1 with err set. */
-static int build_ring(struct router_dir *d, unsigned dc, char *err, size_t errlen)
+static int build_ring(struct router_dir *d, unsigned dc, struct place_scratch *sc, char *err, size_t errlen)
 {
 	struct router_ring *r = &d->dcs[dc].ring;
 	unsigned nn = d->dcs[dc].nnodes, k = 0;
@@ -320,7 +405,7 @@ static int build_ring(struct router_dir *d, unsigned dc, char *err, size_t errle
 		r->line = ring_alloc(cap * ROUTER_LINE_WORDS * sizeof(uint32_t));
 		if (!r->line)
 			goto out_oom;
-		rc = sort_points(d, r, nh, cap);
+		rc = sort_points(d, r, nh, cap, sc);
 		if (rc == -1)
 			goto out_oom;
 		if (rc == 0)
@@ -343,10 +428,13 @@ out_free:
 /* Builds every datacenter's ring into the snapshot; -1 with err set. */
 int router_place_build(struct router_dir *d, char *err, size_t errlen)
 {
-	for (unsigned dc = 0; dc < d->ndcs; dc++)
-		if (build_ring(d, dc, err, errlen) == -1)
-			return -1;
-	return 0;
+	struct place_scratch sc = { 0 };
+	int ret = 0;
+
+	for (unsigned dc = 0; dc < d->ndcs && ret == 0; dc++)
+		ret = build_ring(d, dc, &sc, err, errlen);
+	free(sc.rec);
+	return ret;
 }
 
 void router_place_free(struct router_dir *d)
