@@ -98,10 +98,9 @@ static int cmp_named(const void *a, const void *b)
 	return strcmp(((const struct named *)a)->name, ((const struct named *)b)->name);
 }
 
-/* Sorts the m records of a[] by position (their high 32 bits) with a
- * stable LSD radix sort on the rb low bits of the position (the others are
- * the same for every record of a partition); tmp has room for m records,
- * count for 2^12. Stable: records equal in position keep their order.
+/* Sorts the m records of a[] by the rb low bits of their position (their
+ * high 32 bits) with a stable LSD radix sort; tmp has room for m records,
+ * count for 2^12. Stable: records equal in those bits keep their order.
  * Returns whichever of a and tmp holds the result. */
 static uint64_t *sort_partition(uint64_t *a, uint64_t *tmp, uint32_t m, unsigned rb, uint32_t *count)
 {
@@ -187,50 +186,41 @@ static void wc_flush(uint64_t *out, const uint64_t *buf, const uint32_t *cursor,
 #endif
 }
 
-/* Writes entries, in ring order, into a ring's lines (router_int.h):
- * bucket by bucket, each opened at its own line or right after the spill
- * of the ones before it. */
+/* Where a ring's lines are filled up to (router_int.h): buckets are laid
+ * out in order, each at its own line or right after the spill of the ones
+ * before it. */
 struct line_writer {
 	uint32_t *line;
 	size_t cap;                    /* lines allocated */
 	size_t cl;                     /* line and slot of the next entry */
 	uint32_t cs;
-	uint32_t bucket;               /* the open bucket */
-	uint32_t skip, count;          /* its header so far */
-	bool full;                     /* ran out of lines or header bits */
 };
 
-static inline void lw_open(struct line_writer *lw, uint32_t b)
+/* Lays out nfine buckets from bucket first on, count[f] entries each:
+ * writes their headers and sets addr[f] to the word of each one's first
+ * entry. Returns false when they do not fit in the lines allocated or a
+ * header field overflows (the caller then retries with more buckets). */
+static bool lay_out(struct line_writer *lw, size_t first, uint32_t nfine, const uint32_t *count, size_t *addr)
 {
-	lw->bucket = b;
-	if (lw->cl < b) {
-		lw->cl = b;
-		lw->cs = 0;
-	}
-	lw->skip = (uint32_t)(lw->cl - b) * ROUTER_LINE_SLOTS + lw->cs;
-	lw->count = 0;
-}
+	for (uint32_t f = 0; f < nfine; f++) {
+		size_t b = first + f, skip;
 
-static inline void lw_close(struct line_writer *lw)
-{
-	if (lw->skip > 0xffff || lw->count > 0xffff)
-		lw->full = true;
-	else
-		lw->line[(size_t)lw->bucket * ROUTER_LINE_WORDS] = lw->skip | lw->count << 16;
-}
-
-static inline void lw_put(struct line_writer *lw, uint32_t entry)
-{
-	if (lw->cl >= lw->cap) {
-		lw->full = true;
-		return;
+		if (lw->cl < b) {
+			lw->cl = b;
+			lw->cs = 0;
+		}
+		skip = (lw->cl - b) * ROUTER_LINE_SLOTS + lw->cs;
+		if (skip > 0xffff || count[f] > 0xffff)
+			return false;
+		lw->line[b * ROUTER_LINE_WORDS] = (uint32_t)skip | count[f] << 16;
+		addr[f] = lw->cl * ROUTER_LINE_WORDS + 1 + lw->cs;
+		lw->cs += count[f];
+		lw->cl += lw->cs / ROUTER_LINE_SLOTS;
+		lw->cs %= ROUTER_LINE_SLOTS;
+		if (lw->cl > lw->cap || (lw->cl == lw->cap && lw->cs))
+			return false;
 	}
-	lw->line[lw->cl * ROUTER_LINE_WORDS + 1 + lw->cs] = entry;
-	lw->count++;
-	if (++lw->cs == ROUTER_LINE_SLOTS) {
-		lw->cs = 0;
-		lw->cl++;
-	}
+	return true;
 }
 
 #define COARSE_BITS 9
@@ -260,7 +250,8 @@ static uint64_t *scratch_recs(struct place_scratch *sc, size_t n)
  * again and scattered as 8-byte (position, ring index) records into
  * 2^COARSE_BITS partitions (a line buffer each in L1, see wc_put), then each
  * partition, a few hundred KB at most in practice, is radix-sorted in L2
- * and written out as final 4-byte entries straight into the lines. Every
+ * on the position bits under the bucket's, then scattered on the bucket
+ * bits as final 4-byte entries straight into its lines. Every
  * step is stable and the records start in ring-index (name) order, so
  * equal positions end up in name order. The records live in sc (reused by
  * the next ring). Returns 0, -1 when out of memory,
@@ -271,6 +262,9 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 {
 	unsigned cbits = r->bits < COARSE_BITS ? r->bits : COARSE_BITS;
 	uint32_t ncoarse = 1u << cbits, nb = 1u << r->bits, rmask = UINT32_MAX >> r->bits, big = 0;
+	uint32_t nfine = nb >> cbits, fshift = 32 - r->bits, *count = NULL;
+	size_t *addr = NULL;
+	bool full = false;
 	uint32_t *cstart = calloc((size_t)ncoarse + 1, sizeof(uint32_t));
 	uint32_t *cursor = malloc((size_t)(ncoarse > 4096 ? ncoarse : 4096) * sizeof(uint32_t));
 	uint64_t *rec = scratch_recs(sc, r->npoints), *tmp = NULL;
@@ -306,49 +300,55 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 	}
 	wc_flush(rec, wcbuf, cursor, cstart, ncoarse);
 	tmp = malloc(((size_t)big + 1) * sizeof(*tmp));
-	if (!tmp)
+	count = malloc((size_t)nfine * sizeof(*count));
+	addr = malloc((size_t)nfine * sizeof(*addr));
+	if (!tmp || !count || !addr)
 		goto out_free;
-	lw_open(&lw, 0);
-	for (uint32_t c = 0; c < ncoarse; c++) {
-		uint32_t lo = cstart[c], hi = cstart[c + 1];
-		const uint64_t *s = sort_partition(rec + lo, tmp, hi - lo, 32 - cbits, cursor);
+	for (uint32_t c = 0; c < ncoarse && !full; c++) {
+		uint32_t lo = cstart[c], m = cstart[c + 1] - lo;
+		const uint64_t *srt = sort_partition(rec + lo, tmp, m, 32 - r->bits, cursor);
 
-		for (uint32_t i = 0; i < hi - lo; i++) {
-			uint32_t p = (uint32_t)(s[i] >> 32), b = p >> (32 - r->bits);
+		/* srt is in (low bits, ring index) order: a stable counting
+		 * scatter on the bucket bits puts it in ring order, straight
+		 * into the lines. */
+		memset(count, 0, (size_t)nfine * sizeof(*count));
+		for (uint32_t i = 0; i < m; i++)
+			count[(uint32_t)(srt[i] >> 32) >> fshift & (nfine - 1)]++;
+		if (!lay_out(&lw, (size_t)c * nfine, nfine, count, addr)) {
+			full = true;
+			break;
+		}
+		for (uint32_t i = 0; i < m; i++) {
+			uint32_t p = (uint32_t)(srt[i] >> 32), f = p >> fshift & (nfine - 1);
+			size_t a = addr[f];
 
-			while (lw.bucket < b) {
-				lw_close(&lw);
-				lw_open(&lw, lw.bucket + 1);
-			}
-			lw_put(&lw, (p & rmask) << r->ibits | (uint32_t)s[i]);
+			r->line[a++] = (p & rmask) << r->ibits | (uint32_t)srt[i];
+			addr[f] = a + (a % ROUTER_LINE_WORDS == 0);
 		}
 	}
-	while (lw.bucket < nb - 1) {
-		lw_close(&lw);
-		lw_open(&lw, lw.bucket + 1);
-	}
-	lw_close(&lw);
 	/* Lines past the last bucket: the end of a spill chain, then at least
 	 * one empty line (a lookup prefetches the line after its own). */
 	r->nlines = nb + 1;
 	if (lw.cl + (lw.cs > 0) > r->nlines)
 		r->nlines = (uint32_t)(lw.cl + (lw.cs > 0));
 	if (r->nlines > cap)
-		lw.full = true;
-	for (size_t l = nb; !lw.full && l < r->nlines; l++) {
+		full = true;
+	for (size_t l = nb; !full && l < r->nlines; l++) {
 		size_t spill = l < lw.cl ? (lw.cl - l) * ROUTER_LINE_SLOTS + lw.cs : l == lw.cl ? lw.cs : 0;
 
 		if (spill > 0xffff)
-			lw.full = true;
+			full = true;
 		else
 			r->line[l * ROUTER_LINE_WORDS] = (uint32_t)spill;
 	}
-	ret = lw.full ? 1 : 0;
+	ret = full ? 1 : 0;
 out_free:
 	free(cstart);
 	free(cursor);
 	free(wcbuf);
 	free(tmp);
+	free(count);
+	free(addr);
 	return ret;
 }
 
