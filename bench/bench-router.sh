@@ -46,7 +46,10 @@ icount() {
 	done
 	echo "## instructions per operation"
 	echo
-	if perf stat -e instructions true 2>&1 | grep -q "not supported"; then
+	# (capture first: grep -q closing the pipe early made perf fail under
+	# pipefail, and the test read "counters work")
+	perf_out=$(perf stat -e instructions true 2>&1 || true)
+	if ! command -v perf >/dev/null || grep -q "not supported" <<<"$perf_out"; then
 		if command -v valgrind >/dev/null; then
 			echo "perf counters are not available here; callgrind counts (1k nodes, weight 10):"
 			echo
@@ -67,6 +70,30 @@ icount() {
 	echo
 	echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	cat <<'HISTORY'
+
+## before (commit f9cfa83, two-level ring: bucket index, then 4-byte entries)
+
+Measured 2026-11-22T03:30Z, this script with that commit's router-bench
+(SEEDGATE_BUILD pointing at its build), run right before the gapped ring's
+own run, load average 1.96-2.33. A lookup then read the bucket index, then
+the entries: two dependent cache misses.
+
+| nodes (weight 10) | build (ms) | lookup (ns/op) | decide (ns/op) | memory/node (KB) |
+|---:|---:|---:|---:|---:|
+| 100 | 12.9 | 66.1 | 121.7 | 12.75 |
+| 1000 | 107.9 | 196.2 | 383.3 | 12.26 |
+| 10000 | 1146.1 | 223.7 | 446.6 | 13.48 |
+
+| nodes (weight 1) | build (ms) | lookup (ns/op) | decide (ns/op) | memory/node (KB) |
+|---:|---:|---:|---:|---:|
+| 100 | 5.0 | 55.8 | 103.8 | 1.51 |
+| 1000 | 15.4 | 72.7 | 134.7 | 1.47 |
+| 10000 | 119.7 | 193.6 | 408.5 | 1.41 |
+
+100k-line loads (weight 10): 10k nodes in 2 dcs + 90k pins 1199 ms,
+141.8 MB; 1k nodes + 99k pins 155 ms, 20.7 MB (weight 1: 186 and 78 ms).
+Callgrind (1k nodes): lookup 171, decide 498, decide on a pinned id 436
+instructions; build 134 instructions per point.
 
 ## before (commit ad017c3, 8-byte points, comparison-free but cache-hostile build)
 

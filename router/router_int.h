@@ -16,9 +16,10 @@
 /* Virtual points on a datacenter's ring per unit of weight. A node of the
  * default weight 10 owns 2560 points. This is what buys balance (the share
  * of a node with V points has a relative spread of 1/sqrt(V), here 2.0 %);
- * it costs 64 bytes per ROUTER_LINE_FILL_MAX/2 to ROUTER_LINE_FILL_MAX
- * points (see struct router_ring), i.e. 13-27 KB per default-weight node
- * depending on the ring's size. See bench/results/router.md. */
+ * it costs a 64-byte line per ROUTER_LINE_FILL_MAX/2 to ROUTER_LINE_FILL_MAX
+ * points (see struct router_ring), i.e. 13-25 KB per default-weight node
+ * depending on the ring's size (13.3 KB at 10k nodes, 20.7 KB at 100).
+ * See bench/results/router.md. */
 #ifndef ROUTER_POINTS_PER_WEIGHT
 #define ROUTER_POINTS_PER_WEIGHT 256
 #endif
