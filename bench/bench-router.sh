@@ -95,6 +95,17 @@ the entries: two dependent cache misses.
 Callgrind (1k nodes): lookup 171, decide 498, decide on a pinned id 436
 instructions; build 134 instructions per point.
 
+## route-agent impact (bench/bench-agent.sh, BEFORE=)
+
+2026-11-22T03:36Z, bench-agent.sh of commit f9cfa83 driving two
+route-agents built from that commit's tree, one with the gapped ring's
+router files (router_place.c, router_int.h, router_decide.c) and one
+without; 3 rounds x 4 s, medians, load average 0.7 -> 2.4 (other jobs
+ran). Decisions per agent CPU-second, after/before: 10k-node seed 1.14
+(8 connections x 64 in flight: 842683 -> 915892) and 1.02 (64 x 4);
+small seed 1.00 and 0.97 (its ring stays in cache: no change expected;
+the spread is the machine's noise).
+
 ## before (commit ad017c3, 8-byte points, comparison-free but cache-hostile build)
 
 Measured 2026-11-22 on the same machine (load average ~6), router-bench
