@@ -112,41 +112,97 @@ static bool route_first_segment(const char *path, size_t len, const char **seg, 
 	return true;
 }
 
-/* Worst case of a `route-sess` ACK's actions (SET-VAR = 3 bytes + name +
- * type + 1-byte length + value; all lengths below 240): backend
- * ("nodes_" + dc), server, why ("remote-dc" is the longest), project (36)
- * and key. It must fit the smallest frame an agent may negotiate after the
- * largest header, so the key (written last, only after everything else)
- * can never be left out while the answer it names was replaced. */
+/* `dest` of a route-sess answer: "<backend>/<server>/<why>", server empty
+ * when routed to hubs (names are [A-Za-z0-9_.-], never '/'). */
+#define DEST_MAX (6 + ROUTER_NAME_MAX + 1 + ROUTER_NAME_MAX + 1 + 9)
+
+/* Worst case of a `route-sess` ACK (SET-VAR = 3 bytes + name + type +
+ * 1-byte length + value; all lengths below 240): dest, then key. It must
+ * fit the smallest frame an agent may negotiate after the largest header,
+ * so the key (written last, only after dest) can never be left out while
+ * the answer it names was replaced. */
 #define SET_VAR_SIZE(name_len, val_len)   (3 + 1 + (name_len) + 1 + 1 + (val_len))
-#define SESS_ACK_MAX (SET_VAR_SIZE(7, 6 + ROUTER_NAME_MAX) + SET_VAR_SIZE(6, ROUTER_NAME_MAX) + \
-		      SET_VAR_SIZE(3, 9) + SET_VAR_SIZE(7, 36) + SET_VAR_SIZE(3, ROUTE_KEY_MAX))
-_Static_assert(SESS_ACK_MAX <= SPOP_MIN_FRAME_SIZE + 4 - SPOP_FRAME_HDR_MAX,
-	       "a route-sess ACK must fit the smallest frame");
+_Static_assert(SET_VAR_SIZE(4, DEST_MAX) + SET_VAR_SIZE(3, ROUTE_KEY_MAX) <=
+	       SPOP_MIN_FRAME_SIZE + 4 - SPOP_FRAME_HDR_MAX, "a route-sess ACK must fit the smallest frame");
+
+/* Appends s (len bytes) at *p, bounded by end. False when it does not fit. */
+static bool dest_put(char **p, const char *end, const char *s, size_t len)
+{
+	if ((size_t)(end - *p) < len)
+		return false;
+	memcpy(*p, s, len);
+	*p += len;
+	return true;
+}
+
+/* The `route` answer, scope txn: backend, server (node only), project
+ * (project paths only), why. Returns 0, or -1 if an action did not fit. */
+static int answer_txn(struct spop_ack *ack, const struct router_decision *dec)
+{
+	const char *why = router_why_str(dec->why);
+	int rc = 0;
+
+	rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "backend", dec->backend, strlen(dec->backend));
+	if (dec->server)
+		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "server", dec->server, strlen(dec->server));
+	if (dec->is_project)
+		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "project", dec->project, 36);
+	rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "why", why, strlen(why));
+	return rc;
+}
+
+/* The `route-sess` answer, scope sess: the decision cache's whole entry in
+ * two variables (each SPOE action costs HAProxy about 2k instructions, so
+ * a miss must carry few): dest = "<backend>/<server>/<why>" (one variable,
+ * so a node name can never outlive its answer), then key, the path's first
+ * segment as HAProxy's `path,field(2,/)` yields it, unset when there is
+ * none or it is longer than ROUTE_KEY_MAX (never a hit). dec NULL (no
+ * decision): both unset, so HAProxy routes to the hubs and asks again.
+ * Returns 0, or -1 if an action did not fit. */
+static int answer_sess(struct spop_ack *ack, const struct router_decision *dec, const char *path, size_t len)
+{
+	char dest[DEST_MAX], *p = dest;
+	const char *why, *seg;
+	size_t seg_len;
+	int rc = 0;
+
+	if (dec) {
+		why = router_why_str(dec->why);
+		if (!dest_put(&p, dest + sizeof(dest), dec->backend, strlen(dec->backend)) ||
+		    !dest_put(&p, dest + sizeof(dest), "/", 1) ||
+		    (dec->server && !dest_put(&p, dest + sizeof(dest), dec->server, strlen(dec->server))) ||
+		    !dest_put(&p, dest + sizeof(dest), "/", 1) ||
+		    !dest_put(&p, dest + sizeof(dest), why, strlen(why)))
+			dec = NULL;    /* names beyond the router's limits: fail open */
+	}
+	if (!dec) {
+		rc |= spop_ack_unset_var(ack, SPOP_SCOPE_SESS, "key");
+		rc |= spop_ack_unset_var(ack, SPOP_SCOPE_SESS, "dest");
+		return rc;
+	}
+	rc |= spop_ack_set_str(ack, SPOP_SCOPE_SESS, "dest", dest, (size_t)(p - dest));
+	if (!rc && route_first_segment(path, len, &seg, &seg_len) && seg_len <= ROUTE_KEY_MAX)
+		rc |= spop_ack_set_str(ack, SPOP_SCOPE_SESS, "key", seg, seg_len);
+	else
+		rc |= spop_ack_unset_var(ack, SPOP_SCOPE_SESS, "key");
+	return rc;
+}
 
 /* Handler of both messages; udata is the route_message that says which
- * scope the answer goes to.
- *   `route` (scope txn, per request): backend, server (node only), project
- *   (project paths only), why; an empty ACK when no decision could be made
- *   (HAProxy's fallback rules send the request to the hubs).
- *   `route-sess` (scope sess, the decision cache): the same, but what the
- *   previous answer of the connection left is cleared (server and project
- *   unset when absent), and `key` -- the path's first segment, as HAProxy's
- *   `path,field(2,/)` yields it -- is written last; a segment longer than
- *   ROUTE_KEY_MAX, or no decision at all, unsets the key (and the backend)
- *   so that HAProxy asks again next time. */
+ * scope the answer goes to: `route` (txn, per request; an empty ACK when no
+ * decision could be made, and HAProxy's fallback rules send the request to
+ * the hubs) or `route-sess` (sess, the decision cache; see answer_sess). */
 static void route_on_message(void *udata, unsigned worker, const struct spop_args *args, struct spop_ack *ack)
 {
 	const struct route_message *m = udata;
 	struct route_agent *a = m->agent;
-	const enum spop_scope scope = m->scope;
-	const bool sess = scope == SPOP_SCOPE_SESS;
+	const bool sess = m->scope == SPOP_SCOPE_SESS;
 	struct route_worker *w = &a->workers[worker];
 	const struct route_view *v;
 	struct router_decision dec;
-	const char *path = "", *why, *seg;
-	size_t len = 0, seg_len;
-	int rc = 0;
+	const char *path = "";
+	size_t len = 0;
+	int rc;
 
 	if (route_view_holder_generation(a->holder) != w->gen)
 		worker_refresh(a, w);
@@ -158,31 +214,11 @@ static void route_on_message(void *udata, unsigned worker, const struct spop_arg
 	}
 	if (!v || router_decide(v->dir, v->local_dc, path, len, v->down, &dec) == -1) {
 		worker_count(&w->errors);
-		if (sess) {   /* forget the connection's entry: hubs now, ask again next time */
-			rc |= spop_ack_unset_var(ack, scope, "key");
-			rc |= spop_ack_unset_var(ack, scope, "backend");
-			if (rc)
-				worker_count(&w->ack_overflow);
-		}
+		if (sess && answer_sess(ack, NULL, path, len))
+			worker_count(&w->ack_overflow);
 		return;
 	}
-	why = router_why_str(dec.why);
-	rc |= spop_ack_set_str(ack, scope, "backend", dec.backend, strlen(dec.backend));
-	if (dec.server)
-		rc |= spop_ack_set_str(ack, scope, "server", dec.server, strlen(dec.server));
-	else if (sess)
-		rc |= spop_ack_unset_var(ack, scope, "server");
-	if (dec.is_project)
-		rc |= spop_ack_set_str(ack, scope, "project", dec.project, 36);
-	else if (sess)
-		rc |= spop_ack_unset_var(ack, scope, "project");
-	rc |= spop_ack_set_str(ack, scope, "why", why, strlen(why));
-	if (sess) {
-		if (!rc && route_first_segment(path, len, &seg, &seg_len) && seg_len <= ROUTE_KEY_MAX)
-			rc |= spop_ack_set_str(ack, scope, "key", seg, seg_len);
-		else
-			rc |= spop_ack_unset_var(ack, scope, "key");
-	}
+	rc = sess ? answer_sess(ack, &dec, path, len) : answer_txn(ack, &dec);
 	if (rc)
 		worker_count(&w->ack_overflow);
 	worker_count(&w->decisions[dec.why]);

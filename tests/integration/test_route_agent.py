@@ -143,9 +143,9 @@ def sess_actions(agent, client, path, sid):
 
 def test_route_sess_answers_in_scope_sess(stack):
     # route-sess makes route's decision but writes the connection's cache
-    # entry: scope SESS (1), what the previous answer left is unset, and
-    # the key (the first path segment, as HAProxy's path,field(2,/) yields
-    # it) comes last.
+    # entry: scope SESS (1), two variables: dest = "<backend>/<node>/<why>"
+    # (one variable, so a node name cannot outlive its answer), then key,
+    # the first path segment as HAProxy's path,field(2,/) yields it.
     seed, _ = write_seed(stack)
     agent = ru.start_agent(stack, seed, dc="us-east")
     pid = ru.random_ids(1, seed=31)[0]
@@ -154,24 +154,21 @@ def test_route_sess_answers_in_scope_sess(stack):
     assert S == 1
     with agent.client() as c:
         acts = sess_actions(agent, c, f"/{pid}/files/x.txt", 1)
-        assert acts == [("set-var", S, "backend", "nodes_us-east"), ("set-var", S, "server", node),
-                        ("set-var", S, "project", pid), ("set-var", S, "why", "primary"),
+        assert acts == [("set-var", S, "dest", f"nodes_us-east/{node}/primary"),
                         ("set-var", S, "key", pid)], acts
-        # a hub answer: the node name and project of the previous answer go
+        # a hub answer: no node name in the entry
         acts = sess_actions(agent, c, "/static/app.js", 2)
-        assert acts == [("set-var", S, "backend", "hubs_us-east"), ("unset-var", S, "server", None),
-                        ("unset-var", S, "project", None), ("set-var", S, "why", "hub"),
-                        ("set-var", S, "key", "static")], acts
-        # the key is the raw segment; the project is canonical
+        assert acts == [("set-var", S, "dest", "hubs_us-east//hub"), ("set-var", S, "key", "static")], acts
+        # the key is the raw segment (HAProxy compares it with the path)
         acts = sess_actions(agent, c, f"/{pid.upper()}", 3)
-        assert ("set-var", S, "project", pid) in acts and acts[-1] == ("set-var", S, "key", pid.upper()), acts
+        assert acts == [("set-var", S, "dest", f"nodes_us-east/{node}/primary"),
+                        ("set-var", S, "key", pid.upper())], acts
         # "/" has an empty first segment; no '/' at all, or a segment longer
         # than 48 bytes, is never cached: the key is unset
         assert sess_actions(agent, c, "/", 4)[-1] == ("set-var", S, "key", ""), "/"
         for sid, path in enumerate(("", "nothing", "/" + "x" * 49 + "/y"), 5):
             acts = sess_actions(agent, c, path, sid)
-            assert acts[0] == ("set-var", S, "backend", "hubs_us-east"), (path, acts)
-            assert acts[-1] == ("unset-var", S, "key", None), (path, acts)
+            assert acts == [("set-var", S, "dest", "hubs_us-east//hub"), ("unset-var", S, "key", None)], (path, acts)
         assert sess_actions(agent, c, "/" + "x" * 48, 9)[-1] == ("set-var", S, "key", "x" * 48)
         # `route` on the same connection still answers in scope TXN, as before
         ack = c.call(10, 1, [("route", [("path", f"/{pid}"), ("host", "h"),
@@ -195,10 +192,23 @@ def test_route_sess_fits_the_smallest_frame(stack):
     with su.SpopClient(agent.port) as c:
         c.hello(max_frame_size=256)
         acts = sess_actions(agent, c, f"/{pid}/" + "y" * 60, 1)
-        assert acts[-1] == ("set-var", su.SCOPE_SESS, "key", pid), acts
-        assert ("set-var", su.SCOPE_SESS, "server", node) in acts, acts
+        assert acts == [("set-var", su.SCOPE_SESS, "dest", f"nodes_{dc}/{node}/primary"),
+                        ("set-var", su.SCOPE_SESS, "key", pid)], acts
         acts = sess_actions(agent, c, "/" + "k" * 48 + "/z", 2)
-        assert acts[-1] == ("set-var", su.SCOPE_SESS, "key", "k" * 48), acts
+        assert acts == [("set-var", su.SCOPE_SESS, "dest", f"hubs_{dc}//hub"),
+                        ("set-var", su.SCOPE_SESS, "key", "k" * 48)], acts
+
+
+def test_route_sess_without_a_path_is_never_cached(stack):
+    # A route-sess message without a path argument routes to the hubs and
+    # unsets the key: HAProxy asks again on the next request.
+    seed, _ = write_seed(stack)
+    agent = ru.start_agent(stack, seed, dc="us-east")
+    with agent.client() as c:
+        args = [("host", "h"), ("src", su.Typed(su.T_IPV4, "127.0.0.1"))]   # no path at all
+        acts = [(a.kind, a.scope, a.name, a.value) for a in c.call(1, 1, [("route-sess", args)]).actions()]
+    assert acts == [("set-var", su.SCOPE_SESS, "dest", "hubs_us-east//hub"),
+                    ("unset-var", su.SCOPE_SESS, "key", None)], acts
 
 
 # ---------------------------------------------------------------------------
