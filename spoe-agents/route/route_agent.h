@@ -4,9 +4,9 @@
  *
  * `route` answers in scope txn (per-request routing); `route-sess` makes the
  * same decision and answers in scope sess, for haproxy.cfg's decision cache
- * (SG_ROUTE_CACHE=1): backend, server (unset when routed to hubs), why,
- * project (unset when none) and key, the path's first segment as HAProxy's
- * `path,field(2,/)` yields it (unset when longer than ROUTE_KEY_MAX).
+ * (SG_ROUTE_CACHE=1): dest = "<backend>/<node>/<why>" (node empty for the
+ * hubs), then key, the path's first segment as HAProxy's `path,field(2,/)`
+ * yields it (unset when longer than ROUTE_KEY_MAX).
  *
  * Each worker keeps its own reference to the current route_view and checks
  * the holder's generation (one atomic load) before every decision; a worker
