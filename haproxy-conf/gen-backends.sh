@@ -8,8 +8,10 @@
 # request reaches the node the route agent named, or the hubs, and never
 # another node:
 #   * `use-server %[var(txn.route.server)]` sends the request to the named
-#     node. HAProxy skips that rule when the name is unknown or the server
-#     is down (runtime API, healthcheckd), and then balances;
+#     node (with haproxy.cfg's decision cache, SG_ROUTE_CACHE=1, the name is
+#     the second field of sess.route.dest). HAProxy skips that rule when
+#     the name is empty or unknown or the server is down (runtime API,
+#     healthcheckd), and then balances;
 #   * so node servers get weight 0: balancing can never pick a node
 #     (use-server still can: weight only matters to balancing);
 #   * and the one server balancing can pick is a backup that connects to
@@ -22,7 +24,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 seedctl=${SEEDCTL:-${SEEDGATE_BUILD:-$here/../build}/seedctl}
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 seed= out=
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -54,7 +56,11 @@ in_nodes && /^[ \t]*$/ { blanks++; next }
 	if ($2 ~ /^nodes_/) {
 		in_nodes = 1
 		print "    # guarded by haproxy-conf/gen-backends.sh: the named node or the hubs, never another node"
+		print ".if streq(\"${SG_ROUTE_CACHE}\",1)"
+		print "    use-server %[var(sess.route.dest),field(2,/)] if TRUE"
+		print ".else"
 		print "    use-server %[var(txn.route.server)] if { var(txn.route.server) -m found }"
+		print ".endif"
 	}
 	next
 }

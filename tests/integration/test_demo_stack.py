@@ -4,7 +4,8 @@ by stack_util, the way the demo starts them).
 
 What it proves: hub traffic is balanced over the local hubs; a project path
 reaches the node `seedctl where` names; the decision cache gives the same
-answers; a node HAProxy holds down sends its projects to the hubs, never to
+answers (its entry, written by the agent in sess variables, names no node
+after a hub answer, is forgotten on an agent error, expires after 1 s); a node HAProxy holds down sends its projects to the hubs, never to
 another node; agents down means fail-open to the hubs; HSTS, X-Forwarded-For,
 websockets through HAProxy; a SIGUSR2 reload keeps serving.
 """
@@ -90,6 +91,115 @@ def test_decision_cache_same_answers(stack):
     # 32 requests, the key changed 16 times: the agent was asked 16 times
     asked = stack_util.agent_decisions(info) - before
     assert asked == 16, asked
+
+
+class KeepAlive:
+    """One client connection kept open: the decision cache lives in it."""
+
+    def __init__(self, port):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5 * harness.SLOW)
+
+    def get(self, path):
+        self.conn.request("GET", path)
+        r = self.conn.getresponse()
+        body = r.read()
+        assert r.status == 200, (r.status, body)
+        return r.getheader("X-Served-By")
+
+    def close(self):
+        self.conn.close()
+
+
+def cache_log_lines(info, path):
+    """The cache-mode log lines of requests for path, in order."""
+    return [line for line in info.haproxy.log().splitlines() if f'"GET /{path} HTTP' in line]
+
+
+def test_decision_cache_node_then_hub_then_expiry(stack):
+    # The agent writes the cache entry itself (message route-sess, sess
+    # variables): a cached node answer still reaches the named node through
+    # the node backend's guard; a hub answer on the same connection leaves
+    # no node name behind; an entry older than 1 s is asked again.
+    seed = write_seed(stack)
+    info = stack_util.start_stack(stack, seed, cache=True)
+    pid = PROJECTS[5]
+    node = stack_util.where(seed, pid)
+    before = stack_util.agent_decisions(info)
+    c = KeepAlive(info.http_port)
+    try:
+        for _ in range(4):
+            assert c.get(f"/{pid}/n") == node
+        assert stack_util.agent_decisions(info) - before == 1       # three hits
+        for _ in range(3):
+            assert c.get("/static/h") in ("hub1", "hub2")
+        assert stack_util.agent_decisions(info) - before == 2
+        # the hub answer unset sess.route.server: the log shows no node
+        wait_until(lambda: len(cache_log_lines(info, "static/h")) == 3, 5, what="hub log lines")
+        for line in cache_log_lines(info, "static/h"):
+            assert "why=hub node=- " in line, line
+        node_lines = cache_log_lines(info, f"{pid}/n")
+        assert len(node_lines) == 4 and all(f"why=primary node={node} " in l for l in node_lines), node_lines
+        # back to the project: asked again (the key changed), then cached
+        assert c.get(f"/{pid}/n") == node
+        assert c.get(f"/{pid}/n") == node
+        assert stack_util.agent_decisions(info) - before == 3
+        # older than 1 s: asked again
+        time.sleep(1.1)
+        assert c.get(f"/{pid}/n") == node
+        assert stack_util.agent_decisions(info) - before == 4
+        assert c.get(f"/{pid}/n") == node
+        assert stack_util.agent_decisions(info) - before == 4
+    finally:
+        c.close()
+
+
+def seed_reloads_ok(info, stats_port):
+    """seedgate_seed_reloads_total{result="ok"} of the agent on stats_port."""
+    _status, _h, body = http_get(stats_port, "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith('seedgate_seed_reloads_total{result="ok"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def test_decision_cache_agent_error_forgets_entry(stack):
+    # An agent that does not answer in time: the request fails open to the
+    # hubs and the connection's entry is forgotten, so the next request for
+    # the cached key asks the agent again instead of reusing the entry.
+    seed = write_seed(stack)
+    info = stack_util.start_stack(stack, seed, cache=True)
+    q, p = PROJECTS[6], PROJECTS[7]
+    old = stack_util.where(seed, q)
+    c = KeepAlive(info.http_port)
+    try:
+        assert c.get(f"/{q}/x") == old                              # entry for q
+        # The agents now pin q to another node (seed reload): a fresh
+        # connection sees it at once; c's entry may still name the old one.
+        new = next(n for n in ("c1", "c2", "c3") if n != old)
+        reloads = [seed_reloads_ok(info, port) for port in info.agent_stats_ports]
+        text = open(seed).read() + f"project {q} {new}\n"
+        with open(seed + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(seed + ".tmp", seed)
+        wait_until(lambda: all(seed_reloads_ok(info, port) > r for port, r in zip(info.agent_stats_ports, reloads)),
+                   10, interval=0.05, what="both agents reloaded the pin")
+        assert served_by(info.http_port, f"/{q}/x")[0] == new
+        for a in info.agent_procs:
+            a.signal(signal.SIGSTOP)
+        try:
+            assert c.get(f"/{p}/x") in ("hub1", "hub2")             # miss, agent error: hubs
+        finally:
+            for a in info.agent_procs:
+                a.signal(signal.SIGCONT)
+        # The error forgot the entry: q is asked again, and the answer is
+        # new. (Had the entry been kept, the miss just now would have renewed
+        # its time and q would hit the old answer.)
+        assert c.get(f"/{q}/x") == new
+    finally:
+        c.close()
+    wait_until(lambda: f"/{p}/x" in info.haproxy.log(), 5, what="log line of the error")
+    line = [l for l in info.haproxy.log().splitlines() if f"/{p}/x" in l][-1]
+    assert "err=-" not in line and "hubs_us-east/" in line, line
 
 
 def test_node_down_in_haproxy_goes_to_hubs_never_another_node(stack):
