@@ -282,8 +282,14 @@ def test_node_unknown_to_haproxy_goes_to_hubs(stack):
     pid = PROJECTS[3]
     node = stack_util.where(seed, pid)
     assert served_by(info.http_port, f"/{pid}/")[0] == node
+    reloads = [seed_reloads_ok(info, port) for port in info.agent_stats_ports]
     with open(seed, "a") as f:
         f.write(f"node c9 127.0.0.1:{free_port()} dc=us-east\nproject {pid} c9\n")
+    # HAProxy alternates between the two agents: until BOTH have reloaded,
+    # one may still name the old node.
+    wait_until(lambda: all(seed_reloads_ok(info, port) > r
+                           for port, r in zip(info.agent_stats_ports, reloads)),
+               5, what="both agents reloaded the seed")
     seen = set()
 
     def moved():
