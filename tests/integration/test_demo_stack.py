@@ -153,6 +153,21 @@ def test_decision_cache_node_then_hub_then_expiry(stack):
         c.close()
 
 
+def freeze(proc):
+    """SIGSTOP proc and wait until every one of its threads is stopped: the
+    signal is asynchronous, and a worker thread already running could
+    still answer one more NOTIFY (seen under ASan)."""
+    proc.signal(signal.SIGSTOP)
+
+    def stopped():
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            with open(f"/proc/{proc.pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                    return False
+        return True
+    wait_until(stopped, 5, interval=0.005, what=f"{proc.name} stopped")
+
+
 def seed_reloads_ok(info, stats_port):
     """seedgate_seed_reloads_total{result="ok"} of the agent on stats_port."""
     _status, _h, body = http_get(stats_port, "/metrics")
@@ -185,7 +200,7 @@ def test_decision_cache_agent_error_forgets_entry(stack):
                    10, interval=0.05, what="both agents reloaded the pin")
         assert served_by(info.http_port, f"/{q}/x")[0] == new
         for a in info.agent_procs:
-            a.signal(signal.SIGSTOP)
+            freeze(a)
         try:
             assert c.get(f"/{p}/x") in ("hub1", "hub2")             # miss, agent error: hubs
         finally:
@@ -316,7 +331,7 @@ def test_stuck_agent_costs_milliseconds(stack):
     node = stack_util.where(seed, pid)
     wait_until(lambda: served_by(info.http_port, f"/{pid}/")[0] == node, 5, what="routed")
     agent = info.agent_procs[0]
-    agent.signal(signal.SIGSTOP)
+    freeze(agent)
     try:
         for _ in range(5):
             t0 = time.monotonic()
