@@ -64,6 +64,7 @@ struct hcd_opts {
 	unsigned damp_flaps, damp_window_ms, damp_hold_ms, damp_max_ms;
 	/* DNS: re-resolve after the record's TTL clamped to [min, max] */
 	unsigned dns_min_ttl_ms, dns_max_ttl_ms, dns_retry_ms;
+	const char *dns_servers;     /* --dns-servers "ip[:port],...", NULL = resolv.conf */
 	bool verbose;
 };
 

@@ -147,6 +147,16 @@ struct hcd_dns *hcd_dns_new(struct hcd *d, char *err, size_t errlen)
 		snprintf(err, errlen, "dns: %s", ares_strerror(rc));
 		goto out_cleanup;
 	}
+	/* --dns-servers: a site resolver other than resolv.conf's (and the
+	 * tests' own DNS server on a loopback port). */
+	if (d->opts.dns_servers) {
+		rc = ares_set_servers_ports_csv(dns->ch, d->opts.dns_servers);
+		if (rc != ARES_SUCCESS) {
+			snprintf(err, errlen, "dns: --dns-servers '%s': %s", d->opts.dns_servers, ares_strerror(rc));
+			ares_destroy(dns->ch);
+			goto out_cleanup;
+		}
+	}
 	ev_timer_init(&dns->tick, dns_on_tick, 0.0, 0.0);
 	dns->tick.data = dns;
 	return dns;

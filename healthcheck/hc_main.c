@@ -59,6 +59,8 @@ static const char usage_text[] =
 "DNS (hostnames in the seed, through c-ares):\n"
 "  --dns-min-ttl DUR / --dns-max-ttl DUR   clamp the record TTL (1s / 5m)\n"
 "  --dns-retry DUR          retry after a failed resolution (2s)\n"
+"  --dns-servers LIST       ask these servers (ip[:port],...) instead of\n"
+"                           /etc/resolv.conf's\n"
 "\n"
 "DUR: 250ms, 1s, 2m (a bare number is milliseconds).\n";
 
@@ -180,7 +182,7 @@ enum {
 	OPT_SEED = 256, OPT_FEED, OPT_HAPROXY, OPT_STATS, OPT_STATUS, OPT_CHECK, OPT_PATH, OPT_METHOD,
 	OPT_HOST, OPT_STATUS_RANGE, OPT_SNI, OPT_INTERVAL, OPT_FAST, OPT_TIMEOUT, OPT_RISE, OPT_FALL,
 	OPT_JITTER, OPT_CA, OPT_NOVERIFY, OPT_DFLAPS, OPT_DWINDOW, OPT_DHOLD, OPT_DMAX, OPT_DNSMIN,
-	OPT_DNSMAX, OPT_DNSRETRY, OPT_HELP,
+	OPT_DNSMAX, OPT_DNSRETRY, OPT_DNSSERVERS, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -210,6 +212,7 @@ static const struct option long_opts[] = {
 	{ "dns-min-ttl", required_argument, NULL, OPT_DNSMIN },
 	{ "dns-max-ttl", required_argument, NULL, OPT_DNSMAX },
 	{ "dns-retry", required_argument, NULL, OPT_DNSRETRY },
+	{ "dns-servers", required_argument, NULL, OPT_DNSSERVERS },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -294,6 +297,7 @@ static int parse_args(int argc, char **argv, struct hcd_opts *o, bool *check_onl
 		case OPT_DNSMIN: bad = parse_duration(optarg, &o->dns_min_ttl_ms); break;
 		case OPT_DNSMAX: bad = parse_duration(optarg, &o->dns_max_ttl_ms); break;
 		case OPT_DNSRETRY: bad = parse_duration(optarg, &o->dns_retry_ms) || o->dns_retry_ms < 10; break;
+		case OPT_DNSSERVERS: o->dns_servers = optarg; break;
 		case OPT_HELP: return 1;
 		default:
 			fputs(usage_text, stderr);
