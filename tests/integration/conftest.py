@@ -24,3 +24,5 @@ def stack(tmp_path, request):
         sys.stderr.write("\n" + s.dump_logs() + "\n")
         request.node.add_report_section("call", "process logs", s.dump_logs())
     s.stop_all()
+    import health_util  # noqa: E402 - closes the feed readers of this test
+    health_util.close_feeds()

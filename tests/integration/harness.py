@@ -18,6 +18,7 @@ import signal
 from signal import SIGKILL, SIGTERM
 import socket
 import subprocess
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -139,6 +140,14 @@ class Stack:
     def __init__(self, tmpdir):
         self.dir = str(tmpdir)
         self.procs = []
+        self.cleanups = []
+
+    def defer(self, fn):
+        """Runs fn() at teardown, after every process is stopped (so a helper
+        thread that serves them, a DNS or feed peer, is stopped last). Later
+        registrations run first. Returns fn."""
+        self.cleanups.append(fn)
+        return fn
 
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
@@ -198,6 +207,16 @@ class Stack:
                 p.stop(timeout=3.0)
             except Exception:  # noqa: BLE001 - teardown must reach every process
                 pass
+        # Helper threads are joined before their sockets are closed: a thread
+        # still blocked in recv() on a descriptor that another test reuses
+        # would read that test's data (a feed line stolen by a leftover DNS
+        # thread made test_health_failover time out by chance).
+        while self.cleanups:
+            fn = self.cleanups.pop()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - teardown must reach every helper
+                pass
 
     def dump_logs(self):
         out = []
@@ -205,6 +224,43 @@ class Stack:
             out.append(f"----- {p.name} (pid {p.pid}, exit {p.popen.returncode}) {p.log_path}")
             out.append(p.log()[-6000:])
         return "\n".join(out)
+
+
+class SocketThread(threading.Thread):
+    """A helper thread that serves one socket and can be stopped for real:
+    the socket gets a short timeout, `serve_once()` is called until stop()
+    is asked, and stop() joins the thread BEFORE closing the socket, so no
+    thread is ever left blocked on a descriptor number the next test may
+    reuse. Subclasses set self.sock before calling start()."""
+
+    POLL = 0.1
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self._stop_ev = threading.Event()
+
+    def run(self):
+        self.sock.settimeout(self.POLL)
+        while not self._stop_ev.is_set():
+            try:
+                if self.serve_once() is False:
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+
+    def serve_once(self):
+        raise NotImplementedError
+
+    def stop(self):
+        self._stop_ev.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(5)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 def http_get(port, path="/", headers=None, host="127.0.0.1", timeout=5.0, method="GET"):

@@ -26,6 +26,14 @@ def start_healthcheckd(stack, seed, *, feed, haproxy_socks=(), stats_port=None, 
     return p
 
 
+OPEN_FEEDS = []   # closed by the stack fixture after each test (conftest.py)
+
+
+def close_feeds():
+    while OPEN_FEEDS:
+        OPEN_FEEDS.pop().close()
+
+
 class Feed(threading.Thread):
     """A subscriber of the health feed that records every T line with the
     time it arrived: events [(monotonic, name, state, addr, reason)], and
@@ -33,6 +41,7 @@ class Feed(threading.Thread):
 
     def __init__(self, path, timeout=5.0):
         super().__init__(daemon=True)
+        OPEN_FEEDS.append(self)
         self.path = path
         self.events = []
         self.state = {}
@@ -99,10 +108,14 @@ class Feed(threading.Thread):
             return [(t, st, reason) for t, n, st, _a, reason in self.events if n == name]
 
     def close(self):
+        """shutdown() wakes the reader; the socket is closed only once the
+        thread has returned, so it never reads a reused descriptor."""
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(5)
         self.sock.close()
 
 

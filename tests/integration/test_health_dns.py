@@ -6,7 +6,6 @@ resolution keeps the last address and is reported (log, feed reason,
 seedgate_hc_dns_resolutions_total{result="error"})."""
 import socket
 import struct
-import threading
 from types import SimpleNamespace
 
 import harness
@@ -17,50 +16,45 @@ import stack_util
 NAME = "n1.seedgate.test"
 
 
-class TinyDNS(threading.Thread):
+class TinyDNS(harness.SocketThread):
     """Answers A queries for NAME with self.ip (TTL 0) on a UDP loopback port;
     AAAA and other names get an empty NOERROR answer; with self.fail set,
-    every query gets SERVFAIL."""
+    every query gets SERVFAIL. Stopped and joined at the stack's teardown,
+    after healthcheckd, which keeps querying it until then."""
 
-    def __init__(self):
-        super().__init__(daemon=True)
+    def __init__(self, stack):
+        super().__init__()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.ip = "127.0.0.1"
         self.fail = False
         self.queries = 0
+        stack.defer(self.stop)
         self.start()
 
-    def run(self):
-        while True:
-            try:
-                q, peer = self.sock.recvfrom(512)
-            except OSError:
-                return
-            if len(q) < 12:
-                continue
-            self.queries += 1
-            qid = q[:2]
-            i, labels = 12, []
-            while i < len(q) and q[i]:
-                labels.append(q[i + 1:i + 1 + q[i]].decode(errors="replace"))
-                i += 1 + q[i]
-            question = q[12:i + 5]
-            qtype = struct.unpack("!H", q[i + 1:i + 3])[0] if i + 3 <= len(q) else 0
-            name = ".".join(labels).lower()
-            if self.fail:
-                self.sock.sendto(qid + struct.pack("!HHHHH", 0x8182, 1, 0, 0, 0) + question, peer)
-                continue
-            answers = b""
-            if name == NAME and qtype == 1:
-                answers = (struct.pack("!HHHIH", 0xC00C, 1, 1, 0, 4) + socket.inet_aton(self.ip))
-            flags = 0x8180
-            self.sock.sendto(qid + struct.pack("!HHHHH", flags, 1, 1 if answers else 0, 0, 0)
-                             + question + answers, peer)
-
-    def close(self):
-        self.sock.close()
+    def serve_once(self):
+        q, peer = self.sock.recvfrom(512)
+        if len(q) < 12:
+            return
+        self.queries += 1
+        qid = q[:2]
+        i, labels = 12, []
+        while i < len(q) and q[i]:
+            labels.append(q[i + 1:i + 1 + q[i]].decode(errors="replace"))
+            i += 1 + q[i]
+        question = q[12:i + 5]
+        qtype = struct.unpack("!H", q[i + 1:i + 3])[0] if i + 3 <= len(q) else 0
+        name = ".".join(labels).lower()
+        if self.fail:
+            self.sock.sendto(qid + struct.pack("!HHHHH", 0x8182, 1, 0, 0, 0) + question, peer)
+            return
+        answers = b""
+        if name == NAME and qtype == 1:
+            answers = (struct.pack("!HHHIH", 0xC00C, 1, 1, 0, 4) + socket.inet_aton(self.ip))
+        flags = 0x8180
+        self.sock.sendto(qid + struct.pack("!HHHHH", flags, 1, 1 if answers else 0, 0, 0)
+                         + question + answers, peer)
 
 
 def demo(stack, name, addr, port):
@@ -70,7 +64,7 @@ def demo(stack, name, addr, port):
 
 
 def test_address_change_is_pushed_and_failures_keep_the_last_address(stack):
-    dns = TinyDNS()
+    dns = TinyDNS(stack)
     port, hub_port, http_port = harness.free_port(), harness.free_port(), harness.free_port()
     demo(stack, "n1-at-1", "127.0.0.1", port)
     demo(stack, "n1-at-2", "127.0.0.2", port)
@@ -135,4 +129,3 @@ backend hubs_a
                        what="address follows the record again")
     harness.wait_until(lambda: haproxy_addr() == "127.0.0.1", 5, what="HAProxy back on 127.0.0.1")
     assert served_by() == "n1-at-1"
-    dns.close()

@@ -708,16 +708,21 @@ class _PyAgent:
         self.corrupt = corrupt
         self.lock = threading.Lock()
         self.threads = []
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
+        self.stopping = threading.Event()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self):
         import threading
-        while True:
+        self.lsock.settimeout(0.1)
+        while not self.stopping.is_set():
             try:
                 s, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return
+            s.settimeout(None)
             t = threading.Thread(target=self._serve, args=(s,), daemon=True)
             t.start()
             self.threads.append(t)
@@ -761,6 +766,10 @@ class _PyAgent:
             s.close()
 
     def close(self):
+        # join the acceptor before closing its socket (never leave a thread
+        # blocked on a descriptor number that may be reused)
+        self.stopping.set()
+        self.acceptor.join(5)
         self.lsock.close()
 
 
