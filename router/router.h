@@ -63,6 +63,14 @@ struct router_target {
 struct router_dir *router_dir_load(const char *path, char *err, size_t errlen);
 struct router_dir *router_dir_parse(const char *text, size_t len, const char *filename,
                                     char *err, size_t errlen);
+/* The same with flags. ROUTER_LOAD_NO_RINGS: a directory for a process that
+ * never routes (healthcheckd, seedctl check/haproxy): the rings are not
+ * built, router_preference()/router_decide*() must not be called on it. */
+#define ROUTER_LOAD_NO_RINGS  0x1u
+struct router_dir *router_dir_load_flags(const char *path, unsigned flags, char *err, size_t errlen);
+struct router_dir *router_dir_parse_flags(const char *text, size_t len, const char *filename,
+                                          unsigned flags, char *err, size_t errlen);
+bool router_dir_has_rings(const struct router_dir *d);
 struct router_dir *router_dir_ref(struct router_dir *d);
 void router_dir_release(struct router_dir **d);         /* drops a ref, sets *d = NULL */
 

@@ -51,6 +51,12 @@ void router_dir_destroy(struct router_dir *d)
  * reference, or NULL with "file: reason" / "file:line: message" in err. */
 struct router_dir *router_dir_load(const char *path, char *err, size_t errlen)
 {
+	return router_dir_load_flags(path, 0, err, errlen);
+}
+
+/* Reads the whole file, then parses it with flags (ROUTER_LOAD_*). */
+struct router_dir *router_dir_load_flags(const char *path, unsigned flags, char *err, size_t errlen)
+{
 	struct router_dir *d = NULL;
 	char *buf = NULL;
 	size_t len = 0, room = 0;
@@ -90,11 +96,19 @@ struct router_dir *router_dir_load(const char *path, char *err, size_t errlen)
 			break;
 		}
 	}
-	d = router_dir_parse(buf, len, path, err, errlen);
+	d = router_dir_parse_flags(buf, len, path, flags, err, errlen);
 out_free_buf:
 	free(buf);
 	fclose(f);
 	return d;
+}
+
+/* TODO(ring): rings are always built for now; flags are accepted so that
+ * callers can already say they do not route. */
+bool router_dir_has_rings(const struct router_dir *d)
+{
+	(void)d;
+	return true;
 }
 
 /* Takes one more reference on a snapshot; returns it (NULL passes through). */

@@ -742,6 +742,13 @@ out_free_dir:
 struct router_dir *router_dir_parse(const char *text, size_t len, const char *filename,
                                     char *err, size_t errlen)
 {
+	return router_dir_parse_flags(text, len, filename, 0, err, errlen);
+}
+
+struct router_dir *router_dir_parse_flags(const char *text, size_t len, const char *filename,
+                                          unsigned flags, char *err, size_t errlen)
+{
+	(void)flags;
 	struct parser p = { .file = filename ? filename : "<seed>", .err = err, .errlen = errlen };
 	struct router_dir *d = NULL;
 	char *line = NULL;

@@ -77,7 +77,7 @@ struct sd_record {
  * "KEY: message" on any error. `source` names the directory in messages
  * (the spec). */
 struct router_dir *sd_build(const char *prefix, const char *gen, const struct sd_record *recs,
-                            size_t n, char *err, size_t errlen);
+                            size_t n, unsigned flags /* ROUTER_LOAD_* */, char *err, size_t errlen);
 
 /* The same assembled text (what `seedctl export` prints and the daemons'
  * local copy holds): malloc'd, NUL-terminated, *len set. NULL + err. */
