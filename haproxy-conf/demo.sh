@@ -112,7 +112,7 @@ wait_tcp() { # wait_tcp PORT NAME: up to 10 s for 127.0.0.1:PORT to accept
 }
 
 # --- configuration ------------------------------------------------------------
-SEEDGATE_BUILD=$build "$here/gen-backends.sh" --seed "$seed" --out "$dir/backends.cfg" ||
+"$build/seedctl" haproxy --seed "$seed" --out "$dir/backends.cfg" ||
 	die "cannot generate $dir/backends.cfg"
 local_dc=$("$here/seed-targets.sh" "$seed" | awk '$1 == "dc" { print $2; exit }')
 if [ $have_tls = 1 ]; then

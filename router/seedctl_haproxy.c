@@ -1,12 +1,26 @@
 /*
- * seedctl haproxy --seed FILE [--out FILE] [--server-opts "..."]
+ * seedctl haproxy --seed FILE [--out FILE] [--server-opts "..."] [--cookie-key KEY]
  *
- * Generates the HAProxy backends of the seed directory: hubs_<dc>
- * (round-robin, sticky cookie for websocket/long-poll sessions) and
- * nodes_<dc> (reached with use-server from the route agent's decision).
- * Server names are the seed names, so the runtime API and txn.route.server
- * speak the same names. With --out the file is replaced atomically (temp
- * file in the same directory, fsync, rename): a reload never reads half.
+ * Generates the final HAProxy backends of the seed directory, the file
+ * haproxy-conf/haproxy.cfg is loaded with (nothing patches it afterwards):
+ * hubs_<dc> (round-robin, sticky cookie for websocket/long-poll sessions)
+ * and nodes_<dc> (reached with use-server from the route agent's decision,
+ * with the guards below). Server names are the seed names, so the runtime
+ * API and txn.route.server speak the same names. With --out the file is
+ * replaced atomically (temp file in the same directory, fsync, rename): a
+ * reload never reads half.
+ *
+ * Every backend accepts servers added at run time (healthcheckd follows
+ * directory changes with "add server", see healthcheck/README.md), which
+ * HAProxy 2.6 and 3.x allow only when:
+ *   - the balance algorithm is dynamic: roundrobin (no static-rr, no
+ *     map-based hash-type);
+ *   - servers need no "cookie" keyword (2.6 refuses it on "add server"):
+ *     the hub cookie is a dynamic one, a hash of the server's address and
+ *     dynamic-cookie-key, which HAProxy computes for added servers too;
+ *   - nothing comes from default-server (added servers do not inherit it):
+ *     each line carries its options, the same ones healthcheckd gives
+ *     (hc_backends.h).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -15,58 +29,85 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hc_backends.h"
 #include "seedctl.h"
+
+#define DEFAULT_COOKIE_KEY "seedgate"
 
 static void haproxy_usage(FILE *f)
 {
-	fprintf(f, "usage: seedctl haproxy --seed FILE [--out FILE] [--server-opts \"...\"]\n"
-	        "Writes backends hubs_<dc> and nodes_<dc> for every datacenter (stdout, or\n"
-	        "FILE replaced atomically). Drained hubs get weight 0; drained nodes keep\n"
-	        "their line (the route agent stops choosing them). --server-opts is\n"
-	        "appended to every server line.\n");
+	fprintf(f, "usage: seedctl haproxy --seed FILE [--out FILE] [--server-opts \"...\"] [--cookie-key KEY]\n"
+	        "Writes the backends hubs_<dc> and nodes_<dc> of every datacenter, in file\n"
+	        "order (stdout, or FILE replaced atomically); haproxy-conf/haproxy.cfg is\n"
+	        "loaded with exactly this output. The same seed gives the same bytes.\n"
+	        "\n"
+	        "hubs_<dc>:  balance roundrobin; a sticky cookie SGHUB for websocket and\n"
+	        "            long-poll sessions, computed from the hub's address and KEY\n"
+	        "            (dynamic cookies: hubs added at run time get one too);\n"
+	        "            server weight = seed weight, 0 when drained.\n"
+	        "nodes_<dc>: use-server sends a request to the node the route agent named\n"
+	        "            (txn.route.server, or sess.route.dest with SG_ROUTE_CACHE=1);\n"
+	        "            every node has weight 0, so balancing never picks a node, and\n"
+	        "            the one server it can pick is the backup %s, which\n"
+	        "            leads to the hubs (haproxy.cfg's fe_node_fallback). Drained nodes\n"
+	        "            keep their line (the route agent stops choosing them).\n"
+	        "Servers: \"server NAME ADDR weight W init-addr last,libc,none [--server-opts]\".\n"
+	        "Every backend accepts servers added at run time (healthcheckd's runtime API).\n"
+	        "\n"
+	        "  --server-opts \"...\"  appended to every hub and node server line\n"
+	        "  --cookie-key KEY      dynamic-cookie-key of the hub backends (%s); the\n"
+	        "                        same on every proxy, so a cookie works on all of them\n",
+	        HC_FALLBACK_SERVER, DEFAULT_COOKIE_KEY);
 }
 
 /* One server line. init-addr lets HAProxy start while a host name does not
  * resolve yet (and is harmless for IP literals). */
-static void server_line(FILE *f, const struct router_target *t, bool hub, const char *opts)
+static void server_line(FILE *f, const struct router_target *t, const char *opts)
 {
-	fprintf(f, "    server %s %s weight %u", t->name, t->addr, hub && t->drain ? 0 : t->weight);
-	if (hub)
-		fprintf(f, " cookie %s", t->name);
-	fprintf(f, " init-addr last,libc,none");
+	fprintf(f, "    server %s %s weight %u init-addr last,libc,none", t->name, t->addr, hc_server_weight(t));
 	if (opts && *opts)
 		fprintf(f, " %s", opts);
 	fputc('\n', f);
 }
 
-static void generate(FILE *f, const struct router_dir *d, const char *seed, const char *opts)
+/* The servers of one backend: targets of dc and kind, in file order. */
+static void servers(FILE *f, const struct router_dir *d, unsigned dc, enum router_kind kind, const char *opts)
 {
-	unsigned n = router_dir_target_count(d);
+	for (unsigned i = 0; i < router_dir_target_count(d); i++) {
+		const struct router_target *t = router_dir_target(d, i);
 
-	fprintf(f, "# generated by seedctl from %s \xe2\x80\x94 do not edit\n", seed);
+		if (t->dc == dc && t->kind == kind)
+			server_line(f, t, opts);
+	}
+}
+
+static void generate(FILE *f, const struct router_dir *d, const char *seed, const char *opts, const char *key)
+{
+	fprintf(f, "# generated by seedctl from %s \xe2\x80\x94 do not edit (seedctl haproxy --help)\n", seed);
 	for (unsigned dc = 0; dc < router_dir_dc_count(d); dc++) {
 		fprintf(f, "\nbackend %s\n    balance roundrobin\n"
-		        "    cookie SGHUB insert indirect nocache    # sticky hub for websocket/long-poll sessions\n",
-		        router_dir_hub_backend(d, dc));
-		for (unsigned i = 0; i < n; i++) {
-			const struct router_target *t = router_dir_target(d, i);
-
-			if (t->dc == dc && t->kind == ROUTER_HUB)
-				server_line(f, t, true, opts);
-		}
-		fprintf(f, "\nbackend %s\n    balance roundrobin    # only reached with use-server (route agent)\n",
+		        "    # sticky hub for websocket/long-poll sessions; the value is a hash of the\n"
+		        "    # hub's address and the key, so hubs added at run time get one too\n"
+		        "    cookie SGHUB insert indirect nocache dynamic\n"
+		        "    dynamic-cookie-key \"%s\"\n",
+		        router_dir_hub_backend(d, dc), key);
+		servers(f, d, dc, ROUTER_HUB, opts);
+		fprintf(f, "\nbackend %s\n    balance roundrobin    # only ever picks the backup: nodes have weight 0\n"
+		        "    # the node the route agent named, or the hubs; never another node\n"
+		        ".if streq(\"${SG_ROUTE_CACHE}\",1)\n"
+		        "    use-server %%[var(sess.route.dest),field(2,/)] if TRUE\n"
+		        ".else\n"
+		        "    use-server %%[var(txn.route.server)] if { var(txn.route.server) -m found }\n"
+		        ".endif\n",
 		        router_dir_node_backend(d, dc));
-		for (unsigned i = 0; i < n; i++) {
-			const struct router_target *t = router_dir_target(d, i);
-
-			if (t->dc == dc && t->kind == ROUTER_NODE)
-				server_line(f, t, false, opts);
-		}
+		servers(f, d, dc, ROUTER_NODE, opts);
+		fprintf(f, "    server %s \"unix@${SG_RUN_DIR}/node-fallback.sock\" backup\n", HC_FALLBACK_SERVER);
 	}
 }
 
 /* Writes to out via out.tmp.<pid> + rename; returns 0 or -1 (message printed). */
-static int write_atomic(const char *out, const struct router_dir *d, const char *seed, const char *opts)
+static int write_atomic(const char *out, const struct router_dir *d, const char *seed, const char *opts,
+                        const char *key)
 {
 	char tmp[4096];
 	FILE *f;
@@ -77,7 +118,7 @@ static int write_atomic(const char *out, const struct router_dir *d, const char 
 		fprintf(stderr, "seedctl: %s: %s\n", tmp, strerror(errno));
 		return -1;
 	}
-	generate(f, d, seed, opts);
+	generate(f, d, seed, opts, key);
 	if (fflush(f) == EOF || fsync(fileno(f)) == -1) {
 		fprintf(stderr, "seedctl: %s: %s\n", tmp, strerror(errno));
 		fclose(f);
@@ -97,21 +138,51 @@ out_unlink:
 	return -1;
 }
 
+/* A target named like the fallback server would clash with it. */
+static int check_names(const struct router_dir *d, const char *seed)
+{
+	for (unsigned i = 0; i < router_dir_target_count(d); i++) {
+		if (strcmp(router_dir_target(d, i)->name, HC_FALLBACK_SERVER) == 0) {
+			fprintf(stderr, "seedctl: %s: the name %s is reserved (the nodes backends' backup server)\n",
+			        seed, HC_FALLBACK_SERVER);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Words that go into the file as they are: one line, and the key inside
+ * double quotes (no quote, backslash or $ that HAProxy would interpret). */
+static int check_words(const char *opts, const char *key)
+{
+	if (opts && strpbrk(opts, "\r\n")) {
+		fprintf(stderr, "seedctl: --server-opts must be one line\n");
+		return -1;
+	}
+	if (!*key || strlen(key) > 256 || key[strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                                                  "0123456789_.:/+=-")] != '\0') {
+		fprintf(stderr, "seedctl: --cookie-key: 1 to 256 of A-Z a-z 0-9 _ . : / + = -\n");
+		return -1;
+	}
+	return 0;
+}
+
 int seedctl_haproxy(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "seed", required_argument, NULL, 's' }, { "out", required_argument, NULL, 'o' },
-		{ "server-opts", required_argument, NULL, 'O' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 } };
-	const char *seed = NULL, *out = NULL, *server_opts = NULL;
+		{ "server-opts", required_argument, NULL, 'O' }, { "cookie-key", required_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	const char *seed = NULL, *out = NULL, *server_opts = NULL, *key = DEFAULT_COOKIE_KEY;
 	struct router_dir *d;
 	int c, ret = 0;
 
-	while ((c = getopt_long(argc, argv, "s:o:O:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:o:O:k:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': seed = optarg; break;
 		case 'o': out = optarg; break;
 		case 'O': server_opts = optarg; break;
+		case 'k': key = optarg; break;
 		case 'h': haproxy_usage(stdout); return 0;
 		default: haproxy_usage(stderr); return 2;
 		}
@@ -120,13 +191,17 @@ int seedctl_haproxy(int argc, char **argv)
 		haproxy_usage(stderr);
 		return 2;
 	}
+	if (check_words(server_opts, key) == -1)
+		return 2;
 	d = seedctl_load(seed);
 	if (!d)
 		return 1;
-	if (out) {
-		ret = write_atomic(out, d, seed, server_opts) == -1 ? 1 : 0;
+	if (check_names(d, seed) == -1) {
+		ret = 1;
+	} else if (out) {
+		ret = write_atomic(out, d, seed, server_opts, key) == -1 ? 1 : 0;
 	} else {
-		generate(stdout, d, seed, server_opts);
+		generate(stdout, d, seed, server_opts, key);
 		ret = fflush(stdout) == EOF ? 1 : 0;
 	}
 	router_dir_release(&d);

@@ -1,7 +1,7 @@
 """The whole seedgate stack for an integration test, built the way the demo
 builds it (haproxy-conf/demo.sh): the same haproxy-conf/haproxy.cfg and
-spoe-route.conf, the same scripts (seed-targets.sh, gen-backends.sh,
-run-haproxy.sh, tls/make-certs.sh, tls/stunnel-conf.sh), with ports from
+spoe-route.conf, the same scripts and tools (seed-targets.sh, `seedctl
+haproxy`, run-haproxy.sh, tls/make-certs.sh, tls/stunnel-conf.sh), with ports from
 harness.free_port() and every file in the test's temp dir.
 
     info = start_stack(stack, seed_path, agents=2, cache=False,
@@ -66,11 +66,10 @@ def seed_targets(seed_path):
 
 
 def gen_backends(seed_path, out_path):
-    """Generates the backends file exactly as the demo does."""
-    env = dict(os.environ, SEEDGATE_BUILD=harness.BUILD)
-    r = subprocess.run([os.path.join(CONF_DIR, "gen-backends.sh"), "--seed", seed_path,
-                        "--out", out_path], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, f"gen-backends.sh failed:\n{r.stdout}{r.stderr}"
+    """Generates the backends file exactly as the demo does (`seedctl haproxy`)."""
+    r = subprocess.run([harness.bin_path("seedctl"), "haproxy", "--seed", seed_path,
+                        "--out", out_path], capture_output=True, text=True)
+    assert r.returncode == 0, f"seedctl haproxy failed:\n{r.stdout}{r.stderr}"
     return out_path
 
 

@@ -1,0 +1,37 @@
+/*
+ * hc_backends.h — what HAProxy server a hub or node of the seed directory
+ * becomes. One definition for the two writers of those servers, so that they
+ * can never disagree: `seedctl haproxy` (the backends file HAProxy starts
+ * from) and healthcheckd (servers added, re-weighted and removed at run time
+ * through the runtime API, hc_servers.c).
+ *
+ * Header only (static inline): seedctl and healthcheckd link different
+ * sets of objects.
+ */
+#ifndef SEEDGATE_HC_BACKENDS_H
+#define SEEDGATE_HC_BACKENDS_H
+
+#include "router.h"
+
+/* The backup server of every nodes_<dc> backend (leads to the hubs). A seed
+ * name, so it is reserved: `seedctl haproxy` refuses a target called so,
+ * healthcheckd never removes it. */
+#define HC_FALLBACK_SERVER "sg_hubs_fallback"
+
+/* The backend a target's server lives in: hubs_<dc> or nodes_<dc>. */
+static inline const char *hc_backend_of(const struct router_dir *d, const struct router_target *t)
+{
+	return t->kind == ROUTER_HUB ? router_dir_hub_backend(d, t->dc) : router_dir_node_backend(d, t->dc);
+}
+
+/* A server's HAProxy weight. Hubs are balanced by their seed weight, 0 while
+ * drained (no new sessions, sticky ones finish). Nodes always 0: they are
+ * reached by `use-server` only, balancing must never pick one (that would be
+ * the wrong node for the project); their seed weight is a placement matter
+ * (the rings), not HAProxy's. */
+static inline unsigned hc_server_weight(const struct router_target *t)
+{
+	return t->kind == ROUTER_HUB && !t->drain ? t->weight : 0;
+}
+
+#endif /* SEEDGATE_HC_BACKENDS_H */
