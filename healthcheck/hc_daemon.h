@@ -196,11 +196,37 @@ void hcd_haproxy_start(struct hcd_haproxy *h);
 void hcd_haproxy_free(struct hcd_haproxy **h);
 void hcd_haproxy_command(struct hcd_haproxy *h, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* The same for a command whose failure may be expected: flags
+ * HCD_CMD_EXISTS_OK ("add server" of a server that may still exist). */
+#define HCD_CMD_EXISTS_OK 0x1u
+void hcd_haproxy_command_flags(struct hcd_haproxy *h, unsigned flags, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Connected and in sync with HAProxy's servers: takes commands. */
+bool hcd_haproxy_ready(const struct hcd_haproxy *h);
+/* Removes backend/name: maintenance, then "del server" until HAProxy agrees
+ * (it refuses while connections remain; after a grace period their
+ * sessions are shut down). */
+void hcd_haproxy_remove_server(struct hcd_haproxy *h, const char *backend, const char *name);
+/* The server is wanted again: forgets its pending removal. true if there
+ * was one (the server may still exist, in maintenance). */
+bool hcd_haproxy_forget_removal(struct hcd_haproxy *h, const char *backend, const char *name);
+/* Appends the client's own metrics (failed commands by command, ...). */
+void hcd_haproxy_stats(const struct hcd *d, struct hc_text *out);
 bool hcd_haproxy_connected(const struct hcd_haproxy *h);
 uint64_t hcd_haproxy_commands(const struct hcd_haproxy *h);
 uint64_t hcd_haproxy_errors(const struct hcd_haproxy *h);
 uint64_t hcd_haproxy_connects(const struct hcd_haproxy *h);
 const char *hcd_haproxy_path(const struct hcd_haproxy *h);
+
+/* hc_servers.c: HAProxy's servers follow the seed directory.
+ * Applies every difference between two directories (servers added, removed,
+ * re-weighted, moved, re-addressed) to every HAProxy in sync. Depends on the
+ * two snapshots only (wherever they came from); call it before the target
+ * table takes the new one, so that servers exist before verdicts name them. */
+void hcd_servers_apply(struct hcd *d, const struct router_dir *old, const struct router_dir *new_dir);
+/* Makes one HAProxy's servers those of d->dir, from its "show servers state"
+ * answer (after a (re)connect: its configuration file may be older). */
+void hcd_servers_sync(struct hcd *d, struct hcd_haproxy *h, const char *state, size_t len);
 
 /* hc_stats.c: appends healthcheckd's Prometheus text; udata is the
  * struct hcd. The render callback of hc_metrics_server_new(). */

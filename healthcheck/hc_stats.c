@@ -58,6 +58,7 @@ void hcd_stats_render(void *udata, struct hc_text *o)
 		               hcd_haproxy_path(d->haproxy[i]), (unsigned long long)hcd_haproxy_commands(d->haproxy[i]),
 		               hcd_haproxy_path(d->haproxy[i]), (unsigned long long)hcd_haproxy_connects(d->haproxy[i]),
 		               hcd_haproxy_path(d->haproxy[i]), (unsigned long long)hcd_haproxy_errors(d->haproxy[i]));
+	hcd_haproxy_stats(d, o);
 	hc_text_printf(o, "# HELP seedgate_hc_target_up 1 when the target is up (or draining), 0 when down.\n"
 	               "# TYPE seedgate_hc_target_up gauge\n");
 	for (unsigned i = 0; i < d->ntargets; i++) {

@@ -174,12 +174,14 @@ void hcd_target_addr_changed(struct hcd_target *t)
 	struct hcd *d = t->d;
 
 	hcd_log("%s %s: address %s (from %s)", t->kind_str, t->name, t->addr, t->host);
+	/* HAProxy at once, verdict or not: a server added at run time
+	 * (hc_servers.c) gets its address from nowhere else */
+	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
+		target_haproxy_addr(d, d->haproxy[i], t);
 	if (!t->published)
 		return;
 	snprintf(t->reason, sizeof(t->reason), "address changed to %s", t->addr);
 	target_feed(t);
-	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
-		target_haproxy_addr(d, d->haproxy[i], t);
 }
 
 /* DNS failed for t (it keeps its last address): report it. */

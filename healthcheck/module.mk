@@ -19,7 +19,7 @@ $(eval $(call static_lib,hc,$(HC_LIB_SRCS)))
 
 HCD_SRCS := healthcheck/hc_main.c healthcheck/hc_target.c healthcheck/hc_probe.c \
             healthcheck/hc_dns.c healthcheck/hc_feed_server.c healthcheck/hc_haproxy.c \
-            healthcheck/hc_stats.c healthcheck/hc_buf.c
+            healthcheck/hc_stats.c healthcheck/hc_buf.c healthcheck/hc_servers.c
 
 $(call objs_of,$(HCD_SRCS)): EXTRA_CFLAGS += $(CARES_CFLAGS)
 BINS += $(B)/healthcheckd

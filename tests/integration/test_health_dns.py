@@ -84,7 +84,10 @@ frontend f
     bind 127.0.0.1:{http_port}
     default_backend nodes_a
 backend nodes_a
-    server n1 127.0.0.1:{port}
+    # as seedctl haproxy writes it: nodes weigh 0 (healthcheckd keeps them
+    # so), use-server reaches them
+    use-server n1 if TRUE
+    server n1 127.0.0.1:{port} weight 0
 backend hubs_a
     server h1 127.0.0.1:{hub_port}
 """, wait_ports=(http_port,))
