@@ -24,9 +24,9 @@
  * "show servers state" is compared with the current directory instead.
  *
  * Servers added at run time have no address resolution in HAProxy: a
- * hostname target is added with its address once healthcheckd resolved it,
- * otherwise in maintenance until the resolver's "set server addr" and the
- * first verdict.
+ * hostname target is added with the address healthcheckd resolved, or, not
+ * resolved yet, with 0.0.0.0 and in maintenance until the resolver's "set
+ * server addr" and the first verdict.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,10 +66,17 @@ static void server_add(struct hcd *d, struct hcd_haproxy *h, const struct router
 	bool resolved = !ip && t && t->hostname && t->have_addr && strcmp(t->host, rt->host) == 0 &&
 	                t->port == rt->port;
 	bool pending = hcd_haproxy_forget_removal(h, be, rt->name);
+	char placeholder[32];
 	const char *state;
 
+	/* An unresolved hostname: HAProxy keeps a server added with one without
+	 * an address family, and then refuses "set server addr" for it; so it
+	 * gets 0.0.0.0 (in maintenance, it is never used) until the resolver's
+	 * address arrives (hcd_target_addr_changed) */
+	snprintf(placeholder, sizeof(placeholder), "0.0.0.0:%u", rt->port);
 	hcd_haproxy_command_flags(h, pending ? HCD_CMD_EXISTS_OK : 0, "add server %s/%s %s weight %u", be,
-	                          rt->name, resolved ? t->addr : rt->addr, hc_server_weight(rt));
+	                          rt->name, ip ? rt->addr : resolved ? t->addr : placeholder,
+	                          hc_server_weight(rt));
 	if (pending) {
 		/* its removal was under way: it may still be there, with old settings */
 		hcd_haproxy_command(h, "set server %s/%s weight %u", be, rt->name, hc_server_weight(rt));

@@ -257,3 +257,20 @@ def test_refused_commands_are_logged_with_the_server_and_counted(stack):
     line = [l for l in hc.log().splitlines() if "add server nodes_ap-south/node31" in l]
     assert line and "No such backend" in line[0], hc.log()
     print(f"\n{line[0]}")
+
+
+def test_hostname_node_added_gets_the_resolved_address(stack):
+    """HAProxy does not resolve servers added at run time: healthcheckd adds
+    it in maintenance and pushes the address its resolver found, then the
+    verdict."""
+    info, seed, text, hc, w, stats = start_all(stack)
+    port = harness.free_port()
+    start_server(stack, info, "node15", port)
+    new_text = text + f"node node15 localhost:{port} dc=us-east weight=10\n"
+    ids = projects_on(stack, new_text, "node15", n=3)
+    ru.write_atomic(seed, new_text)
+    harness.wait_until(lambda: all_served_by(info, ids, "node15"), 5, interval=0.02,
+                       what=f"{len(ids)} projects served by node15 (localhost)")
+    row = servers_state(info)[("nodes_us-east", "node15")]
+    assert (row["addr"], row["port"]) == ("127.0.0.1", port), row
+    assert failed_commands(stats) == 0, hc.log()
