@@ -32,3 +32,6 @@ $(foreach t,$(basename $(notdir $(wildcard tests/unit/test_hc_*.c))),\
   $(eval $(call unit_test,$(t),$(HC_LIB) $(B)/librouter.a,$(EV_LIBS) $(XXH_LIBS))))
 
 $(eval $(call fuzz_target,hc_feed,$(HC_LIB),,healthcheck/hc_feed_codec.c healthcheck/hc_line.c))
+# healthcheckd's reading of "show servers state" (hc_servers.c, the client stubbed)
+$(eval $(call fuzz_target,hc_servers,$(B)/obj/healthcheck/hc_servers.o $(B)/librouter.a,$(XXH_LIBS),\
+	healthcheck/hc_servers.c $(ROUTER_SRCS)))
