@@ -9,7 +9,12 @@ with healthcheckd driving HAProxy (--haproxy-socket):
   after a HAProxy reload (SIGUSR2) the new worker, started from the older
   backends file, gets the added server again and routing holds;
 * a node removed from the seed under load: its project moves to its replica
-  with no failed GET, and the server is deleted from HAProxy;
+  with no failed GET, and the server is deleted from HAProxy; one with a
+  request stuck on it is deleted once healthcheckd shut its sessions down
+  after the 10 s grace period;
+* a hostname node added is given the address healthcheckd resolved;
+* a refused command (a new datacenter has no backend) is logged with the
+  server and counted;
 * a hub re-weighted, a hub and a node drained, a node moved to another port:
   `show servers state` / `show stat` say so;
 * the reload detector survives a peer that accepts and never answers on the
@@ -17,8 +22,10 @@ with healthcheckd driving HAProxy (--haproxy-socket):
   takes the path over later.
 Checks run every 100 ms (health_util defaults).
 """
+import http.client
 import os
 import socket
+import threading
 import time
 
 import harness
@@ -48,6 +55,14 @@ def servers_state(info):
         if len(f) >= 19 and f[0].isdigit():
             out[(f[1], f[3])] = {"addr": f[4], "admin": int(f[6]), "weight": int(f[7]), "port": int(f[18])}
     return out
+
+
+def current_sessions(info, backend, server):
+    for row in stack_util.admin(info, "show stat").splitlines():
+        f = row.split(",")
+        if len(f) > 4 and f[0] == backend and f[1] == server:
+            return int(f[4] or 0)           # scur
+    return None
 
 
 def failed_commands(stats):
@@ -273,4 +288,38 @@ def test_hostname_node_added_gets_the_resolved_address(stack):
                        what=f"{len(ids)} projects served by node15 (localhost)")
     row = servers_state(info)[("nodes_us-east", "node15")]
     assert (row["addr"], row["port"]) == ("127.0.0.1", port), row
+    assert failed_commands(stats) == 0, hc.log()
+
+
+def test_removed_node_with_a_stuck_request_is_shut_down_after_the_grace_period(stack):
+    """del server is refused while the node has a connection; after 10 s
+    healthcheckd shuts its sessions down and the server goes."""
+    info, seed, text, hc, w, stats = start_all(stack)
+    pid = projects_on(stack, text, "node12", n=1)[0]
+    hu.server_mode(info.server_ports["node12"], "hang")
+    result = {}
+
+    def stuck_get():
+        try:
+            result["answer"] = harness.http_get(info.http_port, f"/{pid}/x", timeout=30)[0]
+        except (OSError, http.client.HTTPException) as e:
+            result["answer"] = f"error {e}"
+    t = threading.Thread(target=stuck_get, daemon=True)
+    t.start()
+    stack.defer(lambda: t.join(10))
+    harness.wait_until(lambda: current_sessions(info, "nodes_us-east", "node12") == 1, 5,
+                       what="the stuck request on node12")
+    t0 = time.monotonic()
+    ru.write_atomic(seed, "".join(l for l in text.splitlines(True) if not l.startswith("node node12 ")))
+    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_hc_haproxy_removals_pending") == 1,
+                       5, what="node12 waiting for its connection")
+    harness.wait_until(lambda: ("nodes_us-east", "node12") not in servers_state(info), 20, interval=0.1,
+                       what="node12 deleted after the grace period")
+    took = time.monotonic() - t0
+    t.join(10)
+    print(f"\nnode12 removed with a stuck request: deleted after {took:.1f} s; the stuck request "
+          f"got: {result.get('answer')}")
+    assert took >= 9.5
+    assert "shutting its sessions down" in hc.log()
+    assert ru.metric(ru.read_metrics(stats), "seedgate_hc_haproxy_removals_pending") == 0
     assert failed_commands(stats) == 0, hc.log()
