@@ -221,8 +221,9 @@ const char *hcd_haproxy_path(const struct hcd_haproxy *h);
 /* hc_servers.c: HAProxy's servers follow the seed directory.
  * Applies every difference between two directories (servers added, removed,
  * re-weighted, moved, re-addressed) to every HAProxy in sync. Depends on the
- * two snapshots only (wherever they came from); call it before the target
- * table takes the new one, so that servers exist before verdicts name them. */
+ * two snapshots only (wherever they came from). hcd_targets_load() calls it
+ * once the new directory is accepted, before it queues any verdict, so that
+ * servers exist before verdicts name them. */
 void hcd_servers_apply(struct hcd *d, const struct router_dir *old, const struct router_dir *new_dir);
 /* Makes one HAProxy's servers those of d->dir, from its "show servers state"
  * answer (after a (re)connect: its configuration file may be older). */

@@ -151,13 +151,7 @@ static void on_reload(void *udata, struct router_dir *dir, const char *load_err,
 	if (!dir) {
 		d->ctr.reloads_error++;
 		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", why, load_err);
-		return;
-	}
-	/* HAProxy's servers follow the directory, before the target table
-	 * does: the verdicts it queues must find the servers added */
-	hcd_servers_apply(d, d->dir, dir);
-	if (hcd_targets_load(d, dir, err, sizeof(err)) == -1) {
-		hcd_servers_apply(d, dir, d->dir);     /* back to the directory kept */
+	} else if (hcd_targets_load(d, dir, err, sizeof(err)) == -1) {
 		router_dir_release(&dir);
 		d->ctr.reloads_error++;
 		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", why, err);

@@ -369,7 +369,10 @@ int hcd_targets_load(struct hcd *d, struct router_dir *dir, char *err, size_t er
 			goto out_free_new;
 		}
 	}
-	/* committed: from here on nothing fails */
+	/* committed: from here on nothing fails. HAProxy's servers follow the
+	 * directory first (hc_servers.c): the verdicts queued below and later
+	 * must find the servers added */
+	hcd_servers_apply(d, d->dir, dir);
 	for (unsigned i = 0; i < n; i++) {
 		const struct router_target *rt = router_dir_target(dir, i);
 		struct hcd_target *t = nt[i];
