@@ -30,6 +30,7 @@
 
 #define MAX_LISTEN       16
 #define WATCH_DEBOUNCE   0.05     /* seconds: merge an editor's burst of events */
+#define FEED_LOG_EVERY   30.0     /* seconds between "still not connected" lines */
 
 struct route_options {
 	const char *listen[MAX_LISTEN];
@@ -58,6 +59,9 @@ struct route_daemon {
 	struct route_health *health;
 	struct hc_feed_client *feed;
 	bool feed_connected;
+	bool feed_ever_connected;            /* "not reachable yet" until the first snapshot */
+	unsigned feed_failures;              /* failed attempts since the last snapshot */
+	double feed_next_log;                /* ev_now() before which retries are not logged */
 	unsigned last_ndown;
 	uint64_t reloads_ok, reloads_error, seed_generation;
 	double last_reload_ok;               /* unix time of the last good load */
@@ -318,7 +322,8 @@ static void on_feed_target(void *udata, const char *name, enum hc_state st, cons
 /* Feed: link lost or restored (the client reports each loss once, and
  * "connected" only once a full snapshot arrived). Losing it keeps the last
  * known state. A fresh snapshot is complete: targets it no longer lists as
- * down are up again. */
+ * down are up again. Before the first snapshot (healthcheckd not up yet)
+ * nothing was lost: that is "not reachable yet". */
 static void on_feed_link(void *udata, bool connected, const char *why)
 {
 	struct route_daemon *d = udata;
@@ -327,12 +332,40 @@ static void on_feed_link(void *udata, bool connected, const char *why)
 	if (connected) {
 		if (route_health_end_snapshot(d->health) > 0)
 			ev_idle_start(d->loop, &d->republish);
-		route_log(LOG_NOTICE, "health feed %s connected%s%s", d->opt.health, why ? ": " : "", why ? why : "");
-	} else {
-		route_health_begin_snapshot(d->health);
-		route_log(LOG_WARNING, "health feed %s lost, keeping the last known state%s%s", d->opt.health,
-			  why ? ": " : "", why ? why : "");
+		if (d->feed_ever_connected && d->feed_failures > 1)
+			route_log(LOG_NOTICE, "health feed %s connected again after %u attempts%s%s", d->opt.health,
+				  d->feed_failures, why ? ": " : "", why ? why : "");
+		else
+			route_log(LOG_NOTICE, "health feed %s connected%s%s", d->opt.health, why ? ": " : "",
+				  why ? why : "");
+		d->feed_ever_connected = true;
+		d->feed_failures = 0;
+		return;
 	}
+	d->feed_next_log = ev_now(d->loop) + FEED_LOG_EVERY;
+	if (!d->feed_ever_connected) {
+		route_log(LOG_WARNING, "health feed %s not reachable yet%s%s (every target counts as up until "
+			  "its first snapshot; retrying)", d->opt.health, why ? ": " : "", why ? why : "");
+		return;
+	}
+	route_health_begin_snapshot(d->health);
+	route_log(LOG_WARNING, "health feed %s lost, keeping the last known state%s%s", d->opt.health,
+		  why ? ": " : "", why ? why : "");
+}
+
+/* Feed: one failed attempt (the first is the loss on_feed_link reported).
+ * The client retries every 2 s at most; one line per FEED_LOG_EVERY says
+ * it goes on without filling the log. */
+static void on_feed_retry(void *udata, unsigned failures, const char *why, double retry_in)
+{
+	struct route_daemon *d = udata;
+
+	d->feed_failures = failures;
+	if (failures <= 1 || ev_now(d->loop) < d->feed_next_log)
+		return;
+	d->feed_next_log = ev_now(d->loop) + FEED_LOG_EVERY;
+	route_log(LOG_WARNING, "health feed %s still %s after %u attempts: %s (next in %.1f s)", d->opt.health,
+		  d->feed_ever_connected ? "lost" : "not reachable", failures, why, retry_in);
 }
 
 /* Prometheus text for GET /metrics. */
@@ -550,6 +583,7 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		d->feed = hc_feed_client_new(d->loop, d->opt.health, on_feed_target, on_feed_link, d, err, errlen);
 		if (!d->feed)
 			return -1;
+		hc_feed_client_set_retry_cb(d->feed, on_feed_retry);
 	}
 	return spop_runtime_start(d->rt, err, errlen);
 }
