@@ -465,6 +465,15 @@ static void on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		hc_seedwatch_request(d->seeds, "SIGHUP");
 }
 
+/* One line of text that may quote a file's bytes, escaped like the log. */
+static void print_escaped(FILE *out, const char *text)
+{
+	char buf[2400];
+
+	route_log_escape(text, buf, sizeof(buf));
+	fprintf(out, "%s\n", buf);
+}
+
 /* -c: load, resolve --dc, print a summary; 0 when good, 1 with file:line. */
 static int check_only(const struct route_options *opt)
 {
@@ -473,12 +482,12 @@ static int check_only(const struct route_options *opt)
 	int dc;
 
 	if (!dir) {
-		fprintf(stderr, "%s\n", err);
+		print_escaped(stderr, err);
 		return 1;
 	}
 	dc = resolve_dc(dir, opt->dc, opt->seed, err, sizeof(err));
 	if (dc < 0) {
-		fprintf(stderr, "%s\n", err);
+		print_escaped(stderr, err);
 		router_dir_release(&dir);
 		return 1;
 	}
