@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "router.h"
@@ -30,6 +31,11 @@
 
 #define MAX_LISTEN       16
 #define WATCH_DEBOUNCE   0.05     /* seconds: merge an editor's burst of events */
+/* Descriptors kept out of the SPOP connection cap for what the main thread
+ * opens while running: the health feed socket, /metrics clients (libhc
+ * serves at most HC_METRICS_MAX_CLIENTS = 32 at once), the seed file while
+ * a reload reads it, syslog's socket, with room to spare. */
+#define ROUTE_FD_RESERVE 64
 #define FEED_LOG_EVERY   30.0     /* seconds between "still not connected" lines */
 
 struct route_options {
@@ -42,6 +48,7 @@ struct route_options {
 	const char *stats;
 	uint32_t max_frame_size;
 	unsigned idle_timeout_ms;
+	unsigned max_connections;
 	bool check, use_syslog;
 };
 
@@ -62,6 +69,7 @@ struct route_daemon {
 	bool feed_ever_connected;            /* "not reachable yet" until the first snapshot */
 	unsigned feed_failures;              /* failed attempts since the last snapshot */
 	double feed_next_log;                /* ev_now() before which retries are not logged */
+	unsigned long nofile;                /* the soft open-files limit in force */
 	unsigned last_ndown;
 	uint64_t reloads_ok, reloads_error, seed_generation;
 	double last_reload_ok;               /* unix time of the last good load */
@@ -87,10 +95,18 @@ static void usage(FILE *out)
 		"  -H, --health PATH        healthcheckd feed socket (default: every node up)\n"
 		"  -S, --stats HOST:PORT    Prometheus metrics at GET /metrics\n"
 		"      --max-frame-size N   largest SPOP frame we accept (default 16380)\n"
-		"      --idle-timeout MS    close SPOP connections idle that long (default 30000)\n"
+		"      --idle-timeout MS    close SPOP connections idle that long (default %u); must\n"
+		"                           exceed HAProxy's idle timeout for the agents (`timeout\n"
+		"                           idle` on 2.6, the agents backend's `timeout server` on\n"
+		"                           3.x) so that HAProxy always closes an idle one first\n"
+		"      --max-connections N  SPOP connections served at once; more are refused with\n"
+		"                           AGENT-DISCONNECT 13 (default: what the open-files limit\n"
+		"                           allows, less a reserve of %u; the soft limit is raised\n"
+		"                           to the hard one at start)\n"
 		"      --syslog             log to syslog instead of stderr\n"
 		"  -c, --check              check the seed directory (and --dc) and exit 0/1\n"
-		"  -h, --help               this text\n");
+		"  -h, --help               this text\n",
+		SPOP_DEFAULT_IDLE_TIMEOUT_MS, ROUTE_FD_RESERVE);
 }
 
 /* Strict unsigned parse: whole string, in [min, max]. */
@@ -110,7 +126,7 @@ static bool parse_uint(const char *s, unsigned long min, unsigned long max, unsi
 /* Fills opt from argv; exits 0 on --help, 2 on a usage error. */
 static void parse_options(int argc, char **argv, struct route_options *opt)
 {
-	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG };
+	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "seed", required_argument, NULL, 's' },
@@ -120,6 +136,7 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		{ "stats", required_argument, NULL, 'S' },
 		{ "max-frame-size", required_argument, NULL, OPT_MFS },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE },
+		{ "max-connections", required_argument, NULL, OPT_MAXCONN },
 		{ "syslog", no_argument, NULL, OPT_SYSLOG },
 		{ "check", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
@@ -165,6 +182,13 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 				exit(2);
 			}
 			opt->idle_timeout_ms = (unsigned)v;
+			break;
+		case OPT_MAXCONN:
+			if (!parse_uint(optarg, 1, 1u << 30, &v)) {
+				fprintf(stderr, "route-agent: --max-connections: expected a count >= 1, got '%s'\n", optarg);
+				exit(2);
+			}
+			opt->max_connections = (unsigned)v;
 			break;
 		case 'h':
 			usage(stdout);
@@ -403,8 +427,32 @@ static void render_metrics(void *udata, struct hc_text *t)
 			  "seedgate_spop_connections_total %llu\n"
 			  "# HELP seedgate_spop_connections SPOP connections open now.\n"
 			  "# TYPE seedgate_spop_connections gauge\n"
-			  "seedgate_spop_connections %llu\n",
-		       (unsigned long long)s.conns_total, (unsigned long long)s.conns_current);
+			  "seedgate_spop_connections %llu\n"
+			  "# HELP seedgate_spop_connections_max Connection cap: more are refused with AGENT-DISCONNECT 13.\n"
+			  "# TYPE seedgate_spop_connections_max gauge\n"
+			  "seedgate_spop_connections_max %llu\n"
+			  "# HELP seedgate_spop_connections_refused_total Connections refused at the cap.\n"
+			  "# TYPE seedgate_spop_connections_refused_total counter\n"
+			  "seedgate_spop_connections_refused_total %llu\n"
+			  "# HELP seedgate_spop_accept_errors_total accept() failures (out of descriptors ...); each pauses accepting for 100 ms.\n"
+			  "# TYPE seedgate_spop_accept_errors_total counter\n"
+			  "seedgate_spop_accept_errors_total %llu\n"
+			  "# HELP seedgate_spop_hello_timeouts_total Connections closed for not sending their HAPROXY-HELLO in time.\n"
+			  "# TYPE seedgate_spop_hello_timeouts_total counter\n"
+			  "seedgate_spop_hello_timeouts_total %llu\n"
+			  "# HELP seedgate_spop_idle_timeout_seconds Idle SPOP connections are closed after this (must exceed HAProxy's).\n"
+			  "# TYPE seedgate_spop_idle_timeout_seconds gauge\n"
+			  "seedgate_spop_idle_timeout_seconds %.3f\n"
+			  "# HELP seedgate_open_files_limit The soft RLIMIT_NOFILE in force.\n"
+			  "# TYPE seedgate_open_files_limit gauge\n"
+			  "seedgate_open_files_limit %lu\n"
+			  "# HELP seedgate_log_lines_suppressed_total Log lines left out by the rate limits (the counters above keep every event).\n"
+			  "# TYPE seedgate_log_lines_suppressed_total counter\n"
+			  "seedgate_log_lines_suppressed_total %llu\n",
+		       (unsigned long long)s.conns_total, (unsigned long long)s.conns_current,
+		       (unsigned long long)s.conns_max, (unsigned long long)s.conns_refused,
+		       (unsigned long long)s.accept_errors, (unsigned long long)s.hello_timeouts,
+		       s.idle_timeout_ms / 1000.0, d->nofile, (unsigned long long)s.log_suppressed);
 	hc_text_printf(t, "# TYPE seedgate_spop_hellos_total counter\nseedgate_spop_hellos_total %llu\n"
 			  "# TYPE seedgate_spop_healthchecks_total counter\nseedgate_spop_healthchecks_total %llu\n"
 			  "# TYPE seedgate_spop_notifies_total counter\nseedgate_spop_notifies_total %llu\n"
@@ -535,6 +583,9 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		.workers = d->opt.workers,
 		.max_frame_size = d->opt.max_frame_size,
 		.idle_timeout_ms = d->opt.idle_timeout_ms,
+		.max_connections = d->opt.max_connections,
+		.fd_reserve = ROUTE_FD_RESERVE,
+		.agent_name = "route-agent",
 		.log = route_log_cb,
 	};
 
@@ -619,9 +670,40 @@ static void daemon_teardown(struct route_daemon *d)
 	free(d->dc_name);
 }
 
+/* Raises the soft open-files limit to the hard one. Every SPOP connection
+ * holds a descriptor, and the usual soft default (1024) is below what
+ * HAProxy may open to an agent (README: sizing); the hard limit is what the
+ * administrator allows. Returns the soft limit in force; `note` says what
+ * happened, for the start log. */
+static unsigned long raise_nofile(char *note, size_t len)
+{
+	struct rlimit rl;
+	rlim_t before;
+
+	note[0] = 0;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		snprintf(note, len, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+		return 0;
+	}
+	before = rl.rlim_cur;
+	if (rl.rlim_cur != rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+			snprintf(note, len, "cannot raise the open-files limit from %llu to %llu: %s",
+				 (unsigned long long)before, (unsigned long long)rl.rlim_max, strerror(errno));
+			rl.rlim_cur = before;
+		} else {
+			snprintf(note, len, "open-files limit raised from %llu to %llu",
+				 (unsigned long long)before, (unsigned long long)rl.rlim_cur);
+		}
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? (unsigned long)-1 : (unsigned long)rl.rlim_cur;
+}
+
 int main(int argc, char **argv)
 {
 	struct route_daemon d = { 0 };
+	struct spop_stats st;
 	char err[600], listeners[512] = "";
 	size_t off = 0;
 	int status = 0;
@@ -632,6 +714,9 @@ int main(int argc, char **argv)
 
 	route_log_open(d.opt.use_syslog, "route-agent");
 	signal(SIGPIPE, SIG_IGN);
+	d.nofile = raise_nofile(err, sizeof(err));
+	if (err[0])
+		route_log(strncmp(err, "open-files limit raised", 23) == 0 ? LOG_INFO : LOG_WARNING, "%s", err);
 	if (daemon_setup(&d, err, sizeof(err)) == -1) {
 		route_log(LOG_ERR, "cannot start: %s", err);
 		status = 1;
@@ -639,8 +724,11 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < d.opt.nlisten && off < sizeof(listeners); i++)
 		off += (size_t)snprintf(listeners + off, sizeof(listeners) - off, "%s%s", i ? ", " : "", d.opt.listen[i]);
-	route_log(LOG_NOTICE, "started: listening on %s; datacenter %s; %u worker%s%s%s%s%s", listeners,
-		  d.dc_name, d.opt.workers, d.opt.workers == 1 ? "" : "s",
+	spop_runtime_stats(d.rt, &st);
+	route_log(LOG_NOTICE, "started: listening on %s; datacenter %s; %u worker%s; up to %llu connections "
+		  "(open-files limit %lu); idle timeout %.3g s%s%s%s%s", listeners,
+		  d.dc_name, d.opt.workers, d.opt.workers == 1 ? "" : "s", (unsigned long long)st.conns_max,
+		  d.nofile, st.idle_timeout_ms / 1000.0,
 		  d.opt.stats ? "; stats on " : "", d.opt.stats ? d.opt.stats : "",
 		  d.opt.health ? "; health feed " : "", d.opt.health ? d.opt.health : "");
 	ev_run(d.loop, 0);
