@@ -123,6 +123,20 @@ static bool parse_uint(const char *s, unsigned long min, unsigned long max, unsi
 	return true;
 }
 
+/* The value of option `name`, in [min, max]; exits 2 saying what was
+ * expected otherwise. */
+static unsigned long opt_uint(const char *name, const char *arg, unsigned long min, unsigned long max,
+			      const char *expected)
+{
+	unsigned long v;
+
+	if (!parse_uint(arg, min, max, &v)) {
+		fprintf(stderr, "route-agent: %s: expected %s, got '%s'\n", name, expected, arg);
+		exit(2);
+	}
+	return v;
+}
+
 /* Fills opt from argv; exits 0 on --help, 2 on a usage error. */
 static void parse_options(int argc, char **argv, struct route_options *opt)
 {
@@ -142,7 +156,6 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	unsigned long v;
 	int c;
 
 	memset(opt, 0, sizeof(*opt));
@@ -162,33 +175,15 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		case 'S': opt->stats = optarg; break;
 		case 'c': opt->check = true; break;
 		case OPT_SYSLOG: opt->use_syslog = true; break;
-		case 'w':
-			if (!parse_uint(optarg, 1, 256, &v)) {
-				fprintf(stderr, "route-agent: --workers: expected 1..256, got '%s'\n", optarg);
-				exit(2);
-			}
-			opt->workers = (unsigned)v;
-			break;
+		case 'w': opt->workers = (unsigned)opt_uint("--workers", optarg, 1, 256, "1..256"); break;
 		case OPT_MFS:
-			if (!parse_uint(optarg, 256, 1u << 20, &v)) {
-				fprintf(stderr, "route-agent: --max-frame-size: expected 256..1048576, got '%s'\n", optarg);
-				exit(2);
-			}
-			opt->max_frame_size = (uint32_t)v;
+			opt->max_frame_size = (uint32_t)opt_uint("--max-frame-size", optarg, 256, 1u << 20, "256..1048576");
 			break;
 		case OPT_IDLE:
-			if (!parse_uint(optarg, 1, 86400000, &v)) {
-				fprintf(stderr, "route-agent: --idle-timeout: expected milliseconds, got '%s'\n", optarg);
-				exit(2);
-			}
-			opt->idle_timeout_ms = (unsigned)v;
+			opt->idle_timeout_ms = (unsigned)opt_uint("--idle-timeout", optarg, 1, 86400000, "milliseconds");
 			break;
 		case OPT_MAXCONN:
-			if (!parse_uint(optarg, 1, 1u << 30, &v)) {
-				fprintf(stderr, "route-agent: --max-connections: expected a count >= 1, got '%s'\n", optarg);
-				exit(2);
-			}
-			opt->max_connections = (unsigned)v;
+			opt->max_connections = (unsigned)opt_uint("--max-connections", optarg, 1, 1u << 30, "a count >= 1");
 			break;
 		case 'h':
 			usage(stdout);
