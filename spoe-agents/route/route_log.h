@@ -2,8 +2,8 @@
  * route_log.h — route-agent's logger: one line per notable event, to stderr
  * with a timestamp, or to syslog (--syslog).
  *
- * Daemon code only (STYLE.md §2: libraries never log). Safe from any thread:
- * each line goes out in one write(2).
+ * Daemon code only (libraries never log: they hand lines to a callback).
+ * Safe from any thread: each line goes out in one write(2).
  */
 #ifndef ROUTE_LOG_H
 #define ROUTE_LOG_H
