@@ -426,3 +426,96 @@ def test_a_peer_that_never_reads_is_bounded(stack):
             assert agent.decide("/")["why"] == "hub"
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------------------
+# The refusal as HAProxy (2.6 here) sees it
+
+REFUSAL_SPOE = """\
+[route]
+spoe-agent route-agent
+    messages route
+    option var-prefix route
+    option set-on-error err
+    option dontlog-normal
+    no option send-frag-payload
+    timeout hello 2s
+    timeout idle 20s
+    timeout processing 2s
+    use-backend agents
+
+spoe-message route
+    args path=path host=req.hdr(host) src=src
+    event on-frontend-http-request
+"""
+
+REFUSAL_HAPROXY = """\
+global
+    stats socket {sock} mode 600 level admin
+
+defaults
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+
+frontend fe
+    mode http
+    bind 127.0.0.1:{http}
+    filter spoe engine route config {spoe}
+    http-request return status 200 content-type text/plain string ok hdr X-Why "%[var(txn.route.why)]" hdr X-Err "%[var(txn.route.err)]"
+
+backend agents
+    mode tcp
+    option spop-check
+    default-server inter 200ms fall 2 rise 1
+    server a1 127.0.0.1:{agent} check
+"""
+
+
+def haproxy_admin(sock, cmd):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(sock)
+        s.sendall(cmd.encode() + b"\n")
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out.decode()
+            out += chunk
+
+
+def agent_row(sock):
+    lines = haproxy_admin(sock, "show stat").splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(",")))
+        if row.get("pxname") == "agents" and row.get("svname") == "a1":
+            return row
+    return {}
+
+
+@pytest.mark.skipif(not harness.have("haproxy"), reason="haproxy not installed")
+def test_haproxy_sees_the_refusal_and_recovers(stack):
+    """A full agent: HAProxy's spop-check reads the AGENT-DISCONNECT 13 and
+    marks it DOWN with that reason (new connections go elsewhere; here a
+    request fails open at once). A slot frees: UP again, answered."""
+    agent = start(stack, write_seed(stack), extra=["--max-connections", "2"])
+    held = [agent.client() for _ in range(2)]
+    try:
+        http_port = harness.free_port()
+        sock = stack.path("haproxy.sock")
+        cfg = REFUSAL_HAPROXY.format(sock=sock, http=http_port, agent=agent.port,
+                                     spoe=stack.write("spoe-route.conf", REFUSAL_SPOE))
+        stack.haproxy(cfg, wait_ports=[http_port])
+        row = harness.wait_until(lambda: (r := agent_row(sock)).get("status") == "DOWN" and r, 10,
+                                 what="spop-check to mark the full agent DOWN")
+        assert "resource allocation error" in row.get("last_chk", ""), row
+        status, headers, _ = harness.http_get(http_port, "/", timeout=10 * SLOW)
+        assert status == 200 and headers.get("x-err") and not headers.get("x-why"), headers
+        assert ru.metric(agent.metrics(), "seedgate_spop_connections_refused_total") >= 1
+    finally:
+        close_all(held)
+    harness.wait_until(lambda: agent_row(sock).get("status") == "UP", 10, what="agent UP once slots free")
+    status, headers, _ = harness.http_get(http_port, "/", timeout=10 * SLOW)
+    assert status == 200 and headers.get("x-why") == "hub", headers
