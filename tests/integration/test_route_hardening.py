@@ -217,7 +217,8 @@ def test_out_of_descriptors_pauses_accepting_without_flooding_the_log(stack):
         time.sleep(2.0)         # the scenario: 2 s of EMFILE, i.e. ~20 retries
         spent, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
         assert spent < 0.5, f"agent used {spent:.2f}s of CPU in {wall:.2f}s out of descriptors"
-        assert count(r"accept: Too many open files", agent.log()) == 1, agent.log()
+        # one line per 10 s (two if this machine stalled past a window)
+        assert count(r"accept: Too many open files", agent.log()) <= 2, agent.log()
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         for c in conns:
             f = read_hello_reply(c)
