@@ -154,7 +154,10 @@ static int conn_linger(struct spop_conn *c)
 	}
 	c->lingering = true;
 	c->in_len = 0;
-	resume_reading(c);
+	/* watch for the peer's EOF whatever the read state was (a refused
+	 * connection never started reading; libev ignores a second start) */
+	c->read_paused = false;
+	ev_io_start(c->w->loop, &c->rio);
 	ev_timer_stop(c->w->loop, &c->timer);
 	ev_timer_set(&c->timer, SPOP_LINGER_S, 0.);
 	ev_timer_start(c->w->loop, &c->timer);
