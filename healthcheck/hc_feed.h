@@ -141,6 +141,13 @@ void hc_feed_client_free(struct hc_feed_client **c);
 typedef void (*hc_feed_snapshot_cb)(void *udata, uint64_t count);
 void hc_feed_client_set_snapshot_cb(struct hc_feed_client *c, hc_feed_snapshot_cb cb);
 bool hc_feed_client_connected(const struct hc_feed_client *c);  /* snapshot received, link up */
+/* Optional: called after every failed attempt, the first one (the loss, or
+ * the first connect that failed) included. failures counts them since the
+ * last complete snapshot; why as for link_cb; retry_in is the delay before
+ * the next attempt, in seconds. For rate-limited "still trying" logs. */
+typedef void (*hc_feed_retry_cb)(void *udata, unsigned failures, const char *why, double retry_in);
+void hc_feed_client_set_retry_cb(struct hc_feed_client *c, hc_feed_retry_cb cb);
+
 struct hc_feed_client_stats { uint64_t connects, disconnects, lines, bad_lines, overlong; };
 void hc_feed_client_stats(const struct hc_feed_client *c, struct hc_feed_client_stats *out);
 

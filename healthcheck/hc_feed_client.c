@@ -38,6 +38,8 @@ struct hc_feed_client {
 	hc_feed_target_cb target_cb;
 	hc_feed_link_cb link_cb;
 	hc_feed_snapshot_cb snapshot_cb;
+	hc_feed_retry_cb retry_cb;
+	unsigned failures;         /* failed attempts since the last snapshot */
 	void *udata;
 	struct hc_line_buf lines;
 	struct hc_feed_client_stats stats;
@@ -80,6 +82,9 @@ static void feed_schedule_retry(struct hc_feed_client *c, const char *why)
 	feed_report_down(c, why);
 	ev_timer_set(&c->retry, c->backoff_ms / 1000.0, 0.0);
 	ev_timer_start(c->loop, &c->retry);
+	c->failures++;
+	if (c->retry_cb)
+		c->retry_cb(c->udata, c->failures, why, c->backoff_ms / 1000.0);
 	c->backoff_ms *= 2;
 	if (c->backoff_ms > FEED_BACKOFF_MAX_MS)
 		c->backoff_ms = FEED_BACKOFF_MAX_MS;
@@ -109,6 +114,7 @@ static void feed_on_line(void *udata, const char *line, size_t len)
 
 			c->in_snapshot = false;
 			c->backoff_ms = FEED_BACKOFF_MIN_MS;
+			c->failures = 0;
 			c->reported = FEED_REPORTED_UP;
 			snprintf(why, sizeof(why), "snapshot of %llu targets", (unsigned long long)rec.count);
 			if (c->link_cb)
@@ -248,6 +254,12 @@ void hc_feed_client_free(struct hc_feed_client **cp)
 void hc_feed_client_set_snapshot_cb(struct hc_feed_client *c, hc_feed_snapshot_cb cb)
 {
 	c->snapshot_cb = cb;
+}
+
+/* Installs the optional failed-attempt callback. */
+void hc_feed_client_set_retry_cb(struct hc_feed_client *c, hc_feed_retry_cb cb)
+{
+	c->retry_cb = cb;
 }
 
 /* True once a snapshot arrived on the current connection. */

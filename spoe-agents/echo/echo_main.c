@@ -32,10 +32,11 @@ static void usage(FILE *f)
 		"  --listen ADDR         host:port, [v6]:port, /path or unix:/path (repeatable)\n"
 		"  --workers N           worker threads (default 1)\n"
 		"  --max-frame-size N    our max-frame-size (default 16380)\n"
-		"  --idle-timeout MS     close connections idle that long (default 30000)\n"
+		"  --idle-timeout MS     close connections idle that long (default %u; must exceed\n"
+		"                        HAProxy's idle timeout for the agent)\n"
 		"  -q, --quiet           log only warnings and errors\n"
 		"  -h, --help            this text\n"
-		"SIGTERM/SIGINT: graceful stop, exit 0.\n");
+		"SIGTERM/SIGINT: graceful stop, exit 0.\n", SPOP_DEFAULT_IDLE_TIMEOUT_MS);
 }
 
 static int quiet;
@@ -84,7 +85,7 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct spop_runtime_config cfg = { .workers = 1, .log = log_line };
+	struct spop_runtime_config cfg = { .workers = 1, .log = log_line, .agent_name = "spop-echo-agent" };
 	const char *listen[ECHO_MAX_LISTEN];
 	unsigned nlisten = 0;
 	struct spop_runtime *rt;

@@ -7,7 +7,7 @@
  * AGENT-DISCONNECT; a client playing HAProxy's part (load generator, tests)
  * does the reverse with the same functions.
  *
- * Conventions (STYLE.md §4):
+ * Conventions:
  *   - decoders take (in, len) and return the bytes consumed, or -1 when the
  *     input is malformed or short; on -1 nothing in *out is meaningful and
  *     the caller's cursor must not move. Strings and binaries returned by a

@@ -13,6 +13,14 @@
  * frame (DISCONNECT or health-check AGENT-HELLO) the write side is shut and
  * input is drained until EOF, so the peer reads the frame instead of a
  * reset. conn_free() is the one teardown.
+ *
+ * Exhaustion: every buffer is allocated once with its connection and
+ * bounded; a peer that never reads stops our reading (and is closed by the
+ * idle timeout); a peer that never finishes its HELLO is closed after
+ * SPOP_HELLO_TIMEOUT_S; connections over the runtime's cap are refused
+ * with AGENT-DISCONNECT 13 (a small, lingering connection, at most
+ * SPOP_REJECT_MAX at once; beyond that the listeners pause); accept()
+ * errors pause the listeners. Log lines of those paths are rate-limited.
  */
 #include <errno.h>
 #include <arpa/inet.h>
@@ -29,7 +37,9 @@
 
 #define SPOP_LINGER_S        1.0
 #define SPOP_ACCEPT_BATCH    64
-#define SPOP_ACCEPT_RETRY_S  0.1
+#define SPOP_ACCEPT_RETRY_S  0.1     /* pause after an accept() error */
+#define SPOP_CAP_RETRY_S     0.1     /* pause at the cap with every refusal slot taken */
+#define SPOP_REFUSE_OUT      128     /* output room of a refused connection: one DISCONNECT */
 
 struct spop_conn {
 	unsigned magic;
@@ -42,9 +52,11 @@ struct spop_conn {
 	uint8_t *in;
 	size_t in_len, in_cap;
 	struct spop_out out;
+	ev_tstamp created;
 	bool read_paused;       /* back-pressure: rio stopped until out drains */
 	bool lingering;         /* write side shut, draining input until EOF */
 	bool peer_eof;
+	bool refused;           /* over the cap: only a DISCONNECT, then close */
 	struct spop_conn *prev, *next;
 };
 
@@ -71,7 +83,12 @@ static void conn_free(struct spop_conn *c)
 		w->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	SPOP_CTR_SUB(&w->ctr, conns_current, 1);
+	if (c->refused) {
+		atomic_fetch_sub_explicit(&w->rt->rejecting, 1, memory_order_relaxed);
+	} else {
+		atomic_fetch_sub_explicit(&w->rt->conns_open, 1, memory_order_relaxed);
+		SPOP_CTR_SUB(&w->ctr, conns_current, 1);
+	}
 	c->magic = 0;
 	free(c);
 	if (w->stopping && !w->conns)
@@ -137,7 +154,10 @@ static int conn_linger(struct spop_conn *c)
 	}
 	c->lingering = true;
 	c->in_len = 0;
-	resume_reading(c);
+	/* watch for the peer's EOF whatever the read state was (a refused
+	 * connection never started reading; libev ignores a second start) */
+	c->read_paused = false;
+	ev_io_start(c->w->loop, &c->rio);
 	ev_timer_stop(c->w->loop, &c->timer);
 	ev_timer_set(&c->timer, SPOP_LINGER_S, 0.);
 	ev_timer_start(c->w->loop, &c->timer);
@@ -247,6 +267,17 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *io, int revents)
 	conn_process(c);
 }
 
+/* Seconds a new connection has to finish its HELLO: HAProxy sends it at
+ * once (and gives up after its own `timeout hello`), so only a peer that
+ * holds connections open without speaking waits that long. Never more than
+ * the idle timeout. */
+static double hello_timeout_s(const struct spop_runtime *rt)
+{
+	double idle = rt->idle_timeout_ms / 1000.0;
+
+	return idle < SPOP_HELLO_TIMEOUT_S ? idle : SPOP_HELLO_TIMEOUT_S;
+}
+
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct spop_conn *c = t->data;
@@ -255,6 +286,22 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	CHECK_MAGIC(c, SPOP_CONN_MAGIC);
 	if (c->lingering || spop_proto_closing(&c->proto)) {
 		conn_free(c);
+		return;
+	}
+	if (c->proto.state == SPOP_PS_HELLO) {
+		/* the hello deadline runs from the accept, bytes or not: a
+		 * peer trickling a HELLO does not hold a slot longer */
+		left = c->created + hello_timeout_s(c->w->rt) - ev_now(loop);
+		if (left > 0.001) {
+			t->repeat = left;
+			ev_timer_again(loop, t);
+			return;
+		}
+		SPOP_CTR_ADD(&c->w->ctr, hello_timeouts, 1);
+		spop_proto_disconnect(&c->proto, &c->out, SPOP_ST_TIMEOUT, "no HAPROXY-HELLO in time", true);
+		t->repeat = SPOP_LINGER_S;
+		ev_timer_again(loop, t);
+		conn_process(c);
 		return;
 	}
 	left = c->last_activity + c->w->rt->idle_timeout_ms / 1000.0 - ev_now(loop);
@@ -292,23 +339,17 @@ static void peer_label(int fd, char *buf, size_t len)
 	}
 }
 
-/* Allocates and starts a connection for the accepted fd. Its buffers are
- * sized once from our max-frame-size (the negotiated size is never
- * larger). Returns 0 or -1 (fd closed). */
-static int conn_new(struct spop_worker *w, int fd)
+/* Allocates a connection for the accepted fd with in_cap / out_cap bytes
+ * of buffers (one allocation), links it and initialises its watchers
+ * (none started). NULL when out of memory (fd left open). */
+static struct spop_conn *conn_alloc(struct spop_worker *w, int fd, size_t in_cap, size_t out_cap)
 {
 	struct spop_runtime *rt = w->rt;
-	size_t frame = (size_t)rt->env.our_max + 4;
-	size_t in_cap = frame, out_cap = frame * rt->out_frames;
 	struct spop_conn *c = malloc(sizeof(*c) + in_cap + out_cap);
 	char peer[64];
-	int one = 1;
 
-	if (!c) {
-		spop_env_log(&rt->env, LOG_ERR, "spop: worker %u: out of memory for a connection", w->index);
-		close(fd);
-		return -1;
-	}
+	if (!c)
+		return NULL;
 	memset(c, 0, sizeof(*c));
 	c->magic = SPOP_CONN_MAGIC;
 	c->fd = fd;
@@ -317,24 +358,70 @@ static int conn_new(struct spop_worker *w, int fd)
 	c->in_cap = in_cap;
 	c->out.buf = c->in + in_cap;
 	c->out.cap = out_cap;
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));   /* fails on unix sockets: fine */
 	peer_label(fd, peer, sizeof(peer));
 	spop_proto_init(&c->proto, &rt->env, &w->ctr, w->index, peer);
 	ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
 	ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
 	ev_init(&c->timer, conn_timer_cb);
 	c->rio.data = c->wio.data = c->timer.data = c;
-	c->last_activity = ev_now(w->loop);
-	c->timer.repeat = rt->idle_timeout_ms / 1000.0;
-	ev_timer_again(w->loop, &c->timer);
-	ev_io_start(w->loop, &c->rio);
+	c->created = c->last_activity = ev_now(w->loop);
 	c->next = w->conns;
 	if (w->conns)
 		w->conns->prev = c;
 	w->conns = c;
+	return c;
+}
+
+/* Starts serving an accepted fd; its slot in rt->conns_open is taken. The
+ * buffers are sized once from our max-frame-size (the negotiated size is
+ * never larger). Returns 0 or -1 (fd closed, slot given back). */
+static int conn_new(struct spop_worker *w, int fd)
+{
+	struct spop_runtime *rt = w->rt;
+	size_t frame = (size_t)rt->env.our_max + 4;
+	struct spop_conn *c = conn_alloc(w, fd, frame, frame * rt->out_frames);
+	int one = 1;
+
+	if (!c) {
+		spop_env_log_limited(&rt->env, &rt->accept_log, LOG_ERR, "failures",
+				     "spop: worker %u: out of memory for a connection", w->index);
+		close(fd);
+		atomic_fetch_sub_explicit(&rt->conns_open, 1, memory_order_relaxed);
+		return -1;
+	}
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));   /* fails on unix sockets: fine */
+	c->timer.repeat = hello_timeout_s(rt);
+	ev_timer_again(w->loop, &c->timer);
+	ev_io_start(w->loop, &c->rio);
 	SPOP_CTR_ADD(&w->ctr, conns_total, 1);
 	SPOP_CTR_ADD(&w->ctr, conns_current, 1);
 	return 0;
+}
+
+/* Refuses an accepted fd over the cap: AGENT-DISCONNECT 13 naming the cap,
+ * then the usual lingering close, so HAProxy reads the reason instead of a
+ * reset (its hello was probably sent already). A refused connection holds
+ * a descriptor for at most SPOP_LINGER_S and a few hundred bytes; its slot
+ * in rt->rejecting is taken. */
+static void conn_refuse(struct spop_worker *w, int fd)
+{
+	struct spop_runtime *rt = w->rt;
+	struct spop_conn *c = conn_alloc(w, fd, 0, SPOP_REFUSE_OUT);
+	char msg[96];
+
+	SPOP_CTR_ADD(&w->ctr, conns_refused, 1);
+	spop_env_log_limited(&rt->env, &rt->cap_log, LOG_WARNING, "refusals",
+			     "spop: at the connection cap (%u): refusing new connections with AGENT-DISCONNECT status 13",
+			     rt->max_conns);
+	if (!c) {
+		close(fd);
+		atomic_fetch_sub_explicit(&rt->rejecting, 1, memory_order_relaxed);
+		return;
+	}
+	c->refused = true;
+	snprintf(msg, sizeof(msg), "agent at its connection cap (%u connections)", rt->max_conns);
+	spop_proto_refuse(&c->proto, &c->out, SPOP_ST_RES_ALLOC, msg);
+	conn_process(c);        /* sends it, then lingers (or frees c) */
 }
 
 static void listeners_set(struct spop_worker *w, bool on)
@@ -352,38 +439,73 @@ void spop_conn_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	struct spop_worker *w = t->data;
 
 	CHECK_MAGIC(w, SPOP_WORKER_MAGIC);
+	w->accept_paused = false;
 	if (!w->stopping)
 		listeners_set(w, true);
 }
 
-/* Accepts up to a batch of connections on a listening fd. Out of file
- * descriptors, the worker stops accepting for a moment instead of
- * spinning on a readable listener. */
+/* Stops watching the listeners for `delay` seconds: a listener that stays
+ * readable while we cannot take its connections must not be polled in a
+ * loop. The connections wait in the kernel's backlog meanwhile. */
+static void accept_pause(struct spop_worker *w, double delay)
+{
+	if (w->accept_paused)
+		return;
+	w->accept_paused = true;
+	listeners_set(w, false);
+	ev_timer_set(&w->accept_resume, delay, 0.);
+	ev_timer_start(w->loop, &w->accept_resume);
+}
+
+/* Accepts connections on a listening fd: up to a batch with one worker;
+ * one per wake-up with several, since every worker watches the same
+ * socket and each should get its share. At the cap a connection is
+ * refused with AGENT-DISCONNECT (conn_refuse); with every refusal slot
+ * taken too, or when accept() fails (out of descriptors ...), the worker
+ * stops accepting for a moment instead of spinning on a readable
+ * listener. */
 void spop_conn_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct spop_wlisten *wl = io->data;
+	struct spop_runtime *rt;
 	struct spop_worker *w;
+	int batch;
 
 	CHECK_MAGIC(wl, SPOP_LISTEN_MAGIC);
 	w = wl->w;
 	CHECK_MAGIC(w, SPOP_WORKER_MAGIC);
-	for (int i = 0; i < SPOP_ACCEPT_BATCH && !w->stopping; i++) {
-		int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	rt = w->rt;
+	batch = rt->nworkers > 1 ? 1 : SPOP_ACCEPT_BATCH;
+	for (int i = 0; i < batch && !w->stopping; i++) {
+		int fd;
 
+		if (atomic_load_explicit(&rt->conns_open, memory_order_relaxed) >= rt->max_conns &&
+		    atomic_load_explicit(&rt->rejecting, memory_order_relaxed) >= SPOP_REJECT_MAX) {
+			accept_pause(w, SPOP_CAP_RETRY_S);
+			return;
+		}
+		fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;
-			spop_env_log(&w->rt->env, LOG_ERR, "spop: worker %u: accept: %s", w->index, strerror(errno));
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				listeners_set(w, false);
-				ev_timer_set(&w->accept_resume, SPOP_ACCEPT_RETRY_S, 0.);
-				ev_timer_start(loop, &w->accept_resume);
-			}
+			/* EMFILE, ENFILE, ENOBUFS, ENOMEM, or anything unexpected:
+			 * retrying at once would fail the same way */
+			SPOP_CTR_ADD(&w->ctr, accept_errors, 1);
+			spop_env_log_limited(&rt->env, &rt->accept_log, LOG_ERR, "accept errors",
+					     "spop: worker %u: accept: %s: not accepting for %.0f ms", w->index,
+					     strerror(errno), SPOP_ACCEPT_RETRY_S * 1000);
+			accept_pause(w, SPOP_ACCEPT_RETRY_S);
 			return;
 		}
-		conn_new(w, fd);
+		if (atomic_fetch_add_explicit(&rt->conns_open, 1, memory_order_relaxed) < rt->max_conns) {
+			conn_new(w, fd);
+		} else {
+			atomic_fetch_sub_explicit(&rt->conns_open, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&rt->rejecting, 1, memory_order_relaxed);
+			conn_refuse(w, fd);
+		}
 	}
 }
 
@@ -395,6 +517,7 @@ void spop_conn_stop_all(struct spop_worker *w)
 	struct spop_conn *c, *next;
 
 	ev_timer_stop(w->loop, &w->accept_resume);
+	w->accept_paused = false;
 	listeners_set(w, false);
 	for (c = w->conns; c; c = next) {
 		next = c->next;

@@ -21,6 +21,8 @@
 #define SPOP_MAX_LISTENERS  16
 #define SPOP_MAX_WORKERS    256
 #define SPOP_FRAME_SIZE_CAP (1u << 20)   /* largest max-frame-size we accept to configure */
+#define SPOP_REJECT_MAX     16           /* refused connections lingering at once (AGENT-DISCONNECT 13) */
+#define SPOP_HELLO_TIMEOUT_S 5.0         /* a connection must finish its HELLO within that */
 
 #define SPOP_CONN_MAGIC     0x5350434eu  /* "SPCN" */
 #define SPOP_WORKER_MAGIC   0x5350574bu  /* "SPWK" */
@@ -29,13 +31,40 @@
 /* ----- counters: written by one worker (relaxed), summed by stats ------- */
 struct spop_counters {
 	_Atomic uint64_t conns_total, conns_current, hellos, healthchecks, notifies, acks, messages,
-		disconnect_status[100], haproxy_disconnects, bytes_in, bytes_out;
+		disconnect_status[100], haproxy_disconnects, bytes_in, bytes_out, conns_refused,
+		accept_errors, hello_timeouts;
 };
 
 #define SPOP_CTR_ADD(ctr, field, n) \
 	atomic_fetch_add_explicit(&(ctr)->field, (uint64_t)(n), memory_order_relaxed)
 #define SPOP_CTR_SUB(ctr, field, n) \
 	atomic_fetch_sub_explicit(&(ctr)->field, (uint64_t)(n), memory_order_relaxed)
+
+/* ----- rate-limited logging ----------------------------------------------
+ * Lines a peer can trigger at will (a DISCONNECT per bad connection, a
+ * refusal per connection over the cap, an accept() error per retry) go
+ * through one of these: at most `burst` lines per `window` seconds; the
+ * next line allowed says how many were left out meanwhile, the metrics
+ * count every event, and spop_ratelog_flush() reports a remainder at stop.
+ * Cold paths only: a mutex is fine. */
+struct spop_ratelog {
+	pthread_mutex_t lock;
+	unsigned burst;
+	double window;
+	double window_start;            /* CLOCK_MONOTONIC seconds */
+	unsigned lines;                 /* lines logged in the current window */
+	uint64_t suppressed;            /* events left out since the last line */
+	uint64_t suppressed_total;
+};
+
+void spop_ratelog_init(struct spop_ratelog *r, unsigned burst, double window);
+void spop_ratelog_destroy(struct spop_ratelog *r);
+/* True: log the event now; *skipped = events left out since the previous
+ * logged line. False: the event was counted, do not log it. */
+bool spop_ratelog_allow(struct spop_ratelog *r, uint64_t *skipped);
+/* Events left out since the last logged line (reset), for a final line. */
+uint64_t spop_ratelog_flush(struct spop_ratelog *r);
+uint64_t spop_ratelog_suppressed_total(struct spop_ratelog *r);
 
 /* ----- handlers and logging: read-only once the runtime started -------- */
 struct spop_handler {
@@ -51,10 +80,15 @@ struct spop_env {
 	uint32_t our_max;                      /* our max-frame-size */
 	void (*log)(void *udata, int priority, const char *msg);
 	void *log_udata;
+	struct spop_ratelog *disc_log;         /* DISCONNECT lines; NULL: log each one */
 };
 
 void spop_env_log(const struct spop_env *env, int priority, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The same through rate limit r (NULL: every line); the line let through
+ * after some were left out says how many `what` were. */
+void spop_env_log_limited(const struct spop_env *env, struct spop_ratelog *r, int priority, const char *what,
+			  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* ----- the ACK being built ---------------------------------------------- */
 struct spop_ack {
@@ -99,6 +133,9 @@ size_t spop_proto_reply_room(const struct spop_proto *p);
  * moves to CLOSING. Used for stop (status 0) and idle timeout (status 2). */
 void spop_proto_disconnect(struct spop_proto *p, struct spop_out *out, enum spop_status st,
 			   const char *msg, bool always);
+/* Refuses the connection before its HELLO (AGENT-DISCONNECT st/msg, no log
+ * line: the caller logs refusals rate-limited) and moves to CLOSING. */
+void spop_proto_refuse(struct spop_proto *p, struct spop_out *out, enum spop_status st, const char *msg);
 static inline bool spop_proto_closing(const struct spop_proto *p) { return p->state == SPOP_PS_CLOSING; }
 
 /* ----- runtime objects -------------------------------------------------- */
@@ -109,7 +146,7 @@ struct spop_listener {
 	bool is_unix;
 	char path[108];
 	unsigned port;
-	int fds[SPOP_MAX_WORKERS];          /* TCP: one SO_REUSEPORT socket per worker; unix: fds[0] only */
+	int fd;                             /* one socket, watched by every worker */
 };
 
 /* A worker's watcher on one listening fd. */
@@ -131,7 +168,8 @@ struct spop_worker {
 	bool started;
 	ev_async stop_async;
 	ev_timer stop_deadline;
-	ev_timer accept_resume;             /* after EMFILE: retry accepting later */
+	ev_timer accept_resume;             /* after EMFILE or at the cap: retry accepting later */
+	bool accept_paused;
 	struct spop_wlisten wl[SPOP_MAX_LISTENERS];
 	unsigned nwl;
 	struct spop_conn *conns;            /* doubly linked list of live connections */
@@ -144,6 +182,13 @@ struct spop_runtime {
 	unsigned nworkers;
 	unsigned idle_timeout_ms;
 	size_t out_frames;
+	const char *agent_name;             /* for "ADDR is already in use (another NAME?)" */
+	unsigned max_conns_cfg;             /* 0: derive from RLIMIT_NOFILE at start */
+	unsigned fd_reserve;
+	unsigned max_conns;                 /* the cap in force once started */
+	_Atomic unsigned conns_open;        /* served connections, every worker */
+	_Atomic unsigned rejecting;         /* refused connections still lingering */
+	struct spop_ratelog disc_log, accept_log, cap_log;
 	void (*worker_init)(void *udata, unsigned worker, struct ev_loop *loop);
 	void (*worker_fini)(void *udata, unsigned worker, struct ev_loop *loop);
 	void *worker_udata;
@@ -154,8 +199,9 @@ struct spop_runtime {
 };
 
 /* spop_listen.c */
-int spop_listener_open(struct spop_listener *l, const char *addr, unsigned nworkers, char *err, size_t errlen);
-void spop_listener_close(struct spop_listener *l, unsigned nworkers);
+int spop_listener_open(struct spop_listener *l, const char *addr, const char *agent_name, char *err,
+		       size_t errlen);
+void spop_listener_close(struct spop_listener *l);
 
 /* spop_conn.c */
 void spop_conn_accept_cb(struct ev_loop *loop, ev_io *w, int revents);

@@ -1,16 +1,27 @@
 /*
  * spop_listen.c — listening sockets for the runtime.
  *
- * TCP ("host:port", "[v6]:port", "*:port", ":port"): one SO_REUSEPORT
- * socket per worker, all bound to the same address, so the kernel spreads
- * new connections over the workers without a shared accept lock. Port 0
- * asks the kernel for a port once; the other workers bind that port.
+ * One socket per listener, shared by every worker's loop: each worker
+ * watches the same non-blocking fd and the worker whose accept() wins takes
+ * the connection.
  *
- * Unix ("/path" or "unix:path"): one socket, shared by every worker's loop
- * (each watches the same non-blocking fd; the worker whose accept() wins
- * takes the connection). SO_REUSEPORT has no meaning there, and one accept
- * queue feeding all loops keeps every core busy; a stale socket file from
- * a previous run is removed only if nothing answers on it.
+ * TCP ("host:port", "[v6]:port", "*:port", ":port") is bound WITHOUT
+ * SO_REUSEPORT, on purpose. With one SO_REUSEPORT socket per worker, a
+ * second agent started on the same port (an old one not stopped, a typo in
+ * a unit file) binds without error and the kernel hands it half of the new
+ * connections, possibly with an old directory and no health feed. A plain
+ * bind makes the kernel refuse any second listener, whatever program it
+ * is, atomically: no probe-then-bind window for two agents started at the
+ * same moment to slip through (a probe socket without SO_REUSEPORT, closed
+ * before the real ones bind, has that window). What sharing one socket
+ * costs: every idle worker is woken for a new connection and all but one
+ * get EAGAIN. SPOP connections are few and long-lived (HAProxy keeps them
+ * open), so that is noise, and whichever worker is idle takes the next one.
+ * SO_REUSEADDR stays: it only lets a restart bind while old connections
+ * sit in TIME_WAIT; on Linux it never lets two sockets listen on one port.
+ *
+ * Unix ("/path" or "unix:path"): a stale socket file from a previous run is
+ * removed only if nothing answers on it.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -61,9 +72,16 @@ static int split_host_port(const char *addr, char *host, size_t hostlen, char *p
 	return 0;
 }
 
+/* The message for a listener address someone else holds. */
+static void in_use(char *err, size_t errlen, const char *addr, const char *agent_name)
+{
+	snprintf(err, errlen, "%s is already in use (another %s?)", addr, agent_name);
+}
+
 /* Creates, binds and listens one TCP socket for ai. Returns the fd or -1
  * with err filled. */
-static int tcp_socket(const struct addrinfo *ai, const char *addr, char *err, size_t errlen)
+static int tcp_socket(const struct addrinfo *ai, const char *addr, const char *agent_name, char *err,
+		      size_t errlen)
 {
 	int one = 1;
 	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
@@ -72,15 +90,17 @@ static int tcp_socket(const struct addrinfo *ai, const char *addr, char *err, si
 		snprintf(err, errlen, "%s: socket: %s", addr, strerror(errno));
 		return -1;
 	}
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) {
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1) {
 		snprintf(err, errlen, "%s: setsockopt: %s", addr, strerror(errno));
 		goto out_close;
 	}
 	if (ai->ai_family == AF_INET6)
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, ai->ai_addr, ai->ai_addrlen) == -1) {
-		snprintf(err, errlen, "%s: bind: %s", addr, strerror(errno));
+		if (errno == EADDRINUSE)
+			in_use(err, errlen, addr, agent_name);
+		else
+			snprintf(err, errlen, "%s: bind: %s", addr, strerror(errno));
 		goto out_close;
 	}
 	if (listen(fd, SPOP_BACKLOG) == -1) {
@@ -108,7 +128,7 @@ static unsigned bound_port(int fd)
 	return 0;
 }
 
-static int open_tcp(struct spop_listener *l, const char *addr, unsigned nworkers, char *err, size_t errlen)
+static int open_tcp(struct spop_listener *l, const char *addr, const char *agent_name, char *err, size_t errlen)
 {
 	struct addrinfo hints, *res = NULL;
 	char host[256], port[16];
@@ -127,26 +147,12 @@ static int open_tcp(struct spop_listener *l, const char *addr, unsigned nworkers
 		snprintf(err, errlen, "%s: %s", addr, gai_strerror(rc));
 		return -1;
 	}
-	for (unsigned i = 0; i < nworkers; i++) {
-		if (i == 1 && l->port) {
-			/* port 0: the others bind the port the first one got */
-			if (res->ai_family == AF_INET)
-				((struct sockaddr_in *)res->ai_addr)->sin_port = htons((uint16_t)l->port);
-			else if (res->ai_family == AF_INET6)
-				((struct sockaddr_in6 *)res->ai_addr)->sin6_port = htons((uint16_t)l->port);
-		}
-		l->fds[i] = tcp_socket(res, addr, err, errlen);
-		if (l->fds[i] == -1)
-			goto out_close;
-		if (i == 0)
-			l->port = bound_port(l->fds[0]);
-	}
+	l->fd = tcp_socket(res, addr, agent_name, err, errlen);
 	freeaddrinfo(res);
+	if (l->fd == -1)
+		return -1;
+	l->port = bound_port(l->fd);
 	return 0;
-out_close:
-	freeaddrinfo(res);
-	spop_listener_close(l, nworkers);
-	return -1;
 }
 
 /* True if something accepts connections on the unix socket path. */
@@ -162,7 +168,7 @@ static bool unix_alive(const struct sockaddr_un *sun)
 	return alive;
 }
 
-static int open_unix(struct spop_listener *l, const char *path, char *err, size_t errlen)
+static int open_unix(struct spop_listener *l, const char *path, const char *agent_name, char *err, size_t errlen)
 {
 	struct sockaddr_un sun;
 	struct stat st;
@@ -177,7 +183,7 @@ static int open_unix(struct spop_listener *l, const char *path, char *err, size_
 	memcpy(sun.sun_path, path, strlen(path));
 	if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
 		if (unix_alive(&sun)) {
-			snprintf(err, errlen, "%s: another process listens on this socket", path);
+			in_use(err, errlen, path, agent_name);
 			return -1;
 		}
 		unlink(path);
@@ -198,36 +204,35 @@ static int open_unix(struct spop_listener *l, const char *path, char *err, size_
 	}
 	l->is_unix = true;
 	snprintf(l->path, sizeof(l->path), "%s", path);
-	l->fds[0] = fd;
+	l->fd = fd;
 	return 0;
 out_close:
 	close(fd);
 	return -1;
 }
 
-/* Opens listener l on addr for nworkers workers. Returns 0 or -1 with err
- * filled (nothing left open then). */
-int spop_listener_open(struct spop_listener *l, const char *addr, unsigned nworkers, char *err, size_t errlen)
+/* Opens listener l on addr. An address held by another process fails with
+ * "ADDR is already in use (another <agent_name>?)". Returns 0 or -1 with
+ * err filled (nothing left open then). */
+int spop_listener_open(struct spop_listener *l, const char *addr, const char *agent_name, char *err,
+		       size_t errlen)
 {
 	memset(l, 0, sizeof(*l));
-	for (unsigned i = 0; i < SPOP_MAX_WORKERS; i++)
-		l->fds[i] = -1;
+	l->fd = -1;
 	snprintf(l->addr, sizeof(l->addr), "%s", addr);
 	if (strncmp(addr, "unix:", 5) == 0)
-		return open_unix(l, addr + 5, err, errlen);
+		return open_unix(l, addr + 5, agent_name, err, errlen);
 	if (addr[0] == '/' || addr[0] == '.')
-		return open_unix(l, addr, err, errlen);
-	return open_tcp(l, addr, nworkers, err, errlen);
+		return open_unix(l, addr, agent_name, err, errlen);
+	return open_tcp(l, addr, agent_name, err, errlen);
 }
 
-/* Closes every fd of l (and removes a unix socket's file). */
-void spop_listener_close(struct spop_listener *l, unsigned nworkers)
+/* Closes l's socket (and removes a unix socket's file). */
+void spop_listener_close(struct spop_listener *l)
 {
-	for (unsigned i = 0; i < nworkers && i < SPOP_MAX_WORKERS; i++) {
-		if (l->fds[i] != -1)
-			close(l->fds[i]);
-		l->fds[i] = -1;
-	}
+	if (l->fd != -1)
+		close(l->fd);
+	l->fd = -1;
 	if (l->is_unix && l->path[0]) {
 		unlink(l->path);
 		l->path[0] = 0;

@@ -31,6 +31,29 @@ void spop_env_log(const struct spop_env *env, int priority, const char *fmt, ...
 	env->log(env->log_udata, priority, line);
 }
 
+/* spop_env_log through the rate limit r (NULL: every line): for lines a
+ * peer can trigger at will (a DISCONNECT per bad connection, a refusal per
+ * connection over the cap). `what` names the events in the remark that
+ * says how many were left out; the counters keep every event. */
+void spop_env_log_limited(const struct spop_env *env, struct spop_ratelog *r, int priority, const char *what,
+			  const char *fmt, ...)
+{
+	uint64_t skipped = 0;
+	char line[400];
+	va_list ap;
+
+	if (!env->log || (r && !spop_ratelog_allow(r, &skipped)))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (skipped)
+		spop_env_log(env, priority, "%s (and %llu more %s left out by the log rate limit)", line,
+			     (unsigned long long)skipped, what);
+	else
+		spop_env_log(env, priority, "%s", line);
+}
+
 /* Prepares p for a new connection; peer is a label for log lines. */
 void spop_proto_init(struct spop_proto *p, const struct spop_env *env, struct spop_counters *ctr,
 		     unsigned worker, const char *peer)
@@ -60,9 +83,24 @@ static size_t reply_room(const struct spop_proto *p, const struct spop_out *out)
 	return room < max ? room : max;
 }
 
+/* Appends AGENT-DISCONNECT with status st to out and counts it. Returns
+ * the bytes written, or -1 when out has no room for it. */
+static int disconnect_frame(struct spop_proto *p, struct spop_out *out, enum spop_status st, const char *msg)
+{
+	int n = spop_disconnect_encode(out->buf + out->len, reply_room(p, out), SPOP_FRAME_AGENT_DISCONNECT,
+				       st, msg);
+
+	if (n > 0) {
+		out->len += (size_t)n;
+		SPOP_CTR_ADD(p->ctr, disconnect_status[(unsigned)st < 100 ? (unsigned)st : 99], 1);
+	}
+	return n;
+}
+
 /* Queues AGENT-DISCONNECT with status st (and msg, or the status text),
- * counts and logs it, and moves to CLOSING. `always` also sends it before
- * the handshake (protocol errors do; a stop does not need to). */
+ * counts and logs it (rate-limited), and moves to CLOSING. `always` also
+ * sends it before the handshake (protocol errors do; a stop does not need
+ * to). */
 void spop_proto_disconnect(struct spop_proto *p, struct spop_out *out, enum spop_status st,
 			   const char *msg, bool always)
 {
@@ -71,16 +109,23 @@ void spop_proto_disconnect(struct spop_proto *p, struct spop_out *out, enum spop
 	if (p->state == SPOP_PS_CLOSING)
 		return;
 	if (always || p->state == SPOP_PS_READY) {
-		n = spop_disconnect_encode(out->buf + out->len, reply_room(p, out), SPOP_FRAME_AGENT_DISCONNECT,
-					   st, msg);
-		if (n > 0) {
-			out->len += (size_t)n;
-			SPOP_CTR_ADD(p->ctr, disconnect_status[(unsigned)st < 100 ? (unsigned)st : 99], 1);
-		}
-		spop_env_log(p->env, st == SPOP_ST_NORMAL ? LOG_INFO : LOG_NOTICE,
-			     "spop: worker %u: %s: AGENT-DISCONNECT status %d (%s)%s", p->worker, p->peer,
-			     (int)st, msg ? msg : spop_status_str(st), n > 0 ? "" : " [not sent: no room]");
+		n = disconnect_frame(p, out, st, msg);
+		spop_env_log_limited(p->env, p->env->disc_log, st == SPOP_ST_NORMAL ? LOG_INFO : LOG_NOTICE,
+				     "DISCONNECT lines", "spop: worker %u: %s: AGENT-DISCONNECT status %d (%s)%s",
+				     p->worker, p->peer, (int)st, msg ? msg : spop_status_str(st),
+				     n > 0 ? "" : " [not sent: no room]");
 	}
+	p->state = SPOP_PS_CLOSING;
+}
+
+/* Refuses a connection before reading anything: queues AGENT-DISCONNECT
+ * st/msg and moves to CLOSING, without a log line of its own (the caller
+ * logs the refusals together). */
+void spop_proto_refuse(struct spop_proto *p, struct spop_out *out, enum spop_status st, const char *msg)
+{
+	if (p->state == SPOP_PS_CLOSING)
+		return;
+	(void)disconnect_frame(p, out, st, msg);
 	p->state = SPOP_PS_CLOSING;
 }
 
@@ -202,9 +247,9 @@ static void on_haproxy_disconnect(struct spop_proto *p, const struct spop_frame 
 
 	SPOP_CTR_ADD(p->ctr, haproxy_disconnects, 1);
 	if (spop_disconnect_decode(f->payload, f->payload_len, &d) != -1 && d.has_status && d.status != 0)
-		spop_env_log(p->env, LOG_NOTICE, "spop: worker %u: %s: HAPROXY-DISCONNECT status %u (%.*s)",
-			     p->worker, p->peer, (unsigned)d.status, d.message ? (int)d.message_len : 0,
-			     d.message ? d.message : "");
+		spop_env_log_limited(p->env, p->env->disc_log, LOG_NOTICE, "DISCONNECT lines",
+				     "spop: worker %u: %s: HAPROXY-DISCONNECT status %u (%.*s)", p->worker, p->peer,
+				     (unsigned)d.status, d.message ? (int)d.message_len : 0, d.message ? d.message : "");
 	spop_proto_disconnect(p, out, SPOP_ST_NORMAL, NULL, true);
 }
 

@@ -7,11 +7,14 @@
  * counters. spop_runtime_stop() wakes every loop with an ev_async; each
  * worker then stops accepting, finishes its connections and returns.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <syslog.h>
 
 #include "spop_int.h"
@@ -43,8 +46,17 @@ struct spop_runtime *spop_runtime_new(const struct spop_runtime_config *cfg, cha
 	rt->env.log = cfg->log;
 	rt->env.log_udata = cfg->log_udata;
 	rt->nworkers = cfg->workers ? cfg->workers : 1;
-	rt->idle_timeout_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : 30000;
+	rt->idle_timeout_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : SPOP_DEFAULT_IDLE_TIMEOUT_MS;
 	rt->out_frames = cfg->out_buffer_frames ? cfg->out_buffer_frames : 4;
+	rt->agent_name = cfg->agent_name ? cfg->agent_name : "agent";
+	rt->max_conns_cfg = cfg->max_connections;
+	rt->fd_reserve = cfg->fd_reserve ? cfg->fd_reserve : SPOP_DEFAULT_FD_RESERVE;
+	/* DISCONNECT lines: enough to see what a few bad peers do; refusals
+	 * and accept errors: one line per 10 s says it goes on */
+	spop_ratelog_init(&rt->disc_log, 20, 10.0);
+	spop_ratelog_init(&rt->accept_log, 1, 10.0);
+	spop_ratelog_init(&rt->cap_log, 1, 10.0);
+	rt->env.disc_log = &rt->disc_log;
 	rt->worker_init = cfg->worker_init;
 	rt->worker_fini = cfg->worker_fini;
 	rt->worker_udata = cfg->worker_udata;
@@ -85,7 +97,7 @@ int spop_runtime_listen(struct spop_runtime *rt, const char *addr, char *err, si
 		snprintf(err, errlen, "%s: too many listeners (at most %d)", addr, SPOP_MAX_LISTENERS);
 		return -1;
 	}
-	if (spop_listener_open(&rt->listeners[rt->nlisteners], addr, rt->nworkers, err, errlen) == -1)
+	if (spop_listener_open(&rt->listeners[rt->nlisteners], addr, rt->agent_name, err, errlen) == -1)
 		return -1;
 	rt->nlisteners++;
 	return 0;
@@ -159,11 +171,69 @@ static int worker_init(struct spop_runtime *rt, unsigned i, char *err, size_t er
 
 		wl->magic = SPOP_LISTEN_MAGIC;
 		wl->w = w;
-		wl->fd = ls->is_unix ? ls->fds[0] : ls->fds[i];
+		wl->fd = ls->fd;
 		ev_io_init(&wl->io, spop_conn_accept_cb, wl->fd, EV_READ);
 		wl->io.data = wl;
 		ev_io_start(w->loop, &wl->io);
 	}
+	return 0;
+}
+
+/* Descriptors open in the process now: /proc/self/fd, or a probe of the
+ * first `limit` numbers where /proc is not mounted. */
+static unsigned long open_fds(unsigned long limit)
+{
+	DIR *d = opendir("/proc/self/fd");
+	unsigned long n = 0;
+
+	if (d) {
+		struct dirent *e;
+
+		while ((e = readdir(d)) != NULL)
+			if (e->d_name[0] != '.')
+				n++;
+		closedir(d);
+		return n ? n - 1 : 0;   /* the directory's own descriptor */
+	}
+	for (unsigned long fd = 0; fd < limit && fd < 65536; fd++)
+		if (fcntl((int)fd, F_GETFD) != -1)
+			n++;
+	return n;
+}
+
+/* Sets rt->max_conns. Every connection holds one descriptor, so the
+ * ceiling is the soft open-files limit minus what is open now (listeners,
+ * event loops, the program's own sockets), minus the reserve for what the
+ * program opens later, minus the refused connections that may linger at
+ * once (one more per worker: they check the slots concurrently). A
+ * configured cap above that could only end in EMFILE: refused. */
+static int compute_cap(struct spop_runtime *rt, char *err, size_t errlen)
+{
+	struct rlimit rl;
+	unsigned long soft, used, avail, overhead;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+		return -1;
+	}
+	soft = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1ul << 30) ? (1ul << 30) : (unsigned long)rl.rlim_cur;
+	used = open_fds(soft);
+	overhead = used + rt->fd_reserve + SPOP_REJECT_MAX + rt->nworkers;
+	avail = soft > overhead ? soft - overhead : 0;
+	if (avail > 1u << 30)
+		avail = 1u << 30;
+	if (avail == 0) {
+		snprintf(err, errlen, "the open-files limit (%lu) leaves no room for connections "
+			 "(%lu open now, %u reserved)", soft, used, rt->fd_reserve + SPOP_REJECT_MAX + rt->nworkers);
+		return -1;
+	}
+	if (rt->max_conns_cfg > avail) {
+		snprintf(err, errlen, "max-connections %u is more than the open-files limit allows: %lu "
+			 "(limit %lu - %lu open now - %u reserved)", rt->max_conns_cfg, avail, soft, used,
+			 rt->fd_reserve + SPOP_REJECT_MAX + rt->nworkers);
+		return -1;
+	}
+	rt->max_conns = rt->max_conns_cfg ? rt->max_conns_cfg : (unsigned)avail;
 	return 0;
 }
 
@@ -190,6 +260,9 @@ int spop_runtime_start(struct spop_runtime *rt, char *err, size_t errlen)
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		if (worker_init(rt, i, err, errlen) == -1)
 			goto out_free_workers;
+	/* after the loops exist: their descriptors count as open */
+	if (compute_cap(rt, err, errlen) == -1)
+		goto out_free_workers;
 	rt->started = true;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -215,6 +288,16 @@ out_free_workers:
 	return -1;
 }
 
+/* At stop: says how many events a rate limit left out since its last line. */
+static void flush_ratelog(struct spop_runtime *rt, struct spop_ratelog *r, const char *what)
+{
+	uint64_t n = spop_ratelog_flush(r);
+
+	if (n)
+		spop_env_log(&rt->env, LOG_NOTICE, "spop: %llu more %s since the last such line",
+			     (unsigned long long)n, what);
+}
+
 /* Graceful stop: wakes every worker (they stop accepting, answer what was
  * read, DISCONNECT and close their connections within a deadline), joins
  * them and closes the listeners. Idempotent. */
@@ -230,7 +313,10 @@ void spop_runtime_stop(struct spop_runtime *rt)
 		if (rt->workers[i].started)
 			pthread_join(rt->workers[i].thread, NULL);
 	for (unsigned i = 0; i < rt->nlisteners; i++)
-		spop_listener_close(&rt->listeners[i], rt->nworkers);
+		spop_listener_close(&rt->listeners[i]);
+	flush_ratelog(rt, &rt->disc_log, "DISCONNECT log lines");
+	flush_ratelog(rt, &rt->cap_log, "connections refused at the cap");
+	flush_ratelog(rt, &rt->accept_log, "accept errors");
 }
 
 static uint64_t ld(_Atomic uint64_t *v)
@@ -242,8 +328,13 @@ static uint64_t ld(_Atomic uint64_t *v)
 void spop_runtime_stats(struct spop_runtime *rt, struct spop_stats *out)
 {
 	memset(out, 0, sizeof(*out));
+	out->idle_timeout_ms = rt->idle_timeout_ms;
+	out->log_suppressed = spop_ratelog_suppressed_total(&rt->disc_log) +
+			      spop_ratelog_suppressed_total(&rt->accept_log) +
+			      spop_ratelog_suppressed_total(&rt->cap_log);
 	if (!rt->workers)
 		return;
+	out->conns_max = rt->max_conns;
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		struct spop_counters *c = &rt->workers[i].ctr;
 
@@ -257,6 +348,9 @@ void spop_runtime_stats(struct spop_runtime *rt, struct spop_stats *out)
 		out->haproxy_disconnects += ld(&c->haproxy_disconnects);
 		out->bytes_in += ld(&c->bytes_in);
 		out->bytes_out += ld(&c->bytes_out);
+		out->conns_refused += ld(&c->conns_refused);
+		out->accept_errors += ld(&c->accept_errors);
+		out->hello_timeouts += ld(&c->hello_timeouts);
 		for (unsigned s = 0; s < 100; s++)
 			out->disconnect_status[s] += ld(&c->disconnect_status[s]);
 	}
@@ -282,7 +376,7 @@ void spop_runtime_free(struct spop_runtime **rtp)
 	spop_runtime_stop(rt);
 	if (!rt->started)
 		for (unsigned i = 0; i < rt->nlisteners; i++)
-			spop_listener_close(&rt->listeners[i], rt->nworkers);
+			spop_listener_close(&rt->listeners[i]);
 	if (rt->workers) {
 		for (unsigned i = 0; i < rt->nworkers; i++)
 			ev_loop_destroy(rt->workers[i].loop);
@@ -290,6 +384,9 @@ void spop_runtime_free(struct spop_runtime **rtp)
 	}
 	for (unsigned i = 0; i < rt->env.nhandlers; i++)
 		free(rt->env.handlers[i].name);
+	spop_ratelog_destroy(&rt->disc_log);
+	spop_ratelog_destroy(&rt->accept_log);
+	spop_ratelog_destroy(&rt->cap_log);
 	free(rt);
 	*rtp = NULL;
 }

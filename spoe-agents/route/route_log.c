@@ -1,5 +1,11 @@
 /*
  * route_log.c — timestamped stderr lines or syslog, one write per line.
+ *
+ * log_line() is the one funnel every line of the daemon goes through (its
+ * own and the SPOP runtime's), so it is where bytes from outside (a seed
+ * file's line in a parse error, a peer's DISCONNECT message, a target name)
+ * are made harmless: control bytes are written as \xNN, so a line can
+ * neither forge another line nor drive the terminal that shows the log.
  */
 #include "route_log.h"
 
@@ -33,15 +39,48 @@ void route_log_close(void)
 		closelog();
 }
 
-/* Formats "<ISO time with ms> <ident>[<pid>]: <level>: <msg>\n" and writes it
- * with a single write(2), so lines from several threads never interleave. */
-static void log_line(int priority, const char *msg)
+size_t route_log_escape(const char *in, char *out, size_t outlen)
 {
-	char line[1024];
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (outlen == 0)
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f || *p == '\\') {
+			bool bs = *p == '\\';
+
+			if (o + (bs ? 2 : 4) >= outlen)
+				break;          /* never half an escape */
+			out[o++] = '\\';
+			if (bs) {
+				out[o++] = '\\';
+			} else {
+				out[o++] = 'x';
+				out[o++] = hex[*p >> 4];
+				out[o++] = hex[*p & 15];
+			}
+		} else {
+			if (o + 1 >= outlen)
+				break;
+			out[o++] = (char)*p;
+		}
+	}
+	out[o] = 0;
+	return o;
+}
+
+/* Formats "<ISO time with ms> <ident>[<pid>]: <level>: <msg>\n" and writes it
+ * with a single write(2), so lines from several threads never interleave.
+ * msg is escaped first (route_log_escape). */
+static void log_line(int priority, const char *raw)
+{
+	char line[1024], msg[900];
 	struct timespec ts;
 	struct tm tm;
 	int n;
 
+	route_log_escape(raw, msg, sizeof(msg));
 	if (log_syslog) {
 		syslog(priority, "%s", msg);
 		return;

@@ -1,6 +1,6 @@
 /*
  * route_main.c — route-agent: the SPOE agent that tells HAProxy where each
- * request goes (DESIGN.md §3.4).
+ * request goes (spoe-agents/route/README.md).
  *
  * The main thread owns everything but the decisions: it loads the seed
  * directory at start, reloads it (SIGHUP, or the file changing) through the
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "router.h"
@@ -30,6 +31,12 @@
 
 #define MAX_LISTEN       16
 #define WATCH_DEBOUNCE   0.05     /* seconds: merge an editor's burst of events */
+/* Descriptors kept out of the SPOP connection cap for what the main thread
+ * opens while running: the health feed socket, /metrics clients (libhc
+ * serves at most HC_METRICS_MAX_CLIENTS = 32 at once), the seed file while
+ * a reload reads it, syslog's socket, with room to spare. */
+#define ROUTE_FD_RESERVE 64
+#define FEED_LOG_EVERY   30.0     /* seconds between "still not connected" lines */
 
 struct route_options {
 	const char *listen[MAX_LISTEN];
@@ -41,6 +48,7 @@ struct route_options {
 	const char *stats;
 	uint32_t max_frame_size;
 	unsigned idle_timeout_ms;
+	unsigned max_connections;
 	bool check, use_syslog;
 };
 
@@ -58,6 +66,10 @@ struct route_daemon {
 	struct route_health *health;
 	struct hc_feed_client *feed;
 	bool feed_connected;
+	bool feed_ever_connected;            /* "not reachable yet" until the first snapshot */
+	unsigned feed_failures;              /* failed attempts since the last snapshot */
+	double feed_next_log;                /* ev_now() before which retries are not logged */
+	unsigned long nofile;                /* the soft open-files limit in force */
 	unsigned last_ndown;
 	uint64_t reloads_ok, reloads_error, seed_generation;
 	double last_reload_ok;               /* unix time of the last good load */
@@ -83,10 +95,18 @@ static void usage(FILE *out)
 		"  -H, --health PATH        healthcheckd feed socket (default: every node up)\n"
 		"  -S, --stats HOST:PORT    Prometheus metrics at GET /metrics\n"
 		"      --max-frame-size N   largest SPOP frame we accept (default 16380)\n"
-		"      --idle-timeout MS    close SPOP connections idle that long (default 30000)\n"
+		"      --idle-timeout MS    close SPOP connections idle that long (default %u); must\n"
+		"                           exceed HAProxy's idle timeout for the agents (`timeout\n"
+		"                           idle` on 2.6, the agents backend's `timeout server` on\n"
+		"                           3.x) so that HAProxy always closes an idle one first\n"
+		"      --max-connections N  SPOP connections served at once; more are refused with\n"
+		"                           AGENT-DISCONNECT 13 (default: what the open-files limit\n"
+		"                           allows, less a reserve of %u; the soft limit is raised\n"
+		"                           to the hard one at start)\n"
 		"      --syslog             log to syslog instead of stderr\n"
 		"  -c, --check              check the seed directory (and --dc) and exit 0/1\n"
-		"  -h, --help               this text\n");
+		"  -h, --help               this text\n",
+		SPOP_DEFAULT_IDLE_TIMEOUT_MS, ROUTE_FD_RESERVE);
 }
 
 /* Strict unsigned parse: whole string, in [min, max]. */
@@ -103,10 +123,24 @@ static bool parse_uint(const char *s, unsigned long min, unsigned long max, unsi
 	return true;
 }
 
+/* The value of option `name`, in [min, max]; exits 2 saying what was
+ * expected otherwise. */
+static unsigned long opt_uint(const char *name, const char *arg, unsigned long min, unsigned long max,
+			      const char *expected)
+{
+	unsigned long v;
+
+	if (!parse_uint(arg, min, max, &v)) {
+		fprintf(stderr, "route-agent: %s: expected %s, got '%s'\n", name, expected, arg);
+		exit(2);
+	}
+	return v;
+}
+
 /* Fills opt from argv; exits 0 on --help, 2 on a usage error. */
 static void parse_options(int argc, char **argv, struct route_options *opt)
 {
-	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG };
+	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "seed", required_argument, NULL, 's' },
@@ -116,12 +150,12 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		{ "stats", required_argument, NULL, 'S' },
 		{ "max-frame-size", required_argument, NULL, OPT_MFS },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE },
+		{ "max-connections", required_argument, NULL, OPT_MAXCONN },
 		{ "syslog", no_argument, NULL, OPT_SYSLOG },
 		{ "check", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	unsigned long v;
 	int c;
 
 	memset(opt, 0, sizeof(*opt));
@@ -141,26 +175,15 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		case 'S': opt->stats = optarg; break;
 		case 'c': opt->check = true; break;
 		case OPT_SYSLOG: opt->use_syslog = true; break;
-		case 'w':
-			if (!parse_uint(optarg, 1, 256, &v)) {
-				fprintf(stderr, "route-agent: --workers: expected 1..256, got '%s'\n", optarg);
-				exit(2);
-			}
-			opt->workers = (unsigned)v;
-			break;
+		case 'w': opt->workers = (unsigned)opt_uint("--workers", optarg, 1, 256, "1..256"); break;
 		case OPT_MFS:
-			if (!parse_uint(optarg, 256, 1u << 20, &v)) {
-				fprintf(stderr, "route-agent: --max-frame-size: expected 256..1048576, got '%s'\n", optarg);
-				exit(2);
-			}
-			opt->max_frame_size = (uint32_t)v;
+			opt->max_frame_size = (uint32_t)opt_uint("--max-frame-size", optarg, 256, 1u << 20, "256..1048576");
 			break;
 		case OPT_IDLE:
-			if (!parse_uint(optarg, 1, 86400000, &v)) {
-				fprintf(stderr, "route-agent: --idle-timeout: expected milliseconds, got '%s'\n", optarg);
-				exit(2);
-			}
-			opt->idle_timeout_ms = (unsigned)v;
+			opt->idle_timeout_ms = (unsigned)opt_uint("--idle-timeout", optarg, 1, 86400000, "milliseconds");
+			break;
+		case OPT_MAXCONN:
+			opt->max_connections = (unsigned)opt_uint("--max-connections", optarg, 1, 1u << 30, "a count >= 1");
 			break;
 		case 'h':
 			usage(stdout);
@@ -318,7 +341,8 @@ static void on_feed_target(void *udata, const char *name, enum hc_state st, cons
 /* Feed: link lost or restored (the client reports each loss once, and
  * "connected" only once a full snapshot arrived). Losing it keeps the last
  * known state. A fresh snapshot is complete: targets it no longer lists as
- * down are up again. */
+ * down are up again. Before the first snapshot (healthcheckd not up yet)
+ * nothing was lost: that is "not reachable yet". */
 static void on_feed_link(void *udata, bool connected, const char *why)
 {
 	struct route_daemon *d = udata;
@@ -327,12 +351,40 @@ static void on_feed_link(void *udata, bool connected, const char *why)
 	if (connected) {
 		if (route_health_end_snapshot(d->health) > 0)
 			ev_idle_start(d->loop, &d->republish);
-		route_log(LOG_NOTICE, "health feed %s connected%s%s", d->opt.health, why ? ": " : "", why ? why : "");
-	} else {
-		route_health_begin_snapshot(d->health);
-		route_log(LOG_WARNING, "health feed %s lost, keeping the last known state%s%s", d->opt.health,
-			  why ? ": " : "", why ? why : "");
+		if (d->feed_ever_connected && d->feed_failures > 1)
+			route_log(LOG_NOTICE, "health feed %s connected again after %u attempts%s%s", d->opt.health,
+				  d->feed_failures, why ? ": " : "", why ? why : "");
+		else
+			route_log(LOG_NOTICE, "health feed %s connected%s%s", d->opt.health, why ? ": " : "",
+				  why ? why : "");
+		d->feed_ever_connected = true;
+		d->feed_failures = 0;
+		return;
 	}
+	d->feed_next_log = ev_now(d->loop) + FEED_LOG_EVERY;
+	if (!d->feed_ever_connected) {
+		route_log(LOG_WARNING, "health feed %s not reachable yet%s%s (every target counts as up until "
+			  "its first snapshot; retrying)", d->opt.health, why ? ": " : "", why ? why : "");
+		return;
+	}
+	route_health_begin_snapshot(d->health);
+	route_log(LOG_WARNING, "health feed %s lost, keeping the last known state%s%s", d->opt.health,
+		  why ? ": " : "", why ? why : "");
+}
+
+/* Feed: one failed attempt (the first is the loss on_feed_link reported).
+ * The client retries every 2 s at most; one line per FEED_LOG_EVERY says
+ * it goes on without filling the log. */
+static void on_feed_retry(void *udata, unsigned failures, const char *why, double retry_in)
+{
+	struct route_daemon *d = udata;
+
+	d->feed_failures = failures;
+	if (failures <= 1 || ev_now(d->loop) < d->feed_next_log)
+		return;
+	d->feed_next_log = ev_now(d->loop) + FEED_LOG_EVERY;
+	route_log(LOG_WARNING, "health feed %s still %s after %u attempts: %s (next in %.1f s)", d->opt.health,
+		  d->feed_ever_connected ? "lost" : "not reachable", failures, why, retry_in);
 }
 
 /* Prometheus text for GET /metrics. */
@@ -370,8 +422,32 @@ static void render_metrics(void *udata, struct hc_text *t)
 			  "seedgate_spop_connections_total %llu\n"
 			  "# HELP seedgate_spop_connections SPOP connections open now.\n"
 			  "# TYPE seedgate_spop_connections gauge\n"
-			  "seedgate_spop_connections %llu\n",
-		       (unsigned long long)s.conns_total, (unsigned long long)s.conns_current);
+			  "seedgate_spop_connections %llu\n"
+			  "# HELP seedgate_spop_connections_max Connection cap: more are refused with AGENT-DISCONNECT 13.\n"
+			  "# TYPE seedgate_spop_connections_max gauge\n"
+			  "seedgate_spop_connections_max %llu\n"
+			  "# HELP seedgate_spop_connections_refused_total Connections refused at the cap.\n"
+			  "# TYPE seedgate_spop_connections_refused_total counter\n"
+			  "seedgate_spop_connections_refused_total %llu\n"
+			  "# HELP seedgate_spop_accept_errors_total accept() failures (out of descriptors ...); each pauses accepting for 100 ms.\n"
+			  "# TYPE seedgate_spop_accept_errors_total counter\n"
+			  "seedgate_spop_accept_errors_total %llu\n"
+			  "# HELP seedgate_spop_hello_timeouts_total Connections closed for not sending their HAPROXY-HELLO in time.\n"
+			  "# TYPE seedgate_spop_hello_timeouts_total counter\n"
+			  "seedgate_spop_hello_timeouts_total %llu\n"
+			  "# HELP seedgate_spop_idle_timeout_seconds Idle SPOP connections are closed after this (must exceed HAProxy's).\n"
+			  "# TYPE seedgate_spop_idle_timeout_seconds gauge\n"
+			  "seedgate_spop_idle_timeout_seconds %.3f\n"
+			  "# HELP seedgate_open_files_limit The soft RLIMIT_NOFILE in force.\n"
+			  "# TYPE seedgate_open_files_limit gauge\n"
+			  "seedgate_open_files_limit %lu\n"
+			  "# HELP seedgate_log_lines_suppressed_total Log lines left out by the rate limits (the counters above keep every event).\n"
+			  "# TYPE seedgate_log_lines_suppressed_total counter\n"
+			  "seedgate_log_lines_suppressed_total %llu\n",
+		       (unsigned long long)s.conns_total, (unsigned long long)s.conns_current,
+		       (unsigned long long)s.conns_max, (unsigned long long)s.conns_refused,
+		       (unsigned long long)s.accept_errors, (unsigned long long)s.hello_timeouts,
+		       s.idle_timeout_ms / 1000.0, d->nofile, (unsigned long long)s.log_suppressed);
 	hc_text_printf(t, "# TYPE seedgate_spop_hellos_total counter\nseedgate_spop_hellos_total %llu\n"
 			  "# TYPE seedgate_spop_healthchecks_total counter\nseedgate_spop_healthchecks_total %llu\n"
 			  "# TYPE seedgate_spop_notifies_total counter\nseedgate_spop_notifies_total %llu\n"
@@ -432,6 +508,15 @@ static void on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		hc_seedwatch_request(d->seeds, "SIGHUP");
 }
 
+/* One line of text that may quote a file's bytes, escaped like the log. */
+static void print_escaped(FILE *out, const char *text)
+{
+	char buf[2400];
+
+	route_log_escape(text, buf, sizeof(buf));
+	fprintf(out, "%s\n", buf);
+}
+
 /* -c: load, resolve --dc, print a summary; 0 when good, 1 with file:line. */
 static int check_only(const struct route_options *opt)
 {
@@ -440,12 +525,12 @@ static int check_only(const struct route_options *opt)
 	int dc;
 
 	if (!dir) {
-		fprintf(stderr, "%s\n", err);
+		print_escaped(stderr, err);
 		return 1;
 	}
 	dc = resolve_dc(dir, opt->dc, opt->seed, err, sizeof(err));
 	if (dc < 0) {
-		fprintf(stderr, "%s\n", err);
+		print_escaped(stderr, err);
 		router_dir_release(&dir);
 		return 1;
 	}
@@ -493,6 +578,9 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		.workers = d->opt.workers,
 		.max_frame_size = d->opt.max_frame_size,
 		.idle_timeout_ms = d->opt.idle_timeout_ms,
+		.max_connections = d->opt.max_connections,
+		.fd_reserve = ROUTE_FD_RESERVE,
+		.agent_name = "route-agent",
 		.log = route_log_cb,
 	};
 
@@ -550,6 +638,7 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		d->feed = hc_feed_client_new(d->loop, d->opt.health, on_feed_target, on_feed_link, d, err, errlen);
 		if (!d->feed)
 			return -1;
+		hc_feed_client_set_retry_cb(d->feed, on_feed_retry);
 	}
 	return spop_runtime_start(d->rt, err, errlen);
 }
@@ -576,9 +665,40 @@ static void daemon_teardown(struct route_daemon *d)
 	free(d->dc_name);
 }
 
+/* Raises the soft open-files limit to the hard one. Every SPOP connection
+ * holds a descriptor, and the usual soft default (1024) is below what
+ * HAProxy may open to an agent (README: sizing); the hard limit is what the
+ * administrator allows. Returns the soft limit in force; `note` says what
+ * happened, for the start log. */
+static unsigned long raise_nofile(char *note, size_t len)
+{
+	struct rlimit rl;
+	rlim_t before;
+
+	note[0] = 0;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		snprintf(note, len, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+		return 0;
+	}
+	before = rl.rlim_cur;
+	if (rl.rlim_cur != rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+			snprintf(note, len, "cannot raise the open-files limit from %llu to %llu: %s",
+				 (unsigned long long)before, (unsigned long long)rl.rlim_max, strerror(errno));
+			rl.rlim_cur = before;
+		} else {
+			snprintf(note, len, "open-files limit raised from %llu to %llu",
+				 (unsigned long long)before, (unsigned long long)rl.rlim_cur);
+		}
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? (unsigned long)-1 : (unsigned long)rl.rlim_cur;
+}
+
 int main(int argc, char **argv)
 {
 	struct route_daemon d = { 0 };
+	struct spop_stats st;
 	char err[600], listeners[512] = "";
 	size_t off = 0;
 	int status = 0;
@@ -589,6 +709,9 @@ int main(int argc, char **argv)
 
 	route_log_open(d.opt.use_syslog, "route-agent");
 	signal(SIGPIPE, SIG_IGN);
+	d.nofile = raise_nofile(err, sizeof(err));
+	if (err[0])
+		route_log(strncmp(err, "open-files limit raised", 23) == 0 ? LOG_INFO : LOG_WARNING, "%s", err);
 	if (daemon_setup(&d, err, sizeof(err)) == -1) {
 		route_log(LOG_ERR, "cannot start: %s", err);
 		status = 1;
@@ -596,8 +719,11 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < d.opt.nlisten && off < sizeof(listeners); i++)
 		off += (size_t)snprintf(listeners + off, sizeof(listeners) - off, "%s%s", i ? ", " : "", d.opt.listen[i]);
-	route_log(LOG_NOTICE, "started: listening on %s; datacenter %s; %u worker%s%s%s%s%s", listeners,
-		  d.dc_name, d.opt.workers, d.opt.workers == 1 ? "" : "s",
+	spop_runtime_stats(d.rt, &st);
+	route_log(LOG_NOTICE, "started: listening on %s; datacenter %s; %u worker%s; up to %llu connections "
+		  "(open-files limit %lu); idle timeout %.3g s%s%s%s%s", listeners,
+		  d.dc_name, d.opt.workers, d.opt.workers == 1 ? "" : "s", (unsigned long long)st.conns_max,
+		  d.nofile, st.idle_timeout_ms / 1000.0,
 		  d.opt.stats ? "; stats on " : "", d.opt.stats ? d.opt.stats : "",
 		  d.opt.health ? "; health feed " : "", d.opt.health ? d.opt.health : "");
 	ev_run(d.loop, 0);

@@ -570,7 +570,7 @@ def test_ack_fits_negotiated_frame_size(echo_agent):
 
 
 def test_200_connections_two_workers(stack):
-    """The same 200 connections spread by SO_REUSEPORT over two workers."""
+    """The same 200 connections spread over two workers sharing one socket."""
     spec = AGENTS[0]
     port = harness.free_port()
     argv = spec.argv(f"127.0.0.1:{port}", None)

@@ -1,6 +1,6 @@
 /*
- * test_spop_codec.c — SPOP codec, byte-exact against the vectors in
- * SPOP.md (varints, the example ACK, HAProxy's health-check HELLO), plus
+ * test_spop_codec.c — SPOP codec, byte-exact against known vectors
+ * (varints, an example ACK, HAProxy 2.6's health-check HELLO), plus
  * truncation: every strict prefix of a valid encoding must be refused.
  */
 #include <setjmp.h>
@@ -81,7 +81,7 @@ static void test_varint_limits(void **state)
 	assert_int_equal(spop_varint_encode(1, out, 0), -1);
 }
 
-/* SPOP.md: ACK, stream 5 frame 1, set txn "backend" = "be_blue". */
+/* An ACK, stream 5 frame 1, set txn "backend" = "be_blue". */
 static const uint8_t example_ack[] = {
 	0x00, 0x00, 0x00, 0x1b, 0x67, 0x00, 0x00, 0x00, 0x01, 0x05, 0x01,
 	0x01, 0x03, 0x02, 0x07, 'b', 'a', 'c', 'k', 'e', 'n', 'd',
@@ -125,7 +125,7 @@ static void test_example_ack(void **state)
 		assert_int_equal(spop_action_decode(f.payload, cut, &act), -1);
 }
 
-/* SPOP.md: HAProxy 2.6's health-check HELLO. */
+/* HAProxy 2.6's health-check HELLO, as sent on the wire. */
 static const uint8_t hc_hello[] = {
 	0x00, 0x00, 0x00, 0x4e, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
 	0x12, 's', 'u', 'p', 'p', 'o', 'r', 't', 'e', 'd', '-', 'v', 'e', 'r', 's', 'i', 'o', 'n', 's',

@@ -6,17 +6,25 @@
  * ACK per NOTIFY with echoed ids, skipped unknown types, back-pressure
  * (the engine stops when the output cannot hold a maximal reply and
  * resumes where it stopped).
+ *
+ * Runtime: an address another runtime holds is refused with a clear
+ * message; the connection cap refuses with AGENT-DISCONNECT 13 and a cap
+ * above the open-files limit fails the start; a silent connection is
+ * closed at the hello deadline; the log rate limiter.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "spop_int.h"
@@ -337,6 +345,169 @@ static void test_runtime_round_trip(void **state)
 	assert_null(rt);
 }
 
+/* A client socket connected to the runtime's first listener, with a 5 s
+ * receive timeout (a test never hangs). */
+static int client(struct spop_runtime *rt)
+{
+	struct timeval tv = { .tv_sec = 5 };
+	struct sockaddr_in sa;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd != -1);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)spop_runtime_listen_port(rt, 0));
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Reads one whole frame from fd into buf; returns its type (f points into buf). */
+static unsigned read_frame(int fd, uint8_t *buf, size_t room, struct spop_frame *f)
+{
+	size_t got = 0;
+	uint32_t flen = 0;
+
+	for (;;) {
+		ssize_t n;
+
+		if (got >= 4) {
+			spop_frame_length(buf, got, &flen);
+			assert_true(flen + 4 <= room);
+			if (got >= 4 + flen)
+				break;
+		}
+		n = read(fd, buf + got, (got >= 4 ? 4 + flen : 4) - got);
+		assert_true(n > 0);
+		got += (size_t)n;
+	}
+	assert_int_equal(spop_frame_decode(buf + 4, flen, f), (int)flen);
+	return f->type;
+}
+
+static struct spop_runtime *start_runtime(const struct spop_runtime_config *cfg)
+{
+	char err[256];
+	struct spop_runtime *rt = spop_runtime_new(cfg, err, sizeof(err));
+
+	assert_non_null(rt);
+	assert_int_equal(spop_runtime_on(rt, "echo", on_echo, NULL), 0);
+	assert_int_equal(spop_runtime_listen(rt, "127.0.0.1:0", err, sizeof(err)), 0);
+	assert_int_equal(spop_runtime_start(rt, err, sizeof(err)), 0);
+	return rt;
+}
+
+/* A second runtime on a held address fails at listen time, by name. */
+static void test_runtime_port_in_use(void **state)
+{
+	struct spop_runtime_config cfg = { .workers = 2 };
+	struct spop_runtime *rt = start_runtime(&cfg), *rt2;
+	char addr[64], err[256], want[128];
+
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", spop_runtime_listen_port(rt, 0));
+	rt2 = spop_runtime_new(&cfg, err, sizeof(err));
+	assert_non_null(rt2);
+	assert_int_equal(spop_runtime_listen(rt2, addr, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s is already in use (another agent?)", addr);
+	assert_string_equal(err, want);
+	spop_runtime_free(&rt2);
+	spop_runtime_free(&rt);
+}
+
+/* Over the cap: AGENT-DISCONNECT 13 naming it; the first connection is
+ * served. A cap the open-files limit cannot hold fails the start. */
+static void test_runtime_connection_cap(void **state)
+{
+	struct spop_runtime_config cfg = { .workers = 1, .max_connections = 1 };
+	struct spop_runtime *rt = start_runtime(&cfg);
+	struct spop_disconnect d;
+	struct spop_frame f;
+	struct spop_stats st;
+	uint8_t buf[512], rbuf[16384 + 4];
+	size_t len = hello(buf, sizeof(buf), 16380, "pipelining", false);
+	int a = client(rt), b;
+	char err[256];
+
+	assert_int_equal(write(a, buf, len), (ssize_t)len);
+	assert_int_equal(read_frame(a, rbuf, sizeof(rbuf), &f), SPOP_FRAME_AGENT_HELLO);
+	b = client(rt);
+	assert_int_equal(write(b, buf, len), (ssize_t)len);
+	assert_int_equal(read_frame(b, rbuf, sizeof(rbuf), &f), SPOP_FRAME_AGENT_DISCONNECT);
+	assert_int_equal(spop_disconnect_decode(f.payload, f.payload_len, &d), (int)f.payload_len);
+	assert_int_equal(d.status, SPOP_ST_RES_ALLOC);
+	assert_non_null(d.message);
+	assert_non_null(memmem(d.message, d.message_len, "connection cap (1 connections)", 30));
+	/* the refusal's slot is given back when the peer closes, not at the
+	 * 1 s linger deadline: polled for 0.9 s, it takes a few ms */
+	close(b);
+	for (int i = 0; i < 90 && atomic_load(&rt->rejecting) != 0; i++)
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	assert_int_equal(atomic_load(&rt->rejecting), 0);
+	close(a);
+	spop_runtime_stop(rt);
+	spop_runtime_stats(rt, &st);
+	assert_int_equal(st.conns_max, 1);
+	assert_int_equal(st.conns_refused, 1);
+	assert_int_equal(st.conns_total, 1);
+	spop_runtime_free(&rt);
+
+	cfg.max_connections = 1u << 30;
+	rt = spop_runtime_new(&cfg, err, sizeof(err));
+	assert_non_null(rt);
+	assert_int_equal(spop_runtime_listen(rt, "127.0.0.1:0", err, sizeof(err)), 0);
+	assert_int_equal(spop_runtime_start(rt, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "is more than the open-files limit allows"));
+	spop_runtime_free(&rt);
+}
+
+/* A connection that never sends its HELLO is closed at the hello deadline
+ * (here the idle timeout, 200 ms, being shorter than 5 s). */
+static void test_runtime_hello_timeout(void **state)
+{
+	struct spop_runtime_config cfg = { .workers = 1, .idle_timeout_ms = 200 };
+	struct spop_runtime *rt = start_runtime(&cfg);
+	struct spop_disconnect d;
+	struct spop_frame f;
+	struct spop_stats st;
+	uint8_t rbuf[1024];
+	int a = client(rt);
+
+	assert_int_equal(read_frame(a, rbuf, sizeof(rbuf), &f), SPOP_FRAME_AGENT_DISCONNECT);
+	assert_int_equal(spop_disconnect_decode(f.payload, f.payload_len, &d), (int)f.payload_len);
+	assert_int_equal(d.status, SPOP_ST_TIMEOUT);
+	close(a);
+	spop_runtime_stop(rt);
+	spop_runtime_stats(rt, &st);
+	assert_int_equal(st.hello_timeouts, 1);
+	assert_int_equal(st.idle_timeout_ms, 200);
+	spop_runtime_free(&rt);
+}
+
+/* burst lines per window; the next window's first line reports the rest. */
+static void test_ratelog(void **state)
+{
+	struct spop_ratelog r;
+	struct timespec ts = { 0, 80 * 1000 * 1000 };
+	uint64_t skipped = 99;
+
+	spop_ratelog_init(&r, 2, 0.05);
+	assert_true(spop_ratelog_allow(&r, &skipped));
+	assert_int_equal(skipped, 0);
+	assert_true(spop_ratelog_allow(&r, &skipped));
+	assert_false(spop_ratelog_allow(&r, &skipped));
+	assert_false(spop_ratelog_allow(&r, &skipped));
+	assert_false(spop_ratelog_allow(&r, &skipped));
+	nanosleep(&ts, NULL);            /* past the 50 ms window */
+	assert_true(spop_ratelog_allow(&r, &skipped));
+	assert_int_equal(skipped, 3);
+	assert_false(spop_ratelog_allow(&r, &skipped) && spop_ratelog_allow(&r, &skipped));
+	assert_int_equal(spop_ratelog_flush(&r), 1);
+	assert_int_equal(spop_ratelog_flush(&r), 0);
+	assert_int_equal(spop_ratelog_suppressed_total(&r), 4);
+	spop_ratelog_destroy(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -347,6 +518,10 @@ int main(void)
 		cmocka_unit_test_setup(test_unknown_type_skipped, setup),
 		cmocka_unit_test_setup(test_back_pressure, setup),
 		cmocka_unit_test_setup(test_runtime_round_trip, setup),
+		cmocka_unit_test_setup(test_runtime_port_in_use, setup),
+		cmocka_unit_test_setup(test_runtime_connection_cap, setup),
+		cmocka_unit_test_setup(test_runtime_hello_timeout, setup),
+		cmocka_unit_test(test_ratelog),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
