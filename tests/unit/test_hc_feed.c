@@ -325,12 +325,44 @@ static void test_client_bad_args(void **state)
 	ev_loop_destroy(loop);
 }
 
+/* The fuzzer's reproducer "T x up - 5 \x7f\n": the decoder kept DEL in a
+ * reason that the encoder turns into a space, so decode -> encode -> decode
+ * changed the text. Every control byte and DEL must come out the same way
+ * on both sides. */
+static void test_reason_del_round_trip(void **state)
+{
+	static const char in[] = "T x up - 5 \x7f\n";
+	char line[HC_FEED_LINE_MAX + 1];
+	struct hc_feed_rec a, b;
+	int n;
+
+	assert_int_equal(hc_feed_decode(in, sizeof(in) - 1, &a), 1);
+	assert_string_equal(a.reason, " ");
+	n = hc_feed_encode_target(line, sizeof(line), a.name, a.state, a.addr, a.since_ms, a.reason);
+	assert_true(n > 0);
+	assert_int_equal(hc_feed_decode(line, (size_t)n, &b), 1);
+	assert_string_equal(a.reason, b.reason);
+
+	/* every byte below 0x20 (but the line's own '\n') and DEL */
+	for (int c = 1; c < 0x20; c++) {
+		if (c == '\n' || c == '\r')
+			continue;
+		n = snprintf(line, sizeof(line), "T x down - 1 a%cb\x7f\n", c);
+		assert_int_equal(hc_feed_decode(line, (size_t)n, &a), 1);
+		assert_string_equal(a.reason, "a b ");
+		n = hc_feed_encode_target(line, sizeof(line), a.name, a.state, a.addr, a.since_ms, a.reason);
+		assert_int_equal(hc_feed_decode(line, (size_t)n, &b), 1);
+		assert_string_equal(b.reason, "a b ");
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_encode_decode_target),
 		cmocka_unit_test(test_encode_rejects),
 		cmocka_unit_test(test_reason_truncated),
+		cmocka_unit_test(test_reason_del_round_trip),
 		cmocka_unit_test(test_decode_other_lines),
 		cmocka_unit_test(test_line_buf_pieces),
 		cmocka_unit_test(test_line_buf_overlong),
