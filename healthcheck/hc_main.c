@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "hc_daemon.h"
+#include "hc_escape.h"
 #include "hc_metrics.h"
 #include "hc_seedwatch.h"
 #include "tls.h"
@@ -50,7 +51,7 @@ static const char usage_text[] =
 "  --fast-interval DUR      time between checks while a target changes state (interval/2)\n"
 "  --timeout DUR            connect+answer deadline (interval, at most 2s)\n"
 "  --rise N / --fall N      results in a row to go up / down (2 / 2)\n"
-"  --jitter PCT             spread each interval by +-PCT %% (10)\n"
+"  --jitter PCT             spread each interval by +-PCT % (10)\n"
 "  --ca-file FILE           CAs for https checks (system store)   --no-verify: accept any cert\n"
 "Flap damping (a target that keeps changing is held down, doubling each time):\n"
 "  --damp-flaps N           changes within the window that trigger a hold (4; 0 = off)\n"
@@ -84,10 +85,13 @@ int64_t hcd_mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* One log line on stderr: UTC timestamp with ms, then the message. */
+/* One log line on stderr: UTC timestamp with ms, then the message. The
+ * message quotes seed files, target names, DNS and peers' answers: it is
+ * escaped as a whole (hc_escape_log: printable ASCII, "\\xNN" for the rest)
+ * so that no byte from outside can forge a line or reach a terminal raw. */
 void hcd_log(const char *fmt, ...)
 {
-	char ts[32], msg[1024];
+	char ts[32], msg[1024], safe[HC_ESCAPE_ROOM(1024)];
 	struct timespec now;
 	struct tm tm;
 	va_list ap;
@@ -98,7 +102,8 @@ void hcd_log(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s.%03ldZ healthcheckd[%d]: %s\n", ts, now.tv_nsec / 1000000, (int)getpid(), msg);
+	fprintf(stderr, "%s.%03ldZ healthcheckd[%d]: %s\n", ts, now.tv_nsec / 1000000, (int)getpid(),
+	        hc_escape_log(safe, sizeof(safe), msg));
 }
 
 /* Parses a duration ("250ms", "1s", "2m", bare ms) into *ms; -1 if invalid. */
