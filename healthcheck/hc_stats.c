@@ -47,8 +47,18 @@ void hcd_stats_render(void *udata, struct hc_text *o)
 	               "seedgate_hc_dns_resolutions_total{result=\"ok\"} %llu\n"
 	               "seedgate_hc_dns_resolutions_total{result=\"error\"} %llu\n",
 	               (unsigned long long)k->dns_ok, (unsigned long long)k->dns_fail);
-	hc_text_printf(o, "# TYPE seedgate_hc_feed_subscribers gauge\nseedgate_hc_feed_subscribers %u\n",
-	               d->feed ? hcd_feed_subscribers(d->feed) : 0);
+	hc_text_printf(o, "# HELP seedgate_hc_checks_skipped_total Checks that could not run for a "
+	               "reason of ours (no verdict: the target kept its state).\n"
+	               "# TYPE seedgate_hc_checks_skipped_total counter\n");
+	for (unsigned r = 0; r < HCD_SKIP_N; r++)
+		hc_text_printf(o, "seedgate_hc_checks_skipped_total{reason=\"%s\"} %llu\n",
+		               hcd_skip_name((enum hcd_skip)r), (unsigned long long)k->checks_skipped[r]);
+	hc_text_printf(o, "# TYPE seedgate_hc_feed_subscribers gauge\nseedgate_hc_feed_subscribers %u\n"
+	               "# HELP seedgate_hc_feed_subscribers_max Subscribers the open-files limit leaves room for.\n"
+	               "# TYPE seedgate_hc_feed_subscribers_max gauge\nseedgate_hc_feed_subscribers_max %u\n"
+	               "# TYPE seedgate_hc_feed_refused_total counter\nseedgate_hc_feed_refused_total %llu\n",
+	               d->feed ? hcd_feed_subscribers(d->feed) : 0, hcd_feed_cap(d),
+	               (unsigned long long)k->feed_refused);
 	hc_text_printf(o, "# TYPE seedgate_hc_haproxy_connected gauge\n");
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++) {
 		/* a socket path is any bytes: escaped as a label value must be */
