@@ -30,10 +30,7 @@ char *hc_escape_log_n(char *out, size_t room, const char *in, size_t len)
 		char seq[4];
 		size_t n;
 
-		if (c == '\\') {
-			seq[0] = seq[1] = '\\';
-			n = 2;
-		} else if (c >= 0x20 && c < 0x7f) {
+		if (c >= 0x20 && c < 0x7f) {
 			seq[0] = (char)c;
 			n = 1;
 		} else {

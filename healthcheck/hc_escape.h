@@ -4,9 +4,12 @@
  * up in log lines and /metrics label values; raw control bytes there can
  * forge log lines, break a terminal or make a scrape unparsable.
  *
- *   hc_escape_log()    for log lines: printable ASCII as is, a backslash as
- *                      "\\", every other byte (controls, DEL, >= 0x80) as
- *                      "\xNN". The result is one line of printable ASCII.
+ *   hc_escape_log()    for log lines: printable ASCII as is, every other
+ *                      byte (controls, DEL, >= 0x80) as "\xNN". The result
+ *                      is one line of printable ASCII. A backslash stays as
+ *                      it is, so that escaping is idempotent: a message
+ *                      that quotes an already escaped one (a parse error
+ *                      in a log line) is not escaped twice.
  *   hc_escape_label()  for a Prometheus label value (inside "..."): "\\",
  *                      "\"" and "\n" as the exposition format requires,
  *                      every other byte as is.

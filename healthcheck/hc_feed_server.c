@@ -37,7 +37,7 @@
 
 #define FEED_MAGIC          0x48434650u   /* "HCFP" */
 #define FEED_SUB_MAGIC      0x48434653u   /* "HCFS" */
-#define FEED_SNAP_CHUNK     (64u << 10)   /* snapshot bytes made ahead of the socket */
+#define FEED_SNAP_CHUNK     (16u << 10)   /* snapshot bytes made ahead of the socket */
 #define FEED_SUB_KEEP       (64u << 10)   /* a drained queue bigger than this is freed */
 #define FEED_QUEUE_BASE     (1u << 20)    /* queue bound: 1 MB ... */
 #define FEED_QUEUE_PER_TGT  256u          /* ... + a line per target (a full round of changes) */

@@ -99,7 +99,8 @@ int64_t hcd_mono_us(void)
 /* One log line on stderr: UTC timestamp with ms, then the message. The
  * message quotes seed files, target names, DNS and peers' answers: it is
  * escaped as a whole (hc_escape_log: printable ASCII, "\\xNN" for the rest)
- * so that no byte from outside can forge a line or reach a terminal raw. */
+ * so that no byte from outside can forge a line or reach a terminal raw
+ * (already escaped text, such as a parse error, passes unchanged). */
 void hcd_log(const char *fmt, ...)
 {
 	char ts[32], msg[1024], safe[HC_ESCAPE_ROOM(1024)];

@@ -79,20 +79,18 @@ static int perr(struct parser *p, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	/* The message quotes words of the file, which may hold any byte: the
-	 * formats are printable ASCII, so escaping the whole message (a
-	 * backslash as \\, other non-printables as \xNN) escapes just what
-	 * came from the input, and the error prints as one harmless line. */
+	 * formats are printable ASCII, so escaping the whole message (every
+	 * byte that is not printable ASCII as \xNN, as libhc's hc_escape_log()
+	 * does) escapes just what came from the input, and the error prints as
+	 * one harmless line. */
 	for (size_t i = 0; msg[i]; i++) {
 		unsigned char c = (unsigned char)msg[i];
-		size_t n = c == '\\' ? 2 : (c >= 0x20 && c < 0x7f) ? 1 : 4;
+		size_t n = (c >= 0x20 && c < 0x7f) ? 1 : 4;
 
 		if (o + n >= sizeof(safe))
 			break;
 		if (n == 1) {
 			safe[o++] = (char)c;
-		} else if (n == 2) {
-			safe[o++] = '\\';
-			safe[o++] = '\\';
 		} else {
 			safe[o++] = '\\';
 			safe[o++] = 'x';
