@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <ev.h>
@@ -356,6 +357,53 @@ static void test_reason_del_round_trip(void **state)
 	}
 }
 
+/* The status table (seedctl health) from a snapshot that carries a change
+ * before its E: healthcheckd sends a change at once when the snapshot is
+ * already past that target. One row per target, with the latest state. */
+static void test_status_merges_change_inside_snapshot(void **state)
+{
+	static const char feed[] =
+		"H seedgate-health 1\n"
+		"T n1 up 127.0.0.1:1 1000 TCP connect\n"
+		"S n1 node a 1000 10 1 0\n"
+		"T n2 up 127.0.0.1:2 1000 TCP connect\n"
+		"S n2 node a 1000 10 1 0\n"
+		"T n1 down 127.0.0.1:1 2000 connect: Connection refused\n"
+		"E 2\n";
+	char path[] = "/tmp/test_hc_status.XXXXXX", sock[64], err[256], *text = NULL;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t textlen = 0;
+	FILE *out = open_memstream(&text, &textlen);
+	int lfd, rc;
+	pid_t pid;
+
+	assert_non_null(mkdtemp(path));
+	snprintf(sock, sizeof(sock), "%s/feed.sock", path);
+	strcpy(sa.sun_path, sock);
+	lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {                        /* the feed: one subscriber */
+		int fd = accept(lfd, NULL, NULL);
+
+		_exit(fd >= 0 && write(fd, feed, sizeof(feed) - 1) == (ssize_t)sizeof(feed) - 1 ? 0 : 1);
+	}
+	rc = hc_status_print(sock, out, 3000, err, sizeof(err));
+	fclose(out);
+	waitpid(pid, NULL, 0);
+	close(lfd);
+	unlink(sock);
+	rmdir(path);
+	assert_int_equal(rc, 2);
+	assert_non_null(strstr(text, "n1 "));
+	assert_null(strstr(strstr(text, "n1 ") + 1, "\nn1 "));   /* one row for n1 */
+	assert_non_null(strstr(text, "refused"));
+	assert_non_null(strstr(strstr(text, "\nn1 "), "node "));     /* it kept its S line */
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -363,6 +411,7 @@ int main(void)
 		cmocka_unit_test(test_encode_rejects),
 		cmocka_unit_test(test_reason_truncated),
 		cmocka_unit_test(test_reason_del_round_trip),
+		cmocka_unit_test(test_status_merges_change_inside_snapshot),
 		cmocka_unit_test(test_decode_other_lines),
 		cmocka_unit_test(test_line_buf_pieces),
 		cmocka_unit_test(test_line_buf_overlong),
