@@ -107,23 +107,30 @@ static void acceptor_pause(struct hc_acceptor *a)
 }
 
 /* At the descriptor limit: use the spare to take the pending connection
- * off the backlog and close it. Returns false when that was not possible
- * (the caller pauses). */
-static bool acceptor_shed(struct hc_acceptor *a)
+ * off the backlog and close it. accept() reports EMFILE before it looks at
+ * the backlog, so there may be nothing pending after all. Returns 1 when a
+ * connection was closed, 0 when none was pending, -1 when the spare could
+ * not be used (the caller pauses). */
+static int acceptor_shed(struct hc_acceptor *a)
 {
-	int fd;
+	int fd, err;
 
 	if (a->spare == -1)
-		return false;
+		a->spare = spare_open();
+	if (a->spare == -1)
+		return -1;
 	close(a->spare);
 	a->spare = -1;
 	fd = accept4(a->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	err = errno;
 	if (fd != -1) {
 		close(fd);
 		a->shed++;
 	}
 	a->spare = spare_open();
-	return fd != -1 && a->spare != -1;
+	if (fd == -1 && (err == EAGAIN || err == EWOULDBLOCK))
+		return 0;
+	return fd != -1 && a->spare != -1 ? 1 : -1;
 }
 
 static void acceptor_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -151,9 +158,11 @@ static void acceptor_cb(struct ev_loop *loop, ev_io *w, int revents)
 			continue;              /* that connection is gone: the next one */
 		case EMFILE:
 		case ENFILE: {
-			int err = errno;
+			int err = errno, rc = acceptor_shed(a);
 
-			if (acceptor_shed(a)) {
+			if (rc == 0)
+				return;            /* nothing was waiting */
+			if (rc == 1) {
 				acceptor_log(a, err, "closed at once");
 				continue;
 			}

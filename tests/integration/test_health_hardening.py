@@ -210,8 +210,7 @@ def test_descriptor_limit_reached_skips_checks(stack):
     # Let the checks between rounds settle, then leave room for exactly two
     # more descriptors: two idle subscribers take them, and from then on
     # every check's socket() fails with EMFILE, as does accept().
-    harness.wait_until(lambda: fd_count(hc.pid) == fd_count(hc.pid), 2, what="steady fds")
-    base = min(fd_count(hc.pid) for _ in range(20))
+    base = min(fd_count(hc.pid) for _ in range(20))     # without a check in flight
     subprocess.run(["prlimit", "--pid", str(hc.pid), f"--nofile={base + 2}:64"], check=True)
     lines0 = log_lines(hc)
     socks = idle_clients(feed, 20)
@@ -221,13 +220,19 @@ def test_descriptor_limit_reached_skips_checks(stack):
     t0 = cpu_ticks(hc.pid)
     more = idle_clients(feed, 20)           # accept() at EMFILE: shed, no spin
     socks += more
+    for _ in range(20):                     # the same on the /metrics listener
+        try:
+            socks.append(socket.create_connection(("127.0.0.1", stats), timeout=2))
+        except OSError:
+            pass
     bad = no_change_for(w, 1.5, set(ports))
     spent = cpu_ticks(hc.pid) - t0
     assert bad == [], bad
     assert spent < 30, f"{spent} ticks of CPU in 1.5 s: spinning"
     assert "MAINT" not in haproxy_states(sock).values(), haproxy_states(sock)
     assert log_lines(hc) - lines0 < 15, hc.log()[-3000:]
-    assert "Too many open files" in hc.log()
+    assert "skipped" in hc.log() and "feed: accept: Too many open files" in hc.log()
+    assert "closed at once" in hc.log()
 
     # room again: metrics answer, the skips were counted, nothing went down
     subprocess.run(["prlimit", "--pid", str(hc.pid), "--nofile=64:64"], check=True)
