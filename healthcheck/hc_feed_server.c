@@ -282,7 +282,7 @@ static int feed_lock(struct hcd_feed *f, char *err, size_t errlen)
 static bool feed_in_use(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);   /* a full backlog must not block us */
 	bool live;
 
 	if (fd == -1)
