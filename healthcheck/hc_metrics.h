@@ -5,7 +5,7 @@
  *
  * One request per connection, answered with one write and closed, each
  * with a 5 s deadline to ask and read. At most hc_metrics_client_cap()
- * connections at once (an 1/16 of the open-files limit, between 4 and
+ * connections at once (1/16 of the open-files limit, between 4 and
  * HC_METRICS_MAX_CLIENTS), so that a scraper storm cannot eat the daemon's
  * descriptors; when a new connection finds the server full, the oldest one
  * that has not finished asking is closed to make room (idle connections
