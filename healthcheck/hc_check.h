@@ -13,11 +13,14 @@
 /* ------------------------------------------------------- state machine */
 
 /* Flap damping (documented in healthcheck/README.md): every debounced state
- * change within damp_window_ms of the previous one counts as a flap (a quiet
- * window resets the count). When a change to "up" is the damp_flaps-th flap
- * or later, the target is held down for damp_hold_ms, doubling with every
- * further hold (capped at damp_max_ms); a window without changes resets the
- * doubling. damp_flaps == 0 disables damping. */
+ * change within damp_window_ms of the previous change counts as a flap; the
+ * first change (after the first verdict, or after a window without changes)
+ * is not one and starts the count at 0. When a change to "up" is the
+ * damp_flaps-th flap or later, the target is held down for damp_hold_ms,
+ * doubling with every further hold (capped at damp_max_ms); a window
+ * without changes resets the doubling. damp_flaps == 0 disables damping.
+ * Times are monotonic milliseconds (a wall clock step must not start or
+ * end a hold). */
 struct hc_sm_params {
 	unsigned rise, fall;             /* consecutive results to go up / down (>= 1) */
 	unsigned damp_flaps;
@@ -27,6 +30,7 @@ struct hc_sm_params {
 struct hc_sm {
 	bool known;              /* at least one result seen */
 	bool up;                 /* debounced verdict */
+	bool changed;            /* a debounced change happened (flaps counted from it) */
 	unsigned ok_run, fail_run;
 	unsigned flaps, holds;
 	int64_t last_flip_ms;    /* time of the last debounced change */
@@ -60,6 +64,25 @@ bool hc_sm_changing(const struct hc_sm *sm);
  * field holds CR/LF/space where it must not. */
 int hc_http_request(char *buf, size_t room, const char *method, const char *path,
                     const char *host);
+
+/* A target's check request and how much of it was written: a seed reload
+ * may replace the request of a target whose check is half-way through
+ * writing it, so the write offset lives with the request and is reset
+ * whenever the request is. */
+#define HC_HTTP_REQ_MAX 640
+struct hc_http_req {
+	char buf[HC_HTTP_REQ_MAX];
+	size_t len, woff;
+};
+/* Builds the request (as hc_http_request) and resets the write offset;
+ * on -1 r is left as it was. */
+int hc_http_req_set(struct hc_http_req *r, const char *method, const char *path, const char *host);
+/* What is left to write (*n bytes; 0 when done, never past the end). */
+const char *hc_http_req_rest(const struct hc_http_req *r, size_t *n);
+/* n more bytes were written; true once the whole request is. */
+bool hc_http_req_wrote(struct hc_http_req *r, size_t n);
+/* A new connection: write from the start again. */
+void hc_http_req_rewind(struct hc_http_req *r);
 
 /* Parses the status line at the start of buf (len bytes received so far).
  * Returns 1 with *status set once "HTTP/x.y NNN" and the byte after it

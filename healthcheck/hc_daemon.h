@@ -12,14 +12,23 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "hc_check.h"
 #include "hc_feed.h"
+#include "hc_limits.h"
 #include "router.h"
 
 #define HCD_MAX_HAPROXY  8
 #define HCD_REASON_MAX   256
 #define HCD_HOST_MAX     256
+
+/* Descriptor sizing (README.md, "Sizing"): the daemon's own descriptors
+ * (stdio, loop, signals, inotify, listeners and their spares, lock file,
+ * DNS sockets, seed loads), kept aside before feed subscribers get theirs. */
+#define HCD_FD_RESERVE     32
+#define HCD_FEED_SUBS_MIN  4
+#define HCD_FEED_SUBS_MAX  4096
 
 struct tls_ctx;
 struct tls_conn;
@@ -51,6 +60,9 @@ void hcd_buf_free(struct hcd_buf *b);
 struct hcd_opts {
 	const char *seed;
 	const char *feed_path;
+	unsigned feed_mode;          /* --feed-mode (0660) */
+	const char *feed_group;      /* --feed-group, NULL = ours */
+	gid_t feed_gid;              /* its gid, (gid_t)-1 = unchanged */
 	const char *stats_addr;
 	const char *haproxy[HCD_MAX_HAPROXY];
 	unsigned n_haproxy;
@@ -109,10 +121,9 @@ struct hcd_target {
 	int fd;
 	struct tls_connect *tls_op;
 	struct tls_conn *tls;
-	char req[640];                    /* HTTP request, built at load */
-	size_t req_len;
+	struct hc_http_req req;           /* HTTP request (built at load) and how much is written */
 	char rbuf[128];
-	size_t rlen, woff;
+	size_t rlen;
 	int64_t started_us;
 
 	/* what was published */
@@ -127,7 +138,12 @@ struct hcd_target {
 	bool removed;
 };
 
+/* Why a check could not run: our own shortage, never a verdict. */
+enum hcd_skip { HCD_SKIP_FD_LIMIT, HCD_SKIP_MEMORY, HCD_SKIP_SOURCE_PORT, HCD_SKIP_N };
+
 struct hcd_counters {
+	uint64_t checks_skipped[HCD_SKIP_N];
+	uint64_t feed_refused;            /* subscribers closed over the cap */
 	uint64_t checks_ok, checks_fail, checks_timeout, state_changes, reloads_ok, reloads_error,
 	         dns_ok, dns_fail;
 	uint64_t latency_buckets[12];     /* <= 1,2.5,5,10,25,50,100,250,500,1000,2500 ms, +Inf */
@@ -150,6 +166,8 @@ struct hcd {
 	struct hc_metrics_server *stats;  /* --stats: the shared /metrics server */
 	struct hc_seedwatch *seeds;       /* reloads on SIGHUP and file changes */
 	struct hcd_counters ctr;
+	struct hc_ratelog skip_log;       /* checks skipped, logged once per period */
+	unsigned long nofile;             /* soft RLIMIT_NOFILE after raising it */
 	char http_req_host[8];
 };
 
@@ -157,6 +175,7 @@ struct hcd {
 void hcd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int64_t hcd_now_ms(void);
 int64_t hcd_mono_us(void);
+int64_t hcd_mono_ms(void);   /* monotonic: damping and holds (wall clock only for display) */
 
 /* hc_target.c */
 int hcd_targets_load(struct hcd *d, struct router_dir *dir, char *err, size_t errlen);
@@ -166,8 +185,19 @@ void hcd_target_result(struct hcd_target *t, bool ok, bool timeout, const char *
 	__attribute__((format(printf, 4, 5)));
 void hcd_target_addr_changed(struct hcd_target *t);
 void hcd_target_dns_status(struct hcd_target *t);
-/* Appends the feed snapshot (T+S per target, E) to out. */
-int hcd_snapshot(struct hcd *d, struct hcd_buf *out);
+/* Appends the next lines of a feed snapshot (H, T+S per target, E) to out
+ * from position *pos (0 at the start) until out holds upto bytes. Returns
+ * 1 once E is appended, 0 when more is to come, -1 on allocation failure. */
+int hcd_snapshot_part(struct hcd *d, struct hcd_buf *out, unsigned *pos, size_t upto);
+/* True when a snapshot at pos already holds the line of target index. */
+bool hcd_snapshot_passed(unsigned pos, unsigned index);
+/* A check of t could not run for a local reason (what: "socket: ..."):
+ * counted and logged (rate-limited), the target keeps its state. */
+void hcd_target_skipped(struct hcd_target *t, enum hcd_skip why, const char *what);
+/* errno of a failed socket()/connect() -> the local shortage it means, or
+ * -1 when it says something about the target. */
+int hcd_skip_reason(int err);
+const char *hcd_skip_name(enum hcd_skip why);   /* "fd_limit", "memory", "source_port" */
 /* Called by HAProxy clients after (re)connecting: queue the full state. */
 void hcd_haproxy_full_state(struct hcd *d, struct hcd_haproxy *h);
 const char *hcd_haproxy_state_word(const struct hcd_target *t);
@@ -186,7 +216,9 @@ void hcd_dns_forget(struct hcd_dns *dns, struct hcd_target *t);
 /* hc_feed_server.c */
 struct hcd_feed *hcd_feed_new(struct hcd *d, const char *path, char *err, size_t errlen);
 void hcd_feed_free(struct hcd_feed **f);
-void hcd_feed_publish(struct hcd_feed *f, const char *line, size_t len);
+void hcd_feed_publish(struct hcd_feed *f, unsigned index, const char *line, size_t len);
+void hcd_feed_reloaded(struct hcd_feed *f);    /* the target table was replaced */
+unsigned hcd_feed_cap(const struct hcd *d);    /* subscribers the fd limit leaves room for */
 void hcd_feed_ready(struct hcd_feed *f);       /* initial verdicts in: send snapshots */
 unsigned hcd_feed_subscribers(const struct hcd_feed *f);
 

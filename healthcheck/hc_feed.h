@@ -21,11 +21,14 @@
  *
  * On connect the subscriber gets H, then a full snapshot (one T line per
  * target, S lines interleaved), then E. Every later T line is a delta: the
- * target changed state, address or reason. A target absent from a later
+ * target changed state, address or reason. The snapshot is sent as the
+ * subscriber reads, so a change to a target it already went past comes at
+ * once, before E: a target may have two T lines in a snapshot, and T lines
+ * apply in order. A target absent from a later
  * snapshot was removed from the seed directory. Lines of an unknown type are
  * ignored (forward compatibility); a malformed or over-long line is skipped.
  * The subscriber never writes; healthcheckd drops subscribers that do not
- * read (output queue over a few MB).
+ * read (output queue over 1 MB + 256 bytes per target).
  *
  * The codec half (hc_feed_encode_*, hc_feed_decode) is pure; the client half
  * runs on the caller's libev loop, never blocks, and reconnects by itself

@@ -63,6 +63,15 @@ static bool feed_token_ok(const char *s, size_t max)
 	return true;
 }
 
+/* A byte of a reason as it travels: control bytes and DEL become spaces.
+ * The encoder and the decoder both use it, so they agree on every byte. */
+static char feed_clean_byte(char ch)
+{
+	unsigned char c = (unsigned char)ch;
+
+	return (c < ' ' || c == 0x7f) ? ' ' : ch;
+}
+
 /* Finishes a line built with snprintf: -1 when it was cut. */
 static int feed_finish(int n, size_t room)
 {
@@ -90,10 +99,8 @@ int hc_feed_encode_target(char *buf, size_t room, const char *name, enum hc_stat
 		addr = "-";
 	if (!feed_token_ok(addr, HC_FEED_ADDR_MAX))
 		return -1;
-	for (i = 0; reason && reason[i] && i < HC_FEED_REASON_MAX; i++) {
-		unsigned char c = (unsigned char)reason[i];
-		clean[i] = (c < ' ' || c == 0x7f) ? ' ' : (char)c;
-	}
+	for (i = 0; reason && reason[i] && i < HC_FEED_REASON_MAX; i++)
+		clean[i] = feed_clean_byte(reason[i]);
 	clean[i] = '\0';
 	return feed_finish(snprintf(buf, room, "T %s %s %s %" PRId64 " %s\n", name, hc_state_str(st),
 	                            addr, since_ms, clean), room);
@@ -198,9 +205,10 @@ static int decode_target(struct feed_cur *c, struct hc_feed_rec *rec)
 		len = HC_FEED_REASON_MAX;
 	memcpy(rec->reason, c->p, len);
 	rec->reason[len] = '\0';
+	/* exactly what the encoder does (feed_clean_byte): a reason decoded
+	 * then encoded again is the same text */
 	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)rec->reason[i] < ' ')
-			rec->reason[i] = ' ';
+		rec->reason[i] = feed_clean_byte(rec->reason[i]);
 	return 1;
 }
 

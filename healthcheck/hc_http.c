@@ -36,6 +36,43 @@ int hc_http_request(char *buf, size_t room, const char *method, const char *path
 	return n;
 }
 
+/* See hc_check.h. Built aside first: a bad field leaves r untouched. */
+int hc_http_req_set(struct hc_http_req *r, const char *method, const char *path, const char *host)
+{
+	char buf[HC_HTTP_REQ_MAX];
+	int n = hc_http_request(buf, sizeof(buf), method, path, host);
+
+	if (n == -1)
+		return -1;
+	memcpy(r->buf, buf, (size_t)n);
+	r->len = (size_t)n;
+	r->woff = 0;
+	return n;
+}
+
+/* See hc_check.h. */
+const char *hc_http_req_rest(const struct hc_http_req *r, size_t *n)
+{
+	*n = r->woff < r->len ? r->len - r->woff : 0;
+	return r->buf + (r->woff < r->len ? r->woff : r->len);
+}
+
+/* See hc_check.h. */
+bool hc_http_req_wrote(struct hc_http_req *r, size_t n)
+{
+	size_t left;
+
+	(void)hc_http_req_rest(r, &left);
+	r->woff += n < left ? n : left;
+	return r->woff >= r->len;
+}
+
+/* See hc_check.h. */
+void hc_http_req_rewind(struct hc_http_req *r)
+{
+	r->woff = 0;
+}
+
 /* Parses "HTTP/<d>.<d> <ddd><SP|CR|LF>"; see hc_check.h. Each byte received
  * so far is checked, so garbage is rejected as early as its first bad byte. */
 int hc_http_status(const char *buf, size_t len, unsigned *status)

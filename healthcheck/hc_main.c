@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "hc_daemon.h"
+#include "hc_escape.h"
 #include "hc_metrics.h"
 #include "hc_seedwatch.h"
 #include "tls.h"
@@ -32,7 +34,11 @@ static const char usage_text[] =
 "to route agents (--feed) and HAProxy (--haproxy-socket).\n"
 "\n"
 "  --seed FILE             seed directory (reloaded on SIGHUP and when the file changes)\n"
-"  --feed PATH             unix socket of the health feed (route-agent --health PATH)\n"
+"  --feed PATH             unix socket of the health feed (route-agent --health PATH);\n"
+"                          a second healthcheckd on the same PATH is refused (PATH.lock)\n"
+"  --feed-mode MODE        permissions of the feed socket, octal (0660): connecting\n"
+"                          needs write permission, so owner and group may subscribe\n"
+"  --feed-group GROUP      group of the feed socket (name or number; default ours)\n"
 "  --haproxy-socket PATH   HAProxy stats socket (level admin); repeatable, up to 8\n"
 "  --stats HOST:PORT       Prometheus text on GET /metrics\n"
 "  --status                print the health table read from --feed and exit\n"
@@ -50,7 +56,7 @@ static const char usage_text[] =
 "  --fast-interval DUR      time between checks while a target changes state (interval/2)\n"
 "  --timeout DUR            connect+answer deadline (interval, at most 2s)\n"
 "  --rise N / --fall N      results in a row to go up / down (2 / 2)\n"
-"  --jitter PCT             spread each interval by +-PCT %% (10)\n"
+"  --jitter PCT             spread each interval by +-PCT % (10)\n"
 "  --ca-file FILE           CAs for https checks (system store)   --no-verify: accept any cert\n"
 "Flap damping (a target that keeps changing is held down, doubling each time):\n"
 "  --damp-flaps N           changes within the window that trigger a hold (4; 0 = off)\n"
@@ -75,6 +81,12 @@ int64_t hcd_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Monotonic milliseconds (damping windows and holds). */
+int64_t hcd_mono_ms(void)
+{
+	return hcd_mono_us() / 1000;
+}
+
 /* Monotonic microseconds (for latencies). */
 int64_t hcd_mono_us(void)
 {
@@ -84,10 +96,14 @@ int64_t hcd_mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* One log line on stderr: UTC timestamp with ms, then the message. */
+/* One log line on stderr: UTC timestamp with ms, then the message. The
+ * message quotes seed files, target names, DNS and peers' answers: it is
+ * escaped as a whole (hc_escape_log: printable ASCII, "\\xNN" for the rest)
+ * so that no byte from outside can forge a line or reach a terminal raw
+ * (already escaped text, such as a parse error, passes unchanged). */
 void hcd_log(const char *fmt, ...)
 {
-	char ts[32], msg[1024];
+	char ts[32], msg[1024], safe[HC_ESCAPE_ROOM(1024)];
 	struct timespec now;
 	struct tm tm;
 	va_list ap;
@@ -98,7 +114,8 @@ void hcd_log(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s.%03ldZ healthcheckd[%d]: %s\n", ts, now.tv_nsec / 1000000, (int)getpid(), msg);
+	fprintf(stderr, "%s.%03ldZ healthcheckd[%d]: %s\n", ts, now.tv_nsec / 1000000, (int)getpid(),
+	        hc_escape_log(safe, sizeof(safe), msg));
 }
 
 /* Parses a duration ("250ms", "1s", "2m", bare ms) into *ms; -1 if invalid. */
@@ -161,6 +178,12 @@ static void on_reload(void *udata, struct router_dir *dir, const char *load_err,
 	}
 }
 
+/* The /metrics server's log lines (accept at the descriptor limit). */
+static void stats_log(const char *msg)
+{
+	hcd_log("%s", msg);
+}
+
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	if (w->signum == SIGHUP) {
@@ -182,7 +205,7 @@ enum {
 	OPT_SEED = 256, OPT_FEED, OPT_HAPROXY, OPT_STATS, OPT_STATUS, OPT_CHECK, OPT_PATH, OPT_METHOD,
 	OPT_HOST, OPT_STATUS_RANGE, OPT_SNI, OPT_INTERVAL, OPT_FAST, OPT_TIMEOUT, OPT_RISE, OPT_FALL,
 	OPT_JITTER, OPT_CA, OPT_NOVERIFY, OPT_DFLAPS, OPT_DWINDOW, OPT_DHOLD, OPT_DMAX, OPT_DNSMIN,
-	OPT_DNSMAX, OPT_DNSRETRY, OPT_DNSSERVERS, OPT_HELP,
+	OPT_DNSMAX, OPT_DNSRETRY, OPT_DNSSERVERS, OPT_FEEDMODE, OPT_FEEDGROUP, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -213,6 +236,8 @@ static const struct option long_opts[] = {
 	{ "dns-max-ttl", required_argument, NULL, OPT_DNSMAX },
 	{ "dns-retry", required_argument, NULL, OPT_DNSRETRY },
 	{ "dns-servers", required_argument, NULL, OPT_DNSSERVERS },
+	{ "feed-mode", required_argument, NULL, OPT_FEEDMODE },
+	{ "feed-group", required_argument, NULL, OPT_FEEDGROUP },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -247,6 +272,39 @@ static int parse_status_range(const char *s, unsigned *lo, unsigned *hi)
 	return 0;
 }
 
+/* Parses an octal file mode (0660, 660); -1 if invalid. */
+static int parse_mode(const char *s, unsigned *mode)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 8);
+	if (end == s || *end || errno || v > 0777)
+		return -1;
+	*mode = (unsigned)v;
+	return 0;
+}
+
+/* Parses a group name or number into *gid; -1 if unknown. */
+static int parse_group(const char *s, gid_t *gid)
+{
+	struct group *gr = getgrnam(s);
+	char *end;
+	unsigned long v;
+
+	if (gr) {
+		*gid = gr->gr_gid;
+		return 0;
+	}
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (end == s || *end || errno || v >= (unsigned long)(gid_t)-1)
+		return -1;
+	*gid = (gid_t)v;
+	return 0;
+}
+
 /* Fills opts from argv. Returns 0, 1 for --help, -1 on a bad option
  * (message printed). */
 static int parse_args(int argc, char **argv, struct hcd_opts *o, bool *check_only, bool *status)
@@ -258,6 +316,7 @@ static int parse_args(int argc, char **argv, struct hcd_opts *o, bool *check_onl
 		.interval_ms = 1000, .rise = 2, .fall = 2, .jitter_pct = 10, .tls_verify = true,
 		.damp_flaps = 4, .damp_window_ms = 60000, .damp_hold_ms = 10000, .damp_max_ms = 300000,
 		.dns_min_ttl_ms = 1000, .dns_max_ttl_ms = 300000, .dns_retry_ms = 2000,
+		.feed_mode = 0660, .feed_gid = (gid_t)-1,
 	};
 	while ((c = getopt_long(argc, argv, "cv", long_opts, NULL)) != -1) {
 		int bad = 0;
@@ -298,6 +357,8 @@ static int parse_args(int argc, char **argv, struct hcd_opts *o, bool *check_onl
 		case OPT_DNSMAX: bad = parse_duration(optarg, &o->dns_max_ttl_ms); break;
 		case OPT_DNSRETRY: bad = parse_duration(optarg, &o->dns_retry_ms) || o->dns_retry_ms < 10; break;
 		case OPT_DNSSERVERS: o->dns_servers = optarg; break;
+		case OPT_FEEDMODE: bad = parse_mode(optarg, &o->feed_mode); break;
+		case OPT_FEEDGROUP: o->feed_group = optarg; bad = parse_group(optarg, &o->feed_gid); break;
 		case OPT_HELP: return 1;
 		default:
 			fputs(usage_text, stderr);
@@ -342,7 +403,6 @@ int main(int argc, char **argv)
 	ev_signal sig_hup, sig_term, sig_int;
 	sigset_t early_sigs;
 	int rc, exit_code = 1;
-	struct rlimit rl;
 
 	rc = parse_args(argc, argv, &d->opts, &check_only, &status);
 	if (rc == 1) {
@@ -379,11 +439,9 @@ int main(int argc, char **argv)
 	sigaddset(&early_sigs, SIGINT);
 	sigprocmask(SIG_BLOCK, &early_sigs, NULL);
 	srandom((unsigned)hcd_mono_us() ^ (unsigned)getpid());
-	/* thousands of targets: one socket each at most, plus subscribers */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	/* thousands of targets: one socket each at most, plus subscribers
+	 * (README.md, "Sizing") */
+	d->nofile = hc_nofile_raise();
 
 	dir = router_dir_load(d->opts.seed, err, sizeof(err));
 	if (!dir) {
@@ -434,6 +492,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "healthcheckd: %s\n", err);
 			goto out_free_clients;
 		}
+		hc_metrics_server_set_log(d->stats, stats_log);
 	}
 	if (hcd_targets_load(d, dir, err, sizeof(err)) == -1) {
 		fprintf(stderr, "healthcheckd: %s\n", err);
@@ -443,6 +502,9 @@ int main(int argc, char **argv)
 	hcd_log("checking %u targets; feed %s, %u HAProxy socket(s), stats %s", d->ntargets,
 	        d->opts.feed_path ? d->opts.feed_path : "-", d->opts.n_haproxy,
 	        d->opts.stats_addr ? d->opts.stats_addr : "-");
+	hcd_log("open-files limit %lu: up to %u feed subscribers, %u stats connections, "
+	        "%u descriptors for checks", d->nofile, hcd_feed_cap(d),
+	        d->opts.stats_addr ? hc_metrics_client_cap(d->nofile) : 0, d->ntargets);
 	ev_timer_init(&d->initial_timer, on_initial_timer, initial_deadline_s(d), 0.0);
 	if (!d->initial_done)
 		ev_timer_start(d->loop, &d->initial_timer);

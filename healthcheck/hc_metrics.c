@@ -40,11 +40,12 @@ struct hc_metrics_server {
 	struct ev_loop *loop;
 	int fd;
 	unsigned port;
-	ev_io accept_io;
+	struct hc_acceptor acceptor;
 	hc_metrics_render_fn render;
 	void *udata;
-	struct metrics_client *clients;
-	unsigned nclients;
+	struct metrics_client *clients;   /* newest first */
+	unsigned nclients, cap;
+	unsigned long long evictions;
 };
 
 /* See hc_metrics.h. vsnprintf first into the room left; when it does not
@@ -223,37 +224,59 @@ static void client_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	client_close(client_from(t->data));
 }
 
-/* Accepts every pending connection; over the limit they are closed at once. */
-static void metrics_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+/* Full: closes the oldest client that is still asking (an answer being
+ * sent is left to finish). Returns false when every client is answering. */
+static bool metrics_evict_idle(struct hc_metrics_server *s)
 {
-	struct hc_metrics_server *s = io->data;
+	struct metrics_client *c, *oldest = NULL;
 
-	(void)revents;
+	for (c = s->clients; c; c = c->next)
+		if (c->resp.len == 0)
+			oldest = c;
+	if (!oldest)
+		return false;
+	s->evictions++;
+	client_close(oldest);
+	return true;
+}
+
+/* A new connection (hc_acceptor). At the cap the oldest idle client makes
+ * room: a scraper is never locked out by connections that do not ask. */
+static void metrics_on_accept(void *udata, int fd)
+{
+	struct hc_metrics_server *s = udata;
+	struct metrics_client *c;
+
 	if (!s || s->magic != METRICS_MAGIC)
 		abort();
-	for (;;) {
-		int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		struct metrics_client *c;
-
-		if (fd == -1)
-			return;       /* EAGAIN, or a transient error: try on the next event */
-		if (s->nclients >= HC_METRICS_MAX_CLIENTS || !(c = calloc(1, sizeof(*c)))) {
-			close(fd);
-			continue;
-		}
-		c->magic = METRICS_CLIENT_MAGIC;
-		c->srv = s;
-		c->fd = fd;
-		ev_io_init(&c->io, client_io_cb, fd, EV_READ);
-		c->io.data = c;
-		ev_timer_init(&c->deadline, client_deadline_cb, METRICS_DEADLINE, 0.);
-		c->deadline.data = c;
-		ev_io_start(loop, &c->io);
-		ev_timer_start(loop, &c->deadline);
-		c->next = s->clients;
-		s->clients = c;
-		s->nclients++;
+	if ((s->nclients >= s->cap && !metrics_evict_idle(s)) || !(c = calloc(1, sizeof(*c)))) {
+		close(fd);
+		return;
 	}
+	c->magic = METRICS_CLIENT_MAGIC;
+	c->srv = s;
+	c->fd = fd;
+	ev_io_init(&c->io, client_io_cb, fd, EV_READ);
+	c->io.data = c;
+	ev_timer_init(&c->deadline, client_deadline_cb, METRICS_DEADLINE, 0.);
+	c->deadline.data = c;
+	ev_io_start(s->loop, &c->io);
+	ev_timer_start(s->loop, &c->deadline);
+	c->next = s->clients;
+	s->clients = c;
+	s->nclients++;
+}
+
+/* See hc_metrics.h. */
+unsigned hc_metrics_client_cap(unsigned long nofile)
+{
+	unsigned long cap = nofile / 16;
+
+	if (cap < HC_METRICS_MIN_CLIENTS)
+		cap = HC_METRICS_MIN_CLIENTS;
+	if (cap > HC_METRICS_MAX_CLIENTS)
+		cap = HC_METRICS_MAX_CLIENTS;
+	return (unsigned)cap;
 }
 
 /* Splits "host:port" / "[v6]:port" / "*:port" / ":port", resolves it and
@@ -334,10 +357,21 @@ struct hc_metrics_server *hc_metrics_server_new(struct ev_loop *loop, const char
 	s->loop = loop;
 	s->render = render;
 	s->udata = udata;
-	ev_io_init(&s->accept_io, metrics_accept_cb, s->fd, EV_READ);
-	s->accept_io.data = s;
-	ev_io_start(loop, &s->accept_io);
+	s->cap = hc_metrics_client_cap(hc_nofile_limit());
+	hc_acceptor_start(&s->acceptor, loop, s->fd, metrics_on_accept, s, "stats", NULL);
 	return s;
+}
+
+/* See hc_metrics.h. */
+void hc_metrics_server_set_log(struct hc_metrics_server *s, hc_log_fn log)
+{
+	s->acceptor.log = log ? log : hc_log_stderr;
+}
+
+/* See hc_metrics.h. */
+unsigned long long hc_metrics_server_evictions(const struct hc_metrics_server *s)
+{
+	return s->evictions;
 }
 
 /* See hc_metrics.h. */
@@ -356,7 +390,7 @@ void hc_metrics_server_free(struct hc_metrics_server **sp)
 		return;
 	while (s->clients)
 		client_close(s->clients);
-	ev_io_stop(s->loop, &s->accept_io);
+	hc_acceptor_stop(&s->acceptor);
 	close(s->fd);
 	s->magic = 0;
 	free(s);

@@ -98,7 +98,8 @@ static void probe_close(struct hcd_target *t)
 		close(t->fd);
 		t->fd = -1;
 	}
-	t->rlen = t->woff = 0;
+	t->rlen = 0;
+	hc_http_req_rewind(&t->req);
 }
 
 /* Arms the timer for the next check: the normal interval, or the faster one
@@ -129,6 +130,32 @@ static void probe_finish(struct hcd_target *t, bool ok, bool timeout, const char
 	ev_timer_stop(t->d->loop, &t->timer);
 	hcd_target_result(t, ok, timeout, "%s", what);
 	probe_schedule(t, false);
+}
+
+/* The check could not run for a reason of ours (out of descriptors,
+ * memory, source ports): no verdict, the target keeps its state, the next
+ * check comes at the normal interval. */
+static void probe_skip(struct hcd_target *t, enum hcd_skip why, const char *what)
+{
+	probe_close(t);
+	ev_timer_stop(t->d->loop, &t->timer);
+	hcd_target_skipped(t, why, what);
+	probe_schedule(t, false);
+}
+
+/* socket()/connect() failed with err: skipped when it is our shortage, a
+ * failed check otherwise (e.g. ENETUNREACH says something about the path
+ * to the target). */
+static void probe_skip_or_fail(struct hcd_target *t, int err, const char *what)
+{
+	int why = hcd_skip_reason(err);
+
+	if (why != -1) {
+		probe_skip(t, (enum hcd_skip)why, what);
+		return;
+	}
+	t->checks++;
+	probe_finish(t, false, false, what);
 }
 
 /* Starts checking a target: the first probe after a random delay. */
@@ -182,10 +209,12 @@ static void probe_tls_step(struct hcd_target *t)
 	char what[160];
 
 	while (t->phase == HCD_SENDING) {
-		n = tls_conn_write(t->tls, t->req + t->woff, t->req_len - t->woff, &st);
-		if (n > 0) {
-			t->woff += (size_t)n;
-			if (t->woff == t->req_len)
+		size_t left;
+		const char *rest = hc_http_req_rest(&t->req, &left);
+
+		n = left ? tls_conn_write(t->tls, rest, left, &st) : 0;
+		if (n > 0 || left == 0) {
+			if (hc_http_req_wrote(&t->req, n > 0 ? (size_t)n : 0))
 				t->phase = HCD_READING;
 			continue;
 		}
@@ -266,7 +295,10 @@ static void probe_on_io(struct ev_loop *loop, ev_io *w, int revents)
 		t->phase = HCD_SENDING;
 	}
 	if (t->phase == HCD_SENDING) {
-		n = write(t->fd, t->req + t->woff, t->req_len - t->woff);
+		size_t left;
+		const char *rest = hc_http_req_rest(&t->req, &left);
+
+		n = left ? write(t->fd, rest, left) : 0;
 		if (n == -1) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
@@ -274,8 +306,7 @@ static void probe_on_io(struct ev_loop *loop, ev_io *w, int revents)
 			probe_finish(t, false, false, what);
 			return;
 		}
-		t->woff += (size_t)n;
-		if (t->woff < t->req_len)
+		if (!hc_http_req_wrote(&t->req, (size_t)n))
 			return;
 		t->phase = HCD_READING;
 		ev_io_stop(loop, &t->io);
@@ -307,10 +338,11 @@ static void probe_begin(struct hcd_target *t)
 	char what[160];
 	int fd;
 
-	t->checks++;
 	t->started_us = hcd_mono_us();
-	t->rlen = t->woff = 0;
+	t->rlen = 0;
+	hc_http_req_rewind(&t->req);
 	if (!t->have_addr) {
+		t->checks++;
 		snprintf(what, sizeof(what), "no address%s%s", t->dns_error[0] ? ": " : " yet",
 		         t->dns_error);
 		probe_finish(t, false, false, what);
@@ -320,30 +352,44 @@ static void probe_begin(struct hcd_target *t)
 	ev_timer_start(t->d->loop, &t->timer);
 	if (t->ck == ROUTER_CHECK_HTTPS) {
 		if (!t->d->tls) {
+			t->checks++;
 			probe_finish(t, false, false, "HTTPS check but no TLS context");
 			return;
 		}
 		t->phase = HCD_TLS;
+		errno = 0;
 		t->tls_op = tls_connect_start(t->d->loop, t->d->tls, (struct sockaddr *)&t->sa, t->salen,
 		                              t->sni[0] ? t->sni : NULL, t->timeout_ms, probe_on_tls, t,
 		                              what, sizeof(what));
-		if (!t->tls_op)
+		if (!t->tls_op) {
+			int why = hcd_skip_reason(errno);
+
+			/* its socket() hit our descriptor or memory limit */
+			if (why != -1 && strncmp(what, "socket:", 7) == 0) {
+				probe_skip(t, (enum hcd_skip)why, what);
+				return;
+			}
+			t->checks++;
 			probe_finish(t, false, false, what);
+			return;
+		}
+		t->checks++;
 		return;
 	}
 	fd = socket(t->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		snprintf(what, sizeof(what), "socket: %s", strerror(errno));
-		probe_finish(t, false, false, what);
+		probe_skip_or_fail(t, errno, what);
 		return;
 	}
 	t->fd = fd;
 	t->phase = HCD_CONNECTING;
 	if (connect(fd, (struct sockaddr *)&t->sa, t->salen) == -1 && errno != EINPROGRESS) {
 		snprintf(what, sizeof(what), "connect: %s", strerror(errno));
-		probe_finish(t, false, false, what);
+		probe_skip_or_fail(t, errno, what);
 		return;
 	}
+	t->checks++;
 	ev_io_set(&t->io, fd, EV_WRITE);
 	ev_io_start(t->d->loop, &t->io);
 }

@@ -15,12 +15,16 @@ void hc_sm_init(struct hc_sm *sm)
 /* Records a debounced change at now_ms and applies damping. */
 static void sm_flip(struct hc_sm *sm, const struct hc_sm_params *p, bool up, int64_t now_ms)
 {
-	if (sm->flaps > 0 && now_ms - sm->last_flip_ms > (int64_t)p->damp_window_ms) {
-		/* quiet for a window: forget the history and the doubling */
+	if (sm->changed && now_ms - sm->last_flip_ms <= (int64_t)p->damp_window_ms) {
+		sm->flaps++;               /* within the window of the previous change */
+	} else {
+		/* the first change, or the first after a quiet window: it starts
+		 * the count (a flap is a change coming back within the window of
+		 * another) and forgets the doubling */
 		sm->flaps = 0;
 		sm->holds = 0;
 	}
-	sm->flaps++;
+	sm->changed = true;
 	sm->last_flip_ms = now_ms;
 	sm->up = up;
 	if (up && p->damp_flaps > 0 && sm->flaps >= p->damp_flaps) {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "hc_daemon.h"
+#include "hc_escape.h"
 #include "hc_metrics.h"
 
 static const char *const latency_le[12] = { "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
@@ -17,7 +18,7 @@ void hcd_stats_render(void *udata, struct hc_text *o)
 {
 	const struct hcd *d = udata;
 	const struct hcd_counters *k = &d->ctr;
-	uint64_t cum = 0, up = 0;
+	uint64_t cum = 0, up = 0, drain = 0;
 
 	hc_text_printf(o, "# HELP seedgate_hc_checks_total Health checks run, by result.\n"
 	               "# TYPE seedgate_hc_checks_total counter\n"
@@ -46,30 +47,55 @@ void hcd_stats_render(void *udata, struct hc_text *o)
 	               "seedgate_hc_dns_resolutions_total{result=\"ok\"} %llu\n"
 	               "seedgate_hc_dns_resolutions_total{result=\"error\"} %llu\n",
 	               (unsigned long long)k->dns_ok, (unsigned long long)k->dns_fail);
-	hc_text_printf(o, "# TYPE seedgate_hc_feed_subscribers gauge\nseedgate_hc_feed_subscribers %u\n",
-	               d->feed ? hcd_feed_subscribers(d->feed) : 0);
+	hc_text_printf(o, "# HELP seedgate_hc_checks_skipped_total Checks that could not run for a "
+	               "reason of ours (no verdict: the target kept its state).\n"
+	               "# TYPE seedgate_hc_checks_skipped_total counter\n");
+	for (unsigned r = 0; r < HCD_SKIP_N; r++)
+		hc_text_printf(o, "seedgate_hc_checks_skipped_total{reason=\"%s\"} %llu\n",
+		               hcd_skip_name((enum hcd_skip)r), (unsigned long long)k->checks_skipped[r]);
+	hc_text_printf(o, "# TYPE seedgate_hc_feed_subscribers gauge\nseedgate_hc_feed_subscribers %u\n"
+	               "# HELP seedgate_hc_feed_subscribers_max Subscribers the open-files limit leaves room for.\n"
+	               "# TYPE seedgate_hc_feed_subscribers_max gauge\nseedgate_hc_feed_subscribers_max %u\n"
+	               "# TYPE seedgate_hc_feed_refused_total counter\nseedgate_hc_feed_refused_total %llu\n",
+	               d->feed ? hcd_feed_subscribers(d->feed) : 0, hcd_feed_cap(d),
+	               (unsigned long long)k->feed_refused);
 	hc_text_printf(o, "# TYPE seedgate_hc_haproxy_connected gauge\n");
-	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
+	for (unsigned i = 0; i < d->opts.n_haproxy; i++) {
+		/* a socket path is any bytes: escaped as a label value must be */
+		char sock[HC_ESCAPE_ROOM(256)];
+
+		hc_escape_label(sock, sizeof(sock), hcd_haproxy_path(d->haproxy[i]));
 		hc_text_printf(o, "seedgate_hc_haproxy_connected{socket=\"%s\"} %d\n"
 		               "seedgate_hc_haproxy_commands_total{socket=\"%s\"} %llu\n"
 		               "seedgate_hc_haproxy_connects_total{socket=\"%s\"} %llu\n"
 		               "seedgate_hc_haproxy_messages_total{socket=\"%s\"} %llu\n",
-		               hcd_haproxy_path(d->haproxy[i]), hcd_haproxy_connected(d->haproxy[i]),
-		               hcd_haproxy_path(d->haproxy[i]), (unsigned long long)hcd_haproxy_commands(d->haproxy[i]),
-		               hcd_haproxy_path(d->haproxy[i]), (unsigned long long)hcd_haproxy_connects(d->haproxy[i]),
-		               hcd_haproxy_path(d->haproxy[i]), (unsigned long long)hcd_haproxy_errors(d->haproxy[i]));
+		               sock, hcd_haproxy_connected(d->haproxy[i]),
+		               sock, (unsigned long long)hcd_haproxy_commands(d->haproxy[i]),
+		               sock, (unsigned long long)hcd_haproxy_connects(d->haproxy[i]),
+		               sock, (unsigned long long)hcd_haproxy_errors(d->haproxy[i]));
+	}
 	hcd_haproxy_stats(d, o);
 	hc_text_printf(o, "# HELP seedgate_hc_target_up 1 when the target is up (or draining), 0 when down.\n"
 	               "# TYPE seedgate_hc_target_up gauge\n");
 	for (unsigned i = 0; i < d->ntargets; i++) {
 		const struct hcd_target *t = d->targets[i];
 		bool is_up = !t->published || t->state != HC_DOWN;
+		char name[HC_ESCAPE_ROOM(sizeof(t->name))], kind[HC_ESCAPE_ROOM(sizeof(t->kind_str))],
+		     dc[HC_ESCAPE_ROOM(sizeof(t->dc))];
 
-		up += is_up;
-		hc_text_printf(o, "seedgate_hc_target_up{target=\"%s\",kind=\"%s\",dc=\"%s\"} %d\n", t->name,
-		               t->kind_str, t->dc, is_up);
+		/* a drained target passes its checks: not down, but not in
+		 * service either, so it has its own count */
+		if (t->published && t->state == HC_DRAIN)
+			drain++;
+		else
+			up += is_up;
+		hc_text_printf(o, "seedgate_hc_target_up{target=\"%s\",kind=\"%s\",dc=\"%s\"} %d\n",
+		               hc_escape_label(name, sizeof(name), t->name),
+		               hc_escape_label(kind, sizeof(kind), t->kind_str),
+		               hc_escape_label(dc, sizeof(dc), t->dc), is_up);
 	}
 	hc_text_printf(o, "# TYPE seedgate_hc_targets gauge\nseedgate_hc_targets{state=\"up\"} %llu\n"
+	               "seedgate_hc_targets{state=\"drain\"} %llu\n"
 	               "seedgate_hc_targets{state=\"down\"} %llu\n", (unsigned long long)up,
-	               (unsigned long long)(d->ntargets - up));
+	               (unsigned long long)drain, (unsigned long long)(d->ntargets - up - drain));
 }

@@ -18,6 +18,7 @@ struct status_row {
 	struct hc_feed_rec t;       /* the T line */
 	struct hc_feed_rec s;       /* its S line, if any */
 	bool have_s;
+	bool dup;                   /* a later T line of a row before it */
 };
 
 struct status_read {
@@ -58,6 +59,43 @@ static void status_on_line(void *udata, const char *line, size_t len)
 			}
 		}
 	}
+}
+
+/* Row pointers in name order, equal names in the order they came. */
+static int row_cmp(const void *a, const void *b)
+{
+	const struct status_row *x = *(const struct status_row *const *)a;
+	const struct status_row *y = *(const struct status_row *const *)b;
+	int c = strcmp(x->t.name, y->t.name);
+
+	return c ? c : (x < y ? -1 : x > y);
+}
+
+/* A target that changed while the snapshot was on its way has a second T
+ * line before E (healthcheckd sends the change at once when the snapshot
+ * is past that target): its first row, which has the S line, takes the
+ * latest T line and the later rows go. One row per target, in feed order. */
+static int status_merge(struct status_read *r)
+{
+	struct status_row **by = malloc((r->n ? r->n : 1) * sizeof(*by));
+	size_t i, j, n = 0;
+
+	if (!by)
+		return -1;
+	for (i = 0; i < r->n; i++)
+		by[i] = &r->rows[i];
+	qsort(by, r->n, sizeof(*by), row_cmp);
+	for (i = 0; i < r->n; i = j)
+		for (j = i + 1; j < r->n && strcmp(by[j]->t.name, by[i]->t.name) == 0; j++) {
+			by[i]->t = by[j]->t;
+			by[j]->dup = true;
+		}
+	free(by);
+	for (i = 0; i < r->n; i++)
+		if (!r->rows[i].dup)
+			r->rows[n++] = r->rows[i];
+	r->n = n;
+	return 0;
 }
 
 /* Formats an age in ms as "12s ago", "3m ago", "2h ago". */
@@ -130,7 +168,7 @@ int hc_status_print(const char *path, FILE *out, unsigned timeout_ms, char *err,
 		}
 		hc_line_buf_feed(&lb, buf, (size_t)n, status_on_line, &r);
 	}
-	if (r.oom) {
+	if (r.oom || status_merge(&r) == -1) {
 		snprintf(err, errlen, "out of memory");
 		goto out_free;
 	}

@@ -4,6 +4,7 @@
  * reload), fed with check results, and the one place that decides what is
  * published (feed line, HAProxy command, log line) when a verdict changes.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +21,9 @@ static void set_str(char *dst, size_t room, const char *s, const char *def)
 	snprintf(dst, room, "%s", s && *s ? s : (def ? def : ""));
 }
 
-/* The state the outside world sees for t at now_ms. */
+static const char *const skip_names[HCD_SKIP_N] = { "fd_limit", "memory", "source_port" };
+
+/* The state the outside world sees for t at now_ms (monotonic). */
 static enum hc_state target_effective(const struct hcd_target *t, int64_t now_ms)
 {
 	if (t->ck == ROUTER_CHECK_NONE || hc_sm_effective_up(&t->sm, now_ms))
@@ -67,11 +70,12 @@ static void target_feed(struct hcd_target *t)
 	                              t->have_addr ? t->addr : NULL, t->since_ms, t->reason);
 
 	if (n > 0 && t->d->feed)
-		hcd_feed_publish(t->d->feed, line, (size_t)n);
+		hcd_feed_publish(t->d->feed, t->index, line, (size_t)n);
 }
 
-/* Publishes a new state: feed, HAProxy, one log line. */
-static void target_publish(struct hcd_target *t, enum hc_state st, int64_t now_ms)
+/* Publishes a new state: feed, HAProxy, one log line. "since" is wall
+ * clock time: it is shown, never used to measure anything. */
+static void target_publish(struct hcd_target *t, enum hc_state st)
 {
 	struct hcd *d = t->d;
 	bool first = !t->published;
@@ -79,7 +83,7 @@ static void target_publish(struct hcd_target *t, enum hc_state st, int64_t now_m
 
 	t->published = true;
 	t->state = st;
-	t->since_ms = now_ms;
+	t->since_ms = hcd_now_ms();
 	d->ctr.state_changes++;
 	target_feed(t);
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
@@ -90,7 +94,8 @@ static void target_publish(struct hcd_target *t, enum hc_state st, int64_t now_m
 	        t->reason);
 }
 
-/* Re-evaluates what t shows after a result, publishing a change. */
+/* Re-evaluates what t shows after a result, publishing a change. now_ms is
+ * monotonic (hcd_mono_ms): holds must not move with the wall clock. */
 static void target_evaluate(struct hcd_target *t, int64_t now_ms)
 {
 	enum hc_state st = target_effective(t, now_ms);
@@ -117,7 +122,7 @@ static void target_evaluate(struct hcd_target *t, int64_t now_ms)
 		snprintf(t->reason, sizeof(t->reason), "not checked (check=none)");
 	else
 		snprintf(t->reason, sizeof(t->reason), "%s (%u passed in a row)", t->last_result, t->sm.ok_run);
-	target_publish(t, st, now_ms);
+	target_publish(t, st);
 }
 
 /* Marks the end of the initial round: feed subscribers get their snapshot. */
@@ -135,7 +140,7 @@ void hcd_targets_initial_done(struct hcd *d)
 void hcd_target_result(struct hcd_target *t, bool ok, bool timeout, const char *fmt, ...)
 {
 	struct hcd *d = t->d;
-	int64_t now_ms = hcd_now_ms();
+	int64_t now_ms = hcd_mono_ms();
 	double lat = (double)(hcd_mono_us() - t->started_us) / 1e6;
 	bool was_known = t->sm.known;
 	va_list ap;
@@ -144,7 +149,7 @@ void hcd_target_result(struct hcd_target *t, bool ok, bool timeout, const char *
 	va_start(ap, fmt);
 	vsnprintf(t->last_result, sizeof(t->last_result), fmt, ap);
 	va_end(ap);
-	t->last_check_ms = now_ms;
+	t->last_check_ms = hcd_now_ms();     /* shown in the status table */
 	t->latency_us = (uint64_t)(lat * 1e6);
 	if (ok) {
 		d->ctr.checks_ok++;
@@ -166,6 +171,46 @@ void hcd_target_result(struct hcd_target *t, bool ok, bool timeout, const char *
 	target_evaluate(t, now_ms);
 	if (!was_known && d->pending_initial > 0 && --d->pending_initial == 0)
 		hcd_targets_initial_done(d);
+}
+
+/* See hc_daemon.h. */
+int hcd_skip_reason(int err)
+{
+	switch (err) {
+	case EMFILE:
+	case ENFILE:
+		return HCD_SKIP_FD_LIMIT;
+	case ENOBUFS:
+	case ENOMEM:
+		return HCD_SKIP_MEMORY;
+	case EADDRNOTAVAIL:                /* no local port left to connect from */
+	case EAGAIN:
+		return HCD_SKIP_SOURCE_PORT;
+	default:
+		return -1;
+	}
+}
+
+/* See hc_daemon.h. Exhaustion is our condition, not the target's: a check
+ * that could not even start says nothing about it, so there is no result,
+ * no rise/fall step and nothing published; the count and one log line per
+ * period say it happens. */
+void hcd_target_skipped(struct hcd_target *t, enum hcd_skip why, const char *what)
+{
+	struct hcd *d = t->d;
+	uint64_t n;
+
+	d->ctr.checks_skipped[why]++;
+	if (hc_ratelog_hit(&d->skip_log, ev_now(d->loop), &n))
+		hcd_log("%llu check(s) skipped in the last %.0f s (%s; targets keep their state), last: "
+		        "%s %s: %s", (unsigned long long)n, HC_RATELOG_PERIOD_S, skip_names[why],
+		        t->kind_str, t->name, what);
+}
+
+/* The label value of a skip reason (hc_stats.c). */
+const char *hcd_skip_name(enum hcd_skip why)
+{
+	return skip_names[why];
 }
 
 /* DNS gave t a new address: push it like a state change. */
@@ -211,35 +256,59 @@ void hcd_haproxy_full_state(struct hcd *d, struct hcd_haproxy *h)
 	}
 }
 
-/* Appends the feed snapshot to out: H, T and S per target, E. */
-int hcd_snapshot(struct hcd *d, struct hcd_buf *out)
+/* Appends one target's T and S lines (snapshot). */
+static int snapshot_target(const struct hcd_target *t, struct hcd_buf *out)
 {
 	char line[HC_FEED_LINE_MAX + 1];
 	int n;
 
-	n = hc_feed_encode_hello(line, sizeof(line));
+	if (t->published)
+		n = hc_feed_encode_target(line, sizeof(line), t->name, t->state,
+		                          t->have_addr ? t->addr : NULL, t->since_ms, t->reason);
+	else
+		n = hc_feed_encode_target(line, sizeof(line), t->name, t->drain ? HC_DRAIN : HC_UP,
+		                          t->have_addr ? t->addr : NULL, 0, "no verdict yet");
 	if (n < 0 || hcd_buf_append(out, line, (size_t)n) == -1)
 		return -1;
-	for (unsigned i = 0; i < d->ntargets; i++) {
-		struct hcd_target *t = d->targets[i];
-
-		if (t->published)
-			n = hc_feed_encode_target(line, sizeof(line), t->name, t->state,
-			                          t->have_addr ? t->addr : NULL, t->since_ms, t->reason);
-		else
-			n = hc_feed_encode_target(line, sizeof(line), t->name, t->drain ? HC_DRAIN : HC_UP,
-			                          t->have_addr ? t->addr : NULL, 0, "no verdict yet");
-		if (n < 0 || hcd_buf_append(out, line, (size_t)n) == -1)
-			return -1;
-		n = hc_feed_encode_detail(line, sizeof(line), t->name, t->kind_str, t->dc,
-		                          t->last_check_ms, t->latency_us, t->checks, t->fails);
-		if (n > 0 && hcd_buf_append(out, line, (size_t)n) == -1)
-			return -1;
-	}
-	n = hc_feed_encode_end(line, sizeof(line), d->ntargets);
-	if (n < 0 || hcd_buf_append(out, line, (size_t)n) == -1)
+	n = hc_feed_encode_detail(line, sizeof(line), t->name, t->kind_str, t->dc,
+	                          t->last_check_ms, t->latency_us, t->checks, t->fails);
+	if (n > 0 && hcd_buf_append(out, line, (size_t)n) == -1)
 		return -1;
 	return 0;
+}
+
+/* See hc_daemon.h. Positions: 0 = H, 1..n = target pos-1, n+1 = E. */
+int hcd_snapshot_part(struct hcd *d, struct hcd_buf *out, unsigned *pos, size_t upto)
+{
+	char line[HC_FEED_LINE_MAX + 1];
+	int n;
+
+	while (hcd_buf_pending(out) < upto) {
+		unsigned p = *pos;
+
+		if (p == 0) {
+			n = hc_feed_encode_hello(line, sizeof(line));
+			if (n < 0 || hcd_buf_append(out, line, (size_t)n) == -1)
+				return -1;
+		} else if (p <= d->ntargets) {
+			if (snapshot_target(d->targets[p - 1], out) == -1)
+				return -1;
+		} else {
+			n = hc_feed_encode_end(line, sizeof(line), d->ntargets);
+			if (n < 0 || hcd_buf_append(out, line, (size_t)n) == -1)
+				return -1;
+			*pos = p + 1;
+			return 1;
+		}
+		*pos = p + 1;
+	}
+	return 0;
+}
+
+/* See hc_daemon.h. */
+bool hcd_snapshot_passed(unsigned pos, unsigned index)
+{
+	return index + 1 < pos;
 }
 
 /* Applies the seed's settings for one target, over healthcheckd's flags. */
@@ -281,13 +350,12 @@ static int target_configure(struct hcd *d, struct hcd_target *t, const struct ro
 	t->smp.damp_hold_ms = o->damp_hold_ms;
 	t->smp.damp_max_ms = o->damp_max_ms;
 	if (t->ck == ROUTER_CHECK_HTTP || t->ck == ROUTER_CHECK_HTTPS) {
-		int n = hc_http_request(t->req, sizeof(t->req), t->method, t->path, t->hosthdr);
+		int n = hc_http_req_set(&t->req, t->method, t->path, t->hosthdr);
 		if (n == -1) {
 			snprintf(err, errlen, "%s: cannot build the HTTP check request (method '%s', path '%s', host '%s')",
 			         t->name, t->method, t->path, t->hosthdr);
 			return -1;
 		}
-		t->req_len = (size_t)n;
 	}
 	if (t->ck == ROUTER_CHECK_HTTPS && !d->tls) {
 		snprintf(err, errlen, "%s: check=https but healthcheckd has no TLS context", t->name);
@@ -338,7 +406,7 @@ int hcd_targets_load(struct hcd *d, struct router_dir *dir, char *err, size_t er
 	unsigned n = router_dir_target_count(dir), kept = 0, added = 0, removed = 0;
 	struct hcd_target **nt = calloc(n ? n : 1, sizeof(*nt));
 	bool *taken = calloc(d->ntargets ? d->ntargets : 1, sizeof(*taken));
-	int64_t now_ms = hcd_now_ms();
+	int64_t now_ms = hcd_mono_ms();
 
 	if (!nt || !taken) {
 		snprintf(err, errlen, "out of memory for %u targets", n);
@@ -381,12 +449,24 @@ int hcd_targets_load(struct hcd *d, struct router_dir *dir, char *err, size_t er
 		if (j >= 0 && (unsigned)j < d->ntargets && d->targets[j] == t) {
 			bool was_drain = t->drain;
 			enum router_check_kind was_ck = t->ck;
+			struct hc_http_req was_req = t->req;
 
 			taken[j] = true;
 			kept++;
 			(void)target_configure(d, t, dir, rt, err, errlen);
 			t->index = i;
 			target_address(d, t, rt);
+			/* configure reset the request's write offset. The same
+			 * request: the check in flight goes on where it was. A new
+			 * one must not finish a write the old one started (nor
+			 * compute what is left from the old offset): that check
+			 * starts over. */
+			if (was_req.len == t->req.len && memcmp(was_req.buf, t->req.buf, t->req.len) == 0) {
+				t->req.woff = was_req.woff;
+			} else if (was_ck == t->ck && t->phase != HCD_IDLE) {
+				hcd_probe_abort(t);
+				hcd_probe_start(t);
+			}
 			if (was_ck != t->ck) {
 				hcd_probe_abort(t);
 				hc_sm_init(&t->sm);
@@ -417,6 +497,8 @@ int hcd_targets_load(struct hcd *d, struct router_dir *dir, char *err, size_t er
 	free(taken);
 	d->targets = nt;
 	d->ntargets = n;
+	if (d->feed)
+		hcd_feed_reloaded(d->feed);
 	router_dir_release(&d->dir);
 	d->dir = dir;
 	d->pending_initial = 0;

@@ -70,13 +70,36 @@ static int perr(struct parser *p, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static int perr(struct parser *p, const char *fmt, ...)
 {
-	char msg[256];
+	static const char hex[] = "0123456789abcdef";
+	char msg[256], safe[256];
+	size_t o = 0;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(p->err, p->errlen, "%s:%u: %s", p->file, p->line, msg);
+	/* The message quotes words of the file, which may hold any byte: the
+	 * formats are printable ASCII, so escaping the whole message (every
+	 * byte that is not printable ASCII as \xNN, as libhc's hc_escape_log()
+	 * does) escapes just what came from the input, and the error prints as
+	 * one harmless line. */
+	for (size_t i = 0; msg[i]; i++) {
+		unsigned char c = (unsigned char)msg[i];
+		size_t n = (c >= 0x20 && c < 0x7f) ? 1 : 4;
+
+		if (o + n >= sizeof(safe))
+			break;
+		if (n == 1) {
+			safe[o++] = (char)c;
+		} else {
+			safe[o++] = '\\';
+			safe[o++] = 'x';
+			safe[o++] = hex[c >> 4];
+			safe[o++] = hex[c & 15];
+		}
+	}
+	safe[o] = '\0';
+	snprintf(p->err, p->errlen, "%s:%u: %s", p->file, p->line, safe);
 	return -1;
 }
 
@@ -240,7 +263,8 @@ static int parse_addr(struct parser *p, const char *a, struct ptarget *t)
 	return 0;
 }
 
-/* "500ms", "2s", "1m" or a bare number of milliseconds; 1 ms to 1 hour. */
+/* "500ms", "2s", "1m", "1h" or a bare number of milliseconds; 1 ms to 1 hour
+ * (1h included). */
 static bool parse_duration(const char *s, unsigned *ms)
 {
 	char num[16];
@@ -259,6 +283,8 @@ static bool parse_duration(const char *s, unsigned *ms)
 		mult = 1000;
 	else if (!strcmp(s + n, "m"))
 		mult = 60000;
+	else if (!strcmp(s + n, "h"))
+		mult = 3600000;        /* "up to 1h" (docs/seed-directory.md): 1h itself */
 	else
 		return false;
 	if ((unsigned long)v * mult > 3600000ul)

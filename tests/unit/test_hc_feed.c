@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <ev.h>
@@ -325,12 +326,92 @@ static void test_client_bad_args(void **state)
 	ev_loop_destroy(loop);
 }
 
+/* The fuzzer's reproducer "T x up - 5 \x7f\n": the decoder kept DEL in a
+ * reason that the encoder turns into a space, so decode -> encode -> decode
+ * changed the text. Every control byte and DEL must come out the same way
+ * on both sides. */
+static void test_reason_del_round_trip(void **state)
+{
+	static const char in[] = "T x up - 5 \x7f\n";
+	char line[HC_FEED_LINE_MAX + 1];
+	struct hc_feed_rec a, b;
+	int n;
+
+	assert_int_equal(hc_feed_decode(in, sizeof(in) - 1, &a), 1);
+	assert_string_equal(a.reason, " ");
+	n = hc_feed_encode_target(line, sizeof(line), a.name, a.state, a.addr, a.since_ms, a.reason);
+	assert_true(n > 0);
+	assert_int_equal(hc_feed_decode(line, (size_t)n, &b), 1);
+	assert_string_equal(a.reason, b.reason);
+
+	/* every byte below 0x20 (but the line's own '\n') and DEL */
+	for (int c = 1; c < 0x20; c++) {
+		if (c == '\n' || c == '\r')
+			continue;
+		n = snprintf(line, sizeof(line), "T x down - 1 a%cb\x7f\n", c);
+		assert_int_equal(hc_feed_decode(line, (size_t)n, &a), 1);
+		assert_string_equal(a.reason, "a b ");
+		n = hc_feed_encode_target(line, sizeof(line), a.name, a.state, a.addr, a.since_ms, a.reason);
+		assert_int_equal(hc_feed_decode(line, (size_t)n, &b), 1);
+		assert_string_equal(b.reason, "a b ");
+	}
+}
+
+/* The status table (seedctl health) from a snapshot that carries a change
+ * before its E: healthcheckd sends a change at once when the snapshot is
+ * already past that target. One row per target, with the latest state. */
+static void test_status_merges_change_inside_snapshot(void **state)
+{
+	static const char feed[] =
+		"H seedgate-health 1\n"
+		"T n1 up 127.0.0.1:1 1000 TCP connect\n"
+		"S n1 node a 1000 10 1 0\n"
+		"T n2 up 127.0.0.1:2 1000 TCP connect\n"
+		"S n2 node a 1000 10 1 0\n"
+		"T n1 down 127.0.0.1:1 2000 connect: Connection refused\n"
+		"E 2\n";
+	char path[] = "/tmp/test_hc_status.XXXXXX", sock[64], err[256], *text = NULL;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t textlen = 0;
+	FILE *out = open_memstream(&text, &textlen);
+	int lfd, rc;
+	pid_t pid;
+
+	assert_non_null(mkdtemp(path));
+	snprintf(sock, sizeof(sock), "%s/feed.sock", path);
+	strcpy(sa.sun_path, sock);
+	lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {                        /* the feed: one subscriber */
+		int fd = accept(lfd, NULL, NULL);
+
+		_exit(fd >= 0 && write(fd, feed, sizeof(feed) - 1) == (ssize_t)sizeof(feed) - 1 ? 0 : 1);
+	}
+	rc = hc_status_print(sock, out, 3000, err, sizeof(err));
+	fclose(out);
+	waitpid(pid, NULL, 0);
+	close(lfd);
+	unlink(sock);
+	rmdir(path);
+	assert_int_equal(rc, 2);
+	assert_non_null(strstr(text, "n1 "));
+	assert_null(strstr(strstr(text, "n1 ") + 1, "\nn1 "));   /* one row for n1 */
+	assert_non_null(strstr(text, "refused"));
+	assert_non_null(strstr(strstr(text, "\nn1 "), "node "));     /* it kept its S line */
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_encode_decode_target),
 		cmocka_unit_test(test_encode_rejects),
 		cmocka_unit_test(test_reason_truncated),
+		cmocka_unit_test(test_reason_del_round_trip),
+		cmocka_unit_test(test_status_merges_change_inside_snapshot),
 		cmocka_unit_test(test_decode_other_lines),
 		cmocka_unit_test(test_line_buf_pieces),
 		cmocka_unit_test(test_line_buf_overlong),

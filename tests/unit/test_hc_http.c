@@ -69,6 +69,52 @@ static void test_request(void **state)
 	assert_int_equal(hc_http_request(buf, 20, "GET", "/", "h"), -1);       /* no room */
 }
 
+/* A seed reload replaced the request of a target whose check had written
+ * part of the old one: the offset of the old, longer request was then
+ * applied to the new, shorter one and req_len - woff underflowed (a write
+ * of ~2^64 bytes from past the buffer). Replacing the request resets what
+ * was written; what is left never goes past the end. */
+static void test_request_replaced_mid_write(void **state)
+{
+	struct hc_http_req r = { 0 };
+	char longpath[300];
+	const char *rest;
+	size_t left;
+	int n;
+
+	memset(longpath, 'a', sizeof(longpath) - 1);
+	longpath[0] = '/';
+	longpath[sizeof(longpath) - 1] = '\0';
+	assert_true(hc_http_req_set(&r, "GET", longpath, "h") > 300);
+	assert_false(hc_http_req_wrote(&r, 310));              /* a partial write */
+	rest = hc_http_req_rest(&r, &left);
+	assert_int_equal(left, r.len - 310);
+	assert_ptr_equal(rest, r.buf + 310);
+
+	n = hc_http_req_set(&r, "GET", "/", "h");                /* the reload */
+	assert_int_equal(n, (int)r.len);
+	assert_true(r.len < 310);
+	rest = hc_http_req_rest(&r, &left);
+	assert_int_equal(left, r.len);                        /* the whole new request */
+	assert_ptr_equal(rest, r.buf);
+	assert_true(hc_http_req_wrote(&r, left));
+	(void)hc_http_req_rest(&r, &left);
+	assert_int_equal(left, 0);
+
+	/* even an offset past the end (never made by these functions) gives 0 */
+	r.woff = r.len + 100;
+	(void)hc_http_req_rest(&r, &left);
+	assert_int_equal(left, 0);
+	assert_true(hc_http_req_wrote(&r, 5));
+
+	/* a refused request leaves the current one (and its offset) alone */
+	r.woff = 3;
+	assert_int_equal(hc_http_req_set(&r, "G T", "/", "h"), -1);
+	assert_int_equal(r.woff, 3);
+	hc_http_req_rewind(&r);
+	assert_int_equal(r.woff, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -76,6 +122,7 @@ int main(void)
 		cmocka_unit_test(test_status_partial_reads),
 		cmocka_unit_test(test_status_garbage),
 		cmocka_unit_test(test_request),
+		cmocka_unit_test(test_request_replaced_mid_write),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
  * test_hc_metrics.c — the /metrics server both daemons share: the text
  * buffer grows without losing text, GET/HEAD /metrics get the render
  * callback's body (also one larger than a socket buffer), other paths 404,
- * other methods 405, bad addresses are refused with a message.
+ * other methods 405, bad addresses are refused with a message, and idle
+ * connections do not lock scrapers out.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -142,6 +143,61 @@ static void test_serves_metrics(void **state)
 	ev_loop_destroy(loop);
 }
 
+/* Opens n connections to port that never ask anything, and runs the loop
+ * until the server has accepted them all (so they count against its cap). */
+static void open_idle(struct ev_loop *loop, unsigned port, int *fds, unsigned n)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (unsigned i = 0; i < n; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		assert_int_not_equal(fds[i], -1);
+		assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+		ev_run(loop, EVRUN_NOWAIT);       /* keep the backlog short */
+	}
+	for (int spins = 0; spins < 200; spins++) {
+		ev_run(loop, EVRUN_NOWAIT);
+		usleep(500);
+	}
+}
+
+/* Idle connections (connected, never asking) used to fill the 32 slots and
+ * lock every scraper out for as long as they stayed. Now the oldest idle
+ * one makes room: with 64 idle connections, and with more than the largest
+ * cap, a scrape still gets its answer. */
+static void test_idle_clients_do_not_lock_out(void **state)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	static char buf[1 << 16];
+	static int fds[HC_METRICS_MAX_CLIENTS + 80];
+	unsigned calls = 0, n = 64;
+	unsigned long nofile = hc_nofile_raise();
+	char err[256];
+	struct hc_metrics_server *s = hc_metrics_server_new(loop, "127.0.0.1:0", render, &calls, err, sizeof(err));
+
+	assert_non_null(s);
+	render_lines = 1;
+	open_idle(loop, hc_metrics_server_port(s), fds, n);
+	fetch(loop, hc_metrics_server_port(s), "GET /metrics HTTP/1.0\r\n\r\n", buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.0 200 OK\r\n"));
+	assert_int_equal(calls, 1);
+
+	/* more idle connections than any cap (when the limit lets us hold both
+	 * ends of them): the oldest are evicted, the scrape still works */
+	if (nofile > 2 * (HC_METRICS_MAX_CLIENTS + 80) + 64) {
+		open_idle(loop, hc_metrics_server_port(s), fds + n, HC_METRICS_MAX_CLIENTS + 80 - n);
+		n = HC_METRICS_MAX_CLIENTS + 80;
+		fetch(loop, hc_metrics_server_port(s), "GET /metrics HTTP/1.0\r\n\r\n", buf, sizeof(buf));
+		assert_non_null(strstr(buf, "HTTP/1.0 200 OK\r\n"));
+		assert_true(hc_metrics_server_evictions(s) > 0);
+	}
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+	hc_metrics_server_free(&s);
+	ev_loop_destroy(loop);
+}
+
 static void test_bad_addresses(void **state)
 {
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -168,6 +224,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_text_grows),
 		cmocka_unit_test(test_serves_metrics),
+		cmocka_unit_test(test_idle_clients_do_not_lock_out),
 		cmocka_unit_test(test_bad_addresses),
 	};
 

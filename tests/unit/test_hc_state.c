@@ -89,18 +89,46 @@ static void test_damping_holds_and_doubles(void **state)
 
 	hc_sm_init(&sm);
 	hc_sm_result(&sm, &p_damp, true, 0);          /* first verdict: not a flap */
-	assert_true(flap(&sm, 100));                  /* flaps 1 (down), 2 (up) */
-	assert_false(flap(&sm, 200));                 /* flaps 3, 4: held 1000 ms */
-	assert_true(hc_sm_held(&sm, 210));
-	assert_true(hc_sm_held(&sm, 1209));
-	assert_false(hc_sm_held(&sm, 1210));
-	assert_true(hc_sm_effective_up(&sm, 1210));
-	assert_false(flap(&sm, 1300));                /* next hold doubles: 2000 ms */
-	assert_true(hc_sm_held(&sm, 1310 + 1999));
-	assert_false(hc_sm_held(&sm, 1310 + 2000));
+	assert_true(flap(&sm, 100));                  /* first change (no flap), flap 1 (up) */
+	assert_true(flap(&sm, 200));                  /* flaps 2, 3 (up): not yet held */
+	assert_int_equal(sm.flaps, 3);
+	assert_false(flap(&sm, 300));                 /* flaps 4, 5 (up): held 1000 ms */
+	assert_true(hc_sm_held(&sm, 310));
+	assert_true(hc_sm_held(&sm, 1309));
+	assert_false(hc_sm_held(&sm, 1310));
+	assert_true(hc_sm_effective_up(&sm, 1310));
+	assert_false(flap(&sm, 1400));                /* next hold doubles: 2000 ms */
+	assert_true(hc_sm_held(&sm, 1410 + 1999));
+	assert_false(hc_sm_held(&sm, 1410 + 2000));
 	assert_false(flap(&sm, 4000));                /* 4000 ms, capped at 3000 */
 	assert_true(hc_sm_held(&sm, 4010 + 2999));
 	assert_false(hc_sm_held(&sm, 4010 + 3000));
+}
+
+/* The documented count (README.md, --damp-flaps 4): a change to up is held
+ * once it is the 4th flap or later, a flap being a change within the window
+ * of the previous change. A target that starts down and comes up, goes
+ * down, comes up, goes down, comes up: the changes are "first", then flaps
+ * 1, 2, 3, 4: only the last one is held. It used to be held one flap early
+ * (the first change counted as a flap). */
+static void test_damping_counts_four_flaps(void **state)
+{
+	struct hc_sm sm;
+
+	hc_sm_init(&sm);
+	hc_sm_result(&sm, &p_damp, false, 0);
+	hc_sm_result(&sm, &p_damp, true, 100);        /* first change */
+	assert_true(hc_sm_effective_up(&sm, 100));
+	hc_sm_result(&sm, &p_damp, false, 200);       /* flap 1 */
+	hc_sm_result(&sm, &p_damp, true, 300);        /* flap 2 (up) */
+	assert_true(hc_sm_effective_up(&sm, 300));
+	hc_sm_result(&sm, &p_damp, false, 400);       /* flap 3 */
+	assert_int_equal(sm.flaps, 3);
+	hc_sm_result(&sm, &p_damp, true, 500);        /* flap 4 (up): held */
+	assert_int_equal(sm.flaps, 4);
+	assert_false(hc_sm_effective_up(&sm, 500));
+	assert_true(hc_sm_held(&sm, 500 + 999));
+	assert_true(hc_sm_effective_up(&sm, 500 + 1000));
 }
 
 static void test_damping_resets_after_quiet_window(void **state)
@@ -110,12 +138,14 @@ static void test_damping_resets_after_quiet_window(void **state)
 	hc_sm_init(&sm);
 	hc_sm_result(&sm, &p_damp, true, 0);
 	flap(&sm, 100);
-	assert_false(flap(&sm, 200));                 /* held */
+	flap(&sm, 200);
+	assert_false(flap(&sm, 300));                 /* held */
 	/* quiet for more than the window: the count and the doubling restart */
-	assert_true(flap(&sm, 200 + 10000 + 100));
-	assert_true(flap(&sm, 200 + 10000 + 200) == false);  /* 4 flaps again -> held */
-	assert_true(hc_sm_held(&sm, 10410 + 999));
-	assert_false(hc_sm_held(&sm, 10410 + 1000));  /* first hold length again */
+	assert_true(flap(&sm, 310 + 10000 + 100));
+	assert_true(flap(&sm, 310 + 10000 + 200));
+	assert_true(flap(&sm, 310 + 10000 + 300) == false);  /* 4 flaps again -> held */
+	assert_true(hc_sm_held(&sm, 10620 + 999));
+	assert_false(hc_sm_held(&sm, 10620 + 1000));  /* first hold length again */
 }
 
 static void test_damping_off(void **state)
@@ -141,6 +171,7 @@ int main(void)
 		cmocka_unit_test(test_rise_needs_consecutive_successes),
 		cmocka_unit_test(test_zero_rise_fall_mean_one),
 		cmocka_unit_test(test_damping_holds_and_doubles),
+		cmocka_unit_test(test_damping_counts_four_flaps),
 		cmocka_unit_test(test_damping_resets_after_quiet_window),
 		cmocka_unit_test(test_damping_off),
 	};
