@@ -1,5 +1,5 @@
 /*
- * route_health.c — an open-addressing hash table of target name -> down.
+ * route_health.c — an open-addressing hash table of target name -> state.
  *
  * Entries are never removed (a target that leaves the seed directory costs a
  * few bytes until exit); the table doubles when it is half full. Linear
@@ -15,14 +15,14 @@ struct health_entry {
 	char *name;        /* NULL = empty slot */
 	uint64_t hash;
 	unsigned epoch;    /* snapshot that last mentioned it */
-	bool down;
+	uint8_t st;        /* enum route_hstate */
 };
 
 struct route_health {
 	struct health_entry *slots;
 	size_t cap;        /* power of two */
 	size_t used;
-	unsigned ndown;
+	unsigned ndown;    /* entries not up (down or draining) */
 	unsigned epoch;    /* current snapshot */
 };
 
@@ -99,23 +99,23 @@ void route_health_free(struct route_health **hp)
 }
 
 /* See route_health.h. */
-int route_health_set(struct route_health *h, const char *name, bool down)
+int route_health_set(struct route_health *h, const char *name, enum route_hstate st)
 {
 	uint64_t hash = health_hash(name);
 	struct health_entry *e = health_slot(h, name, hash);
 
 	if (e->name) {
 		e->epoch = h->epoch;
-		if (e->down == down)
+		if (e->st == st)
 			return 0;
-		e->down = down;
-		if (down)
+		if (e->st == ROUTE_H_UP)
 			h->ndown++;
-		else
+		else if (st == ROUTE_H_UP)
 			h->ndown--;
+		e->st = (uint8_t)st;
 		return 1;
 	}
-	if (!down)
+	if (st == ROUTE_H_UP)
 		return 0;          /* unknown means up already: nothing to record */
 	if ((h->used + 1) * 2 > h->cap) {
 		if (health_grow(h) == -1)
@@ -127,29 +127,35 @@ int route_health_set(struct route_health *h, const char *name, bool down)
 		return -1;
 	e->hash = hash;
 	e->epoch = h->epoch;
-	e->down = true;
+	e->st = (uint8_t)st;
 	h->used++;
 	h->ndown++;
 	return 1;
 }
 
 /* See route_health.h. With nothing down the scan is skipped entirely. */
-unsigned route_health_fill_down(const struct route_health *h, const struct router_dir *d, uint8_t *down)
+unsigned route_health_fill_down(const struct route_health *h, const struct router_dir *d, uint8_t *down,
+                                unsigned *ndrain)
 {
-	unsigned n = router_dir_target_count(d), ndown = 0;
+	unsigned n = router_dir_target_count(d), ndown = 0, drained = 0;
 
 	memset(down, 0, n);
+	if (ndrain)
+		*ndrain = 0;
 	if (h->ndown == 0)
 		return 0;
 	for (unsigned i = 0; i < n; i++) {
 		const char *name = router_dir_target(d, i)->name;
 		const struct health_entry *e = health_slot(h, name, health_hash(name));
 
-		if (e->name && e->down) {
+		if (e->name && e->st != ROUTE_H_UP) {
 			down[i] = 1;
 			ndown++;
+			drained += e->st == ROUTE_H_DRAIN;
 		}
 	}
+	if (ndrain)
+		*ndrain = drained;
 	return ndown;
 }
 
@@ -167,8 +173,8 @@ unsigned route_health_end_snapshot(struct route_health *h)
 	for (size_t i = 0; i < h->cap; i++) {
 		struct health_entry *e = &h->slots[i];
 
-		if (e->name && e->down && e->epoch != h->epoch) {
-			e->down = false;
+		if (e->name && e->st != ROUTE_H_UP && e->epoch != h->epoch) {
+			e->st = ROUTE_H_UP;
 			h->ndown--;
 			changed++;
 		}

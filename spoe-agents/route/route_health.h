@@ -21,14 +21,21 @@ struct route_health;
 struct route_health *route_health_new(void);
 void route_health_free(struct route_health **h);
 
-/* Records that `name` is down (true) or up (false). Returns 1 if that
- * changed what the table said, 0 if not, -1 on allocation failure (the
+/* What the feed says of a target. DOWN and DRAIN both keep new requests
+ * off it; they are told apart only for counting (a drained target is not a
+ * failure and must not show in the down gauge or the "targets down" log). */
+enum route_hstate { ROUTE_H_UP = 0, ROUTE_H_DOWN = 1, ROUTE_H_DRAIN = 2 };
+
+/* Records the state of `name` (false/true read as up/down). Returns 1 if
+ * that changed what the table said, 0 if not, -1 on allocation failure (the
  * table is unchanged then). */
-int route_health_set(struct route_health *h, const char *name, bool down);
+int route_health_set(struct route_health *h, const char *name, enum route_hstate st);
 
 /* Fills down[i] (router_dir_target_count(d) bytes) for every target of d:
- * 1 if the table says it is down, else 0. Returns how many are down. */
-unsigned route_health_fill_down(const struct route_health *h, const struct router_dir *d, uint8_t *down);
+ * 1 if the table says it is down or draining, else 0. Returns how many are
+ * marked; *ndrain (may be NULL) gets how many of those are draining. */
+unsigned route_health_fill_down(const struct route_health *h, const struct router_dir *d, uint8_t *down,
+                                unsigned *ndrain);
 
 /* Snapshot bookkeeping for a feed that reconnects: begin when the link is
  * lost (what follows is a fresh full snapshot), end once it is complete.
@@ -37,7 +44,7 @@ unsigned route_health_fill_down(const struct route_health *h, const struct route
 void route_health_begin_snapshot(struct route_health *h);
 unsigned route_health_end_snapshot(struct route_health *h);
 
-/* Names recorded down, for the stats gauge. */
+/* Names recorded down or draining (non-zero: a view needs down bytes). */
 unsigned route_health_down_count(const struct route_health *h);
 
 #endif /* ROUTE_HEALTH_H */

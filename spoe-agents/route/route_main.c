@@ -70,7 +70,8 @@ struct route_daemon {
 	unsigned feed_failures;              /* failed attempts since the last snapshot */
 	double feed_next_log;                /* ev_now() before which retries are not logged */
 	unsigned long nofile;                /* the soft open-files limit in force */
-	unsigned last_ndown;
+	unsigned last_ndown;       /* down, draining not counted */
+	unsigned ndrain;           /* draining, per the feed, in the current view */
 	uint64_t reloads_ok, reloads_error, seed_generation;
 	double last_reload_ok;               /* unix time of the last good load */
 	ev_idle republish;                   /* health changed: rebuild the view once */
@@ -247,7 +248,7 @@ static void describe_dir(const struct router_dir *dir, char *out, size_t len)
  * -1 on allocation failure (nothing published). */
 static int publish_view(struct route_daemon *d, struct router_dir *dir, unsigned dc)
 {
-	unsigned n = router_dir_target_count(dir), ndown = 0;
+	unsigned n = router_dir_target_count(dir), ndown = 0, ndrain = 0;
 	uint8_t *down = NULL;
 	struct route_view *v;
 
@@ -257,7 +258,7 @@ static int publish_view(struct route_daemon *d, struct router_dir *dir, unsigned
 			router_dir_release(&dir);
 			return -1;
 		}
-		ndown = route_health_fill_down(d->health, dir, down);
+		ndown = route_health_fill_down(d->health, dir, down, &ndrain);
 	}
 	v = route_view_new(dir, dc, ndown ? down : NULL);
 	free(down);
@@ -266,9 +267,13 @@ static int publish_view(struct route_daemon *d, struct router_dir *dir, unsigned
 	route_view_release(&d->current);
 	d->current = route_view_ref(v);
 	route_view_holder_publish(d->holder, v);
-	if (ndown != d->last_ndown)
-		route_log(LOG_NOTICE, "health: %u of %u targets down (was %u)", ndown, n, d->last_ndown);
-	d->last_ndown = ndown;
+	/* the view marks drained targets too (no new requests); the log and
+	 * the gauge count failures only */
+	if (ndown - ndrain != d->last_ndown || ndrain != d->ndrain)
+		route_log(LOG_NOTICE, "health: %u of %u targets down (was %u), %u draining", ndown - ndrain, n,
+			  d->last_ndown, ndrain);
+	d->last_ndown = ndown - ndrain;
+	d->ndrain = ndrain;
 	return 0;
 }
 
@@ -326,12 +331,20 @@ static void republish_cb(struct ev_loop *loop, ev_idle *w, int revents)
 
 /* Feed: one target's state. Drain counts as down for routing: a draining
  * node takes no new projects. */
+/* The /metrics server's own messages (descriptor limit, evictions) go
+ * through the agent's log like every other line. */
+static void metrics_log(const char *msg)
+{
+	route_log(LOG_WARNING, "metrics: %s", msg);
+}
+
 static void on_feed_target(void *udata, const char *name, enum hc_state st, const char *addr)
 {
 	struct route_daemon *d = udata;
 
 	(void)addr;
-	int rc = route_health_set(d->health, name, st != HC_UP);
+	int rc = route_health_set(d->health, name, st == HC_DOWN ? ROUTE_H_DOWN :
+				  st == HC_DRAIN ? ROUTE_H_DRAIN : ROUTE_H_UP);
 	if (rc == -1)
 		route_log(LOG_ERR, "health: out of memory recording %s", name);
 	else if (rc == 1)
@@ -481,9 +494,12 @@ static void render_metrics(void *udata, struct hc_text *t)
 			  "# HELP seedgate_health_targets_down Targets of the current directory marked down.\n"
 			  "# TYPE seedgate_health_targets_down gauge\n"
 			  "seedgate_health_targets_down %u\n"
+			  "# HELP seedgate_health_targets_drain Targets of the current directory the feed reports draining.\n"
+			  "# TYPE seedgate_health_targets_drain gauge\n"
+			  "seedgate_health_targets_drain %u\n"
 			  "# TYPE seedgate_route_workers gauge\n"
 			  "seedgate_route_workers %u\n",
-		       d->feed_connected ? 1 : 0, d->current->ndown, d->opt.workers);
+		       d->feed_connected ? 1 : 0, d->current->ndown - d->ndrain, d->ndrain, d->opt.workers);
 }
 
 /* SIGTERM / SIGINT: leave the main loop; main() stops the runtime. */
@@ -628,6 +644,7 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		d->stats = hc_metrics_server_new(d->loop, d->opt.stats, render_metrics, d, err, errlen);
 		if (!d->stats)
 			return -1;
+		hc_metrics_server_set_log(d->stats, metrics_log);
 	}
 	d->seeds = hc_seedwatch_new(d->loop, d->opt.seed, on_loaded, d, err, errlen);
 	if (!d->seeds || hc_seedwatch_follow(d->seeds, WATCH_DEBOUNCE, err, errlen) == -1)

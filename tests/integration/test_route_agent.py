@@ -318,6 +318,11 @@ def test_health_feed_moves_projects_and_survives_feed_loss(stack):
         ru.wait_decision(agent, f"/{mine[0]}", lambda v: v.get("server") == victim)
         feed.send(victim, "drain")
         ru.wait_decision(agent, f"/{mine[0]}", lambda v: v.get("server") != victim)
+        # ... but a drain is not a failure: counted apart, not as down.
+        harness.wait_until(lambda: ru.metric(agent.metrics(), "seedgate_health_targets_drain") == 1, 2,
+                           what="drain gauge")
+        assert ru.metric(agent.metrics(), "seedgate_health_targets_down") == 0
+        assert "health: 0 of 8 targets down (was 0), 1 draining" in agent.log(), agent.log()[-2000:]
 
         # Feed lost: the last known state stays, the gauge says so.
         feed.drop()

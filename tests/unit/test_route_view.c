@@ -66,10 +66,10 @@ static void test_health_fill_follows_names_across_snapshots(void **state)
 	(void)state;
 	route_health_set(h, "n2", true);
 	route_health_set(h, "ghost", true);       /* not in any seed: ignored */
-	assert_int_equal(route_health_fill_down(h, a, down), 1);
+	assert_int_equal(route_health_fill_down(h, a, down, NULL), 1);
 	for (unsigned i = 0; i < router_dir_target_count(a); i++)
 		assert_int_equal(down[i], strcmp(router_dir_target(a, i)->name, "n2") == 0);
-	assert_int_equal(route_health_fill_down(h, b, down), 1);
+	assert_int_equal(route_health_fill_down(h, b, down, NULL), 1);
 	for (unsigned i = 0; i < router_dir_target_count(b); i++)
 		assert_int_equal(down[i], strcmp(router_dir_target(b, i)->name, "n2") == 0);
 	router_dir_release(&a);
