@@ -1,0 +1,26 @@
+# seeddir/module.mk — build wiring for seeddir (see tests/module.mk for the macros)
+#
+# libseeddir: where the seed directory comes from (a file or etcd). The
+# layout code (sd_layout.c) has no I/O; seedctl's blocking etcd client
+# (sd_curl.c) uses libcurl and json-c. Consumers link build/libseeddir.a
+# before build/librouter.a, with $(SEEDDIR_LIBS) when they use the client.
+
+CURL_CFLAGS   := $(call pc_cflags,libcurl)
+CURL_LIBS     := $(call pc_libs,libcurl,-lcurl)
+JSONC_CFLAGS  := $(call pc_cflags,json-c)
+JSONC_LIBS    := $(call pc_libs,json-c,-ljson-c)
+
+SEEDDIR_SRCS  := $(sort $(wildcard seeddir/sd_*.c))
+SEEDDIR_LIB   := $(B)/libseeddir.a
+SEEDDIR_LIBS  := $(CURL_LIBS) $(JSONC_LIBS)
+
+$(call objs_of,$(SEEDDIR_SRCS)): EXTRA_CFLAGS += $(CURL_CFLAGS) $(JSONC_CFLAGS)
+$(eval $(call static_lib,seeddir,$(SEEDDIR_SRCS)))
+
+$(foreach t,$(basename $(notdir $(wildcard tests/unit/test_sd_*.c))),\
+  $(eval $(call unit_test,$(t),$(SEEDDIR_LIB) $(B)/librouter.a,$(XXH_LIBS) -lm)))
+
+# Fuzz target: records (keys and values from the input) -> sd_build/sd_text.
+ifneq ($(wildcard tests/fuzz/fuzz_sd_layout.c),)
+$(eval $(call fuzz_target,sd_layout,$(SEEDDIR_LIB) $(B)/librouter.a,$(XXH_LIBS),seeddir/sd_layout.c $(sort $(wildcard router/router_*.c))))
+endif
