@@ -83,12 +83,12 @@ def test_help_lists_every_flag():
 
 
 def test_import_export_round_trip(stack, cluster, prefix):
-    """300+ records (several 128-op batches): export gives the same
+    """1200+ records (several 128-op batches, two range pages): export gives the same
     decisions as the file for 1000 ids, from every dc, and re-importing the
     export changes nothing."""
     ids = random_ids(1000)
     pins = [(ids[3].upper(), ["e1", "w2"]), (ids[10], ["w0"])]
-    text = seed_text(nodes_per_dc=150, drain=("e3", "w4"), pins=pins)
+    text = seed_text(nodes_per_dc=600, drain=("e3", "w4"), pins=pins)
     path = import_text(stack, cluster, prefix, text)
     spec = cluster.spec(prefix)
     assert generations(cluster, prefix) == {cluster.get(prefix + "/current").decode()}
