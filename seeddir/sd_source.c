@@ -90,7 +90,7 @@ struct sd_source {
 	double last_sync;                /* wall time the directory in use was last known current */
 	uint64_t sync_errors;
 	bool connected, from_cache;
-	char last_error[ERR_LEN];
+	char last_error[ERR_LEN], last_logged[ERR_LEN];
 	double last_error_time, last_down_log;
 	uint64_t down_suppressed;
 	char describe[64];
@@ -652,15 +652,21 @@ static void on_failed(void *udata, const char *msg, bool connectivity)
 		}
 		return;
 	}
-	if (!connectivity) {
-		slog(s, LOG_ERR, "seed: %s: %s", s->spec, msg);
-		return;
-	}
+	/* At most one line per DOWN_LOG_EVERY seconds while etcd is
+	 * unreachable (each endpoint fails in turn with its own message);
+	 * a new directory-level error (PREFIX/current missing, retried with
+	 * the back-off) is said at once, repeats of it are limited too. */
+	if (!connectivity && strcmp(msg, s->last_logged) != 0)
+		s->last_down_log = 0;
+	snprintf(s->last_logged, sizeof(s->last_logged), "%s", msg);
 	if (now - s->last_down_log < DOWN_LOG_EVERY) {
 		s->down_suppressed++;
 		return;
 	}
-	if (s->last_sync > 0)
+	if (!connectivity)
+		slog(s, LOG_ERR, "seed: %s: %s (%llu more errors not logged)", s->spec, msg,
+		     (unsigned long long)s->down_suppressed);
+	else if (s->last_sync > 0)
 		slog(s, LOG_WARNING, "seed: etcd: %s; keeping %s, last synced %.0f s ago (%llu more errors not logged)",
 		     msg, s->describe, now - s->last_sync, (unsigned long long)s->down_suppressed);
 	else

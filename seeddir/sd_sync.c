@@ -705,15 +705,10 @@ static void watch_lost(struct sd_sync *y, const char *why)
 		y->ops->connected(y->udata, false, y->spec.endpoint[y->watch_ep]);
 	y->ops->failed(y->udata, why, !y->watch_relist);
 	if (y->watch_relist) {
-		/* the listing restarts the watch from its own revision */
+		/* list again; the listing reopens the watch from its own
+		 * revision (after the running listing or build, if any) */
 		y->watch_relist = false;
 		list_begin(y);
-		if (!y->listing && !y->building)
-			return;
-		if (y->listing)
-			return;
-		/* a build is running: it will relist when done; keep a watch
-		 * meanwhile is pointless, list_finish starts the next one */
 		return;
 	}
 	y->watch_ep = (y->watch_ep + 1) % y->spec.n;
