@@ -16,6 +16,7 @@
 #include <ev.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -307,6 +308,13 @@ static void *loader_thread(void *arg)
 		s->job = NULL;
 		pthread_mutex_unlock(&s->lock);
 
+		/* Hand the memory of the directories replaced since the last
+		 * load back to the system first: glibc keeps freed chunks in
+		 * this thread's arena, and a daemon following a big directory
+		 * through many re-lists would otherwise hold several copies'
+		 * worth of RSS. */
+		if (j->kind != JOB_CACHE)
+			malloc_trim(0);
 		if (j->kind == JOB_FILE)
 			run_file(s, j);
 		else if (j->kind == JOB_BUILD)

@@ -79,6 +79,7 @@ struct sd_sync {
 	unsigned watch_ep;
 	int64_t watch_from;              /* first revision the watch must deliver */
 	bool watch_created, watch_relist;
+	bool up;                         /* what ops->connected last said */
 	char watch_err[256];
 	char *line;
 	size_t llen, lcap;
@@ -620,7 +621,10 @@ static int watch_message(struct sd_sync *y, const char *line, size_t len)
 	if (json_object_object_get_ex(res, "created", &v) && json_object_get_boolean(v)) {
 		y->watch_created = true;
 		y->watch_backoff = SYNC_BACKOFF_MIN;
-		y->ops->connected(y->udata, true, y->spec.endpoint[y->watch_ep]);
+		if (!y->up) {
+			y->up = true;
+			y->ops->connected(y->udata, true, y->spec.endpoint[y->watch_ep]);
+		}
 	}
 	n = json_object_object_get_ex(res, "events", &evs) && json_object_is_type(evs, json_type_array)
 		    ? json_object_array_length(evs) : 0;
@@ -696,13 +700,13 @@ static int watch_data(void *udata, const char *buf, size_t len)
 /* The watch is gone: relist, or reopen it from where it stopped. */
 static void watch_lost(struct sd_sync *y, const char *why)
 {
-	bool was = y->watch_created;
-
 	ev_timer_stop(y->loop, &y->silence);
 	y->watch_created = false;
 	y->llen = 0;
-	if (was)
+	if (y->up) {
+		y->up = false;
 		y->ops->connected(y->udata, false, y->spec.endpoint[y->watch_ep]);
+	}
 	y->ops->failed(y->udata, why, !y->watch_relist);
 	if (y->watch_relist) {
 		/* list again; the listing reopens the watch from its own
@@ -735,17 +739,23 @@ static void watch_done(void *udata, long status, const char *err, const char *bo
 	watch_lost(y, msg);
 }
 
+/* SYNC_SILENCE without a byte. On an idle directory that is normal (etcd
+ * sends progress notifications every 10 minutes by default), and it is
+ * also what a stuck stream looks like: either way the watch is reopened
+ * from the revision after the last one delivered, on the next endpoint,
+ * at once and quietly. It is not an error unless the reopening fails (then
+ * the usual path: back-off, log, metrics). */
 static void silence_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct sd_sync *y = w->data;
-	char msg[256];
 
 	(void)loop;
 	(void)revents;
 	sd_http_cancel(&y->watch_req);
-	snprintf(msg, sizeof(msg), "watch on %s: nothing for %.0f s (no event, no progress notification): reopening it",
-		 y->spec.endpoint[y->watch_ep], SYNC_SILENCE);
-	watch_lost(y, msg);
+	y->watch_created = false;
+	y->watch_ep = (y->watch_ep + 1) % y->spec.n;
+	y->ep = y->watch_ep;
+	watch_begin(y);
 }
 
 /* Opens the watch from y->watch_from on y->watch_ep. */
