@@ -32,7 +32,7 @@ DESTDIR  ?=
 OPT      ?= -O2 -g
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-CPPFLAGS += -D_GNU_SOURCE -I. -Ispoe-agents/lib -Irouter -Itls -Ihealthcheck
+CPPFLAGS += -D_GNU_SOURCE -I. -Ispoe-agents/lib -Irouter -Itls -Ihealthcheck -Iseeddir
 CFLAGS   += -std=c11 $(OPT) $(WARN) -fno-strict-aliasing -MMD -MP -pthread
 LDFLAGS  += -pthread
 
@@ -76,8 +76,8 @@ objs_of = $(patsubst %.c,$(B)/obj/%.o,$(1))
 
 # tests/module.mk first: it defines the macros the modules call.
 include tests/module.mk
-include spoe-agents/module.mk
 include seeddir/module.mk
+include spoe-agents/module.mk
 include router/module.mk
 include tls/module.mk
 include healthcheck/module.mk

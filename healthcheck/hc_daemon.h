@@ -28,7 +28,7 @@ struct hcd_dns;
 struct hcd_feed;
 struct hcd_haproxy;
 struct hc_metrics_server;
-struct hc_seedwatch;
+struct sd_source;
 struct hc_text;
 
 /* ------------------------------------------------------------- buffers */
@@ -50,6 +50,7 @@ void hcd_buf_free(struct hcd_buf *b);
 
 struct hcd_opts {
 	const char *seed;
+	const char *seed_cache;          /* --seed-cache: etcd's local copy */
 	const char *feed_path;
 	const char *stats_addr;
 	const char *haproxy[HCD_MAX_HAPROXY];
@@ -148,7 +149,7 @@ struct hcd {
 	struct hcd_feed *feed;
 	struct hcd_haproxy *haproxy[HCD_MAX_HAPROXY];
 	struct hc_metrics_server *stats;  /* --stats: the shared /metrics server */
-	struct hc_seedwatch *seeds;       /* reloads on SIGHUP and file changes */
+	struct sd_source *seeds;          /* the seed directory: file or etcd (sd_source.h) */
 	struct hcd_counters ctr;
 	char http_req_host[8];
 };

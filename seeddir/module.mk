@@ -2,8 +2,12 @@
 #
 # libseeddir: where the seed directory comes from (a file or etcd). The
 # layout code (sd_layout.c) has no I/O; seedctl's blocking etcd client
-# (sd_curl.c) uses libcurl and json-c. Consumers link build/libseeddir.a
-# before build/librouter.a, with $(SEEDDIR_LIBS) when they use the client.
+# (sd_curl.c) uses libcurl and json-c. The daemons' source (sd_source.c:
+# file or etcd, the loader thread, the local copy; sd_sync.c: the etcd sync
+# engine; sd_http.c: libcurl multi on libev) also needs libev and libhc's
+# /metrics text. Consumers link build/libseeddir.a before build/libhc.a and
+# build/librouter.a, with $(SEEDDIR_LIBS) (+ $(EV_LIBS) for the source).
+# Included before the daemons' modules: they use SEEDDIR_LIBS.
 
 CURL_CFLAGS   := $(call pc_cflags,libcurl)
 CURL_LIBS     := $(call pc_libs,libcurl,-lcurl)
@@ -17,8 +21,9 @@ SEEDDIR_LIBS  := $(CURL_LIBS) $(JSONC_LIBS)
 $(call objs_of,$(SEEDDIR_SRCS)): EXTRA_CFLAGS += $(CURL_CFLAGS) $(JSONC_CFLAGS)
 $(eval $(call static_lib,seeddir,$(SEEDDIR_SRCS)))
 
+# (the source tests also need libev, the /metrics text of libhc, curl and json-c)
 $(foreach t,$(basename $(notdir $(wildcard tests/unit/test_sd_*.c))),\
-  $(eval $(call unit_test,$(t),$(SEEDDIR_LIB) $(B)/librouter.a,$(XXH_LIBS) -lm)))
+  $(eval $(call unit_test,$(t),$(SEEDDIR_LIB) $(B)/libhc.a $(B)/librouter.a,$(XXH_LIBS) $(SEEDDIR_LIBS) $(EV_LIBS) -lm)))
 
 # Fuzz target: records (keys and values from the input) -> sd_build/sd_text.
 ifneq ($(wildcard tests/fuzz/fuzz_sd_layout.c),)
