@@ -345,6 +345,33 @@ def test_register_lease(stack, cluster, prefix):
     assert time.monotonic() - t0 <= (ttl + 1) * harness.SLOW
 
 
+def lease_of(cluster, key):
+    kvs = cluster.call("/v3/kv/range", {"key": etcd_util._b64(key)}).get("kvs", [])
+    return int(kvs[0].get("lease", 0)) if kvs else None
+
+
+def test_register_survives_partition(stack, cluster, prefix):
+    """A register cut off from etcd longer than its TTL (frozen: no
+    keepalive reaches etcd) loses its record; back in touch, it notices
+    within TTL/3 and registers again under a new lease."""
+    import_text(stack, cluster, prefix, seed_text(nodes_per_dc=2))
+    key = f"{prefix}/live/node/part1"
+    ttl = 2
+    reg = start_register(stack, cluster, prefix, "node part1 127.0.0.1:7201 dc=east", ttl)
+    harness.wait_until(lambda: lease_of(cluster, key), 10, what="registered")
+    first = lease_of(cluster, key)
+    thaw = etcd_util.stop_start(reg)
+    try:
+        harness.wait_until(lambda: lease_of(cluster, key) is None, ttl + 2, interval=0.05,
+                           what="lease expired while frozen")
+    finally:
+        thaw()
+    harness.wait_until(lambda: lease_of(cluster, key) not in (None, first), 10, what="registered again")
+    assert "vanished" in reg.log()
+    assert reg.stop(signal.SIGTERM) == 0
+    assert lease_of(cluster, key) is None
+
+
 def test_export_without_live_records(stack, cluster, prefix):
     spec = cluster.spec(prefix)
     import_text(stack, cluster, prefix, seed_text(nodes_per_dc=2))
