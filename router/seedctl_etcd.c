@@ -429,7 +429,13 @@ int seedctl_import(int argc, char **argv)
 	/* The read revision names the generation: it grows with every write,
 	 * so it is new unless another import read at the same revision (then
 	 * the empty-generation guard stops one of them). */
-	snprintf(gen, sizeof(gen), "%" PRId64, s.rev);
+	{
+		/* ...and above the one in use even when PREFIX/current was set
+		 * by hand to a number from the future */
+		long long in_use = s.have_gen ? strtoll(s.gen, NULL, 10) : 0;
+
+		snprintf(gen, sizeof(gen), "%lld", s.rev > in_use ? (long long)s.rev : in_use + 1);
+	}
 	had_old = s.have_gen;
 	snprintf(old, sizeof(old), "%s", s.gen);
 	if (sd_records_from_text(e.spec.prefix, gen, text, len, file, &recs, &n, err, sizeof(err)) == -1) {

@@ -144,6 +144,20 @@ def test_import_bad_file_writes_nothing(stack, cluster, prefix):
     assert cluster.get_prefix(prefix + "/") == before
 
 
+def test_import_over_a_hand_written_generation(stack, cluster, prefix):
+    """PREFIX/current set by hand to a number above etcd's revision: the
+    import's generation is still above the one in use (so it can never be
+    written into it, whatever revision the import reads at)."""
+    text = seed_text(nodes_per_dc=2)
+    far = str(cluster.revision() + 10 ** 6)
+    cluster.write_directory(prefix, text, gen=far)
+    path = import_text(stack, cluster, prefix, seed_text(nodes_per_dc=3))
+    now = cluster.get(prefix + "/current").decode()
+    assert int(now) == int(far) + 1
+    assert generations(cluster, prefix) == {now}
+    assert where(cluster.spec(prefix), random_ids(50)) == where(path, random_ids(50))
+
+
 def test_concurrent_imports_one_wins(stack, cluster, prefix):
     """Import A is frozen (SIGSTOP) while it writes its generation; import B
     runs to the end; A is thawed. Exactly one of them switched, the directory
