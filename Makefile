@@ -16,7 +16,7 @@ SHELL         := /bin/bash
 # installs whichever of them is missing. Add a package here and nowhere else.
 DEBIAN_PACKAGES := build-essential pkg-config \
 	libev-dev libc-ares-dev libssl-dev openssl libwolfssl-dev \
-	libxxhash-dev libcmocka-dev \
+	libxxhash-dev libcmocka-dev libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client \
 	haproxy stunnel4 wrk curl socat python3 python3-pytest procps iproute2 util-linux valgrind
 
 # ---------------------------------------------------------------------------
@@ -32,7 +32,7 @@ DESTDIR  ?=
 OPT      ?= -O2 -g
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-CPPFLAGS += -D_GNU_SOURCE -I. -Ispoe-agents/lib -Irouter -Itls -Ihealthcheck
+CPPFLAGS += -D_GNU_SOURCE -I. -Ispoe-agents/lib -Irouter -Itls -Ihealthcheck -Iseeddir
 CFLAGS   += -std=c11 $(OPT) $(WARN) -fno-strict-aliasing -MMD -MP -pthread
 LDFLAGS  += -pthread
 
@@ -76,6 +76,7 @@ objs_of = $(patsubst %.c,$(B)/obj/%.o,$(1))
 
 # tests/module.mk first: it defines the macros the modules call.
 include tests/module.mk
+include seeddir/module.mk
 include spoe-agents/module.mk
 include router/module.mk
 include tls/module.mk

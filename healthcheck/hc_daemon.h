@@ -37,7 +37,7 @@ struct hcd_dns;
 struct hcd_feed;
 struct hcd_haproxy;
 struct hc_metrics_server;
-struct hc_seedwatch;
+struct sd_source;
 struct hc_text;
 
 /* ------------------------------------------------------------- buffers */
@@ -59,6 +59,7 @@ void hcd_buf_free(struct hcd_buf *b);
 
 struct hcd_opts {
 	const char *seed;
+	const char *seed_cache;          /* --seed-cache: etcd's local copy */
 	const char *feed_path;
 	unsigned feed_mode;          /* --feed-mode (0660) */
 	const char *feed_group;      /* --feed-group, NULL = ours */
@@ -164,7 +165,7 @@ struct hcd {
 	struct hcd_feed *feed;
 	struct hcd_haproxy *haproxy[HCD_MAX_HAPROXY];
 	struct hc_metrics_server *stats;  /* --stats: the shared /metrics server */
-	struct hc_seedwatch *seeds;       /* reloads on SIGHUP and file changes */
+	struct sd_source *seeds;          /* the seed directory: file or etcd (sd_source.h) */
 	struct hcd_counters ctr;
 	struct hc_ratelog skip_log;       /* checks skipped, logged once per period */
 	unsigned long nofile;             /* soft RLIMIT_NOFILE after raising it */

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "hc_daemon.h"
+#include "hc_escape.h"
 #include "hc_metrics.h"
 
 #define HAPROXY_MAGIC             0x48434850u   /* "HCHP" */
@@ -805,18 +806,23 @@ const char *hcd_haproxy_path(const struct hcd_haproxy *h) { return h->path; }
 /* See hc_daemon.h: the runtime API client's own metrics. */
 void hcd_haproxy_stats(const struct hcd *d, struct hc_text *o)
 {
+	/* a socket path is any bytes: escaped as a label value must be */
+	char sock[HCD_MAX_HAPROXY][HC_ESCAPE_ROOM(256)];
+
+	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
+		hc_escape_label(sock[i], sizeof(sock[i]), d->haproxy[i]->path);
 	hc_text_printf(o, "# HELP seedgate_hc_haproxy_commands_failed_total Runtime API commands HAProxy refused, "
 	               "by command (the log names the backend/server).\n"
 	               "# TYPE seedgate_hc_haproxy_commands_failed_total counter\n");
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
 		for (unsigned k = CMD_PROMPT; k < CMD_COUNT; k++)
 			hc_text_printf(o, "seedgate_hc_haproxy_commands_failed_total{socket=\"%s\",command=\"%s\"} %llu\n",
-			               d->haproxy[i]->path, cmd_label[k], (unsigned long long)d->haproxy[i]->failed[k]);
+			               sock[i], cmd_label[k], (unsigned long long)d->haproxy[i]->failed[k]);
 	hc_text_printf(o, "# HELP seedgate_hc_haproxy_removals_pending Servers in maintenance waiting for "
 	               "their connections to end before \"del server\".\n"
 	               "# TYPE seedgate_hc_haproxy_removals_pending gauge\n");
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
-		hc_text_printf(o, "seedgate_hc_haproxy_removals_pending{socket=\"%s\"} %u\n", d->haproxy[i]->path,
+		hc_text_printf(o, "seedgate_hc_haproxy_removals_pending{socket=\"%s\"} %u\n", sock[i],
 		               d->haproxy[i]->nrm);
 	hc_text_printf(o, "# HELP seedgate_hc_haproxy_timeouts_total Sessions given up because HAProxy (or "
 	               "whatever holds the path) stopped answering, by what waited.\n"
@@ -824,6 +830,6 @@ void hcd_haproxy_stats(const struct hcd *d, struct hc_text *o)
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
 		hc_text_printf(o, "seedgate_hc_haproxy_timeouts_total{socket=\"%s\",what=\"probe\"} %llu\n"
 		               "seedgate_hc_haproxy_timeouts_total{socket=\"%s\",what=\"session\"} %llu\n",
-		               d->haproxy[i]->path, (unsigned long long)d->haproxy[i]->probe_timeouts,
-		               d->haproxy[i]->path, (unsigned long long)d->haproxy[i]->answer_timeouts);
+		               sock[i], (unsigned long long)d->haproxy[i]->probe_timeouts,
+		               sock[i], (unsigned long long)d->haproxy[i]->answer_timeouts);
 }

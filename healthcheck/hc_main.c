@@ -1,6 +1,7 @@
 /*
  * hc_main.c — healthcheckd: command line, signals, what a seed directory
- * reload does (the reloading itself, SIGHUP and inotify, is hc_seedwatch's),
+ * reload does (the reloading itself, SIGHUP, inotify and etcd, is
+ * sd_source's),
  * logging, and the loop.
  *
  * See healthcheck/README.md for what it does and `healthcheckd --help` for
@@ -21,19 +22,23 @@
 #include "hc_daemon.h"
 #include "hc_escape.h"
 #include "hc_metrics.h"
-#include "hc_seedwatch.h"
+#include "sd_source.h"
 #include "tls.h"
 
 #define RELOAD_DEBOUNCE_S 0.05
 
 static const char usage_text[] =
-"usage: healthcheckd --seed FILE [--feed PATH] [--haproxy-socket PATH]... [--stats HOST:PORT]\n"
+"usage: healthcheckd --seed FILE|etcd://... [--feed PATH] [--haproxy-socket PATH]... [--stats HOST:PORT]\n"
 "                    [check options] [-c] [-v] [--help]\n"
 "\n"
 "Checks every hub and node of the seed directory and publishes their health\n"
 "to route agents (--feed) and HAProxy (--haproxy-socket).\n"
 "\n"
 "  --seed FILE             seed directory (reloaded on SIGHUP and when the file changes)\n"
+"  --seed etcd://HOST:PORT[,HOST:PORT...]/PREFIX\n"
+"                          the seed directory in etcd, followed with a watch\n"
+"  --seed-cache PATH       etcd: local copy of the last good directory, used when etcd\n"
+"                          is down at start (default /var/lib/seedgate/healthcheckd-<hash>.seed)\n"
 "  --feed PATH             unix socket of the health feed (route-agent --health PATH);\n"
 "                          a second healthcheckd on the same PATH is refused (PATH.lock)\n"
 "  --feed-mode MODE        permissions of the feed socket, octal (0660): connecting\n"
@@ -157,25 +162,38 @@ static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 	return 0;
 }
 
-/* A finished reload (hc_seedwatch, on the loop): swap the target table, or
+/* A finished reload (sd_source, on the loop): swap the target table, or
  * keep the old one. Reloads are counted by result; the log says why the
- * load ran ("SIGHUP", "file changed", "changed during a reload"). */
-static void on_reload(void *udata, struct router_dir *dir, const char *load_err, const char *why)
+ * load ran ("SIGHUP", "file changed", "changed during a reload", "etcd
+ * revision N"). 0 when the new directory is in use. */
+static int on_reload(void *udata, struct router_dir *dir, const char *load_err, const char *why)
 {
 	struct hcd *d = udata;
 	char err[512];
 
 	if (!dir) {
 		d->ctr.reloads_error++;
-		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", why, load_err);
-	} else if (hcd_targets_load(d, dir, err, sizeof(err)) == -1) {
+		hcd_log("reload (%s) failed, keeping the previous seed directory (%s): %s", why,
+		        sd_source_describe(d->seeds), load_err);
+		return -1;
+	}
+	if (hcd_targets_load(d, dir, err, sizeof(err)) == -1) {
 		router_dir_release(&dir);
 		d->ctr.reloads_error++;
 		hcd_log("reload (%s) failed, keeping the previous seed directory: %s", why, err);
-	} else {
-		d->ctr.reloads_ok++;
-		hcd_log("reloaded the seed directory (%s)", why);
+		return -1;
 	}
+	d->ctr.reloads_ok++;
+	hcd_log("reloaded the seed directory (%s)", why);
+	return 0;
+}
+
+/* sd_source's own lines (etcd unreachable, back, the local copy). */
+static void on_seed_log(void *udata, int prio, const char *msg)
+{
+	(void)udata;
+	(void)prio;
+	hcd_log("%s", msg);
 }
 
 /* The /metrics server's log lines (accept at the descriptor limit). */
@@ -187,7 +205,7 @@ static void stats_log(const char *msg)
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	if (w->signum == SIGHUP) {
-		hc_seedwatch_request(daemon_state.seeds, "SIGHUP");
+		sd_source_request(daemon_state.seeds, "SIGHUP");
 		return;
 	}
 	hcd_log("signal %d: exiting", w->signum);
@@ -205,7 +223,7 @@ enum {
 	OPT_SEED = 256, OPT_FEED, OPT_HAPROXY, OPT_STATS, OPT_STATUS, OPT_CHECK, OPT_PATH, OPT_METHOD,
 	OPT_HOST, OPT_STATUS_RANGE, OPT_SNI, OPT_INTERVAL, OPT_FAST, OPT_TIMEOUT, OPT_RISE, OPT_FALL,
 	OPT_JITTER, OPT_CA, OPT_NOVERIFY, OPT_DFLAPS, OPT_DWINDOW, OPT_DHOLD, OPT_DMAX, OPT_DNSMIN,
-	OPT_DNSMAX, OPT_DNSRETRY, OPT_DNSSERVERS, OPT_FEEDMODE, OPT_FEEDGROUP, OPT_HELP,
+	OPT_DNSMAX, OPT_DNSRETRY, OPT_DNSSERVERS, OPT_FEEDMODE, OPT_FEEDGROUP, OPT_HELP, OPT_SEED_CACHE,
 };
 
 static const struct option long_opts[] = {
@@ -240,6 +258,7 @@ static const struct option long_opts[] = {
 	{ "feed-group", required_argument, NULL, OPT_FEEDGROUP },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, OPT_HELP },
+	{ "seed-cache", required_argument, NULL, OPT_SEED_CACHE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -325,6 +344,7 @@ static int parse_args(int argc, char **argv, struct hcd_opts *o, bool *check_onl
 		case 'c': *check_only = true; break;
 		case 'v': o->verbose = true; break;
 		case OPT_SEED: o->seed = optarg; break;
+		case OPT_SEED_CACHE: o->seed_cache = optarg; break;
 		case OPT_FEED: o->feed_path = optarg; break;
 		case OPT_HAPROXY:
 			if (o->n_haproxy == HCD_MAX_HAPROXY) {
@@ -424,7 +444,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!d->opts.seed) {
-		fprintf(stderr, "healthcheckd: --seed FILE is required (see --help)\n");
+		fprintf(stderr, "healthcheckd: --seed FILE|etcd://... is required (see --help)\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -443,12 +463,19 @@ int main(int argc, char **argv)
 	 * (README.md, "Sizing") */
 	d->nofile = hc_nofile_raise();
 
-	dir = router_dir_load(d->opts.seed, err, sizeof(err));
+	d->loop = EV_DEFAULT;
+	/* healthcheckd never routes: its directories skip the rings */
+	d->seeds = sd_source_new(d->loop, &(struct sd_source_config){
+		.spec = d->opts.seed, .flags = ROUTER_LOAD_NO_RINGS,
+		.cache_path = check_only ? "" : d->opts.seed_cache, .daemon = "healthcheckd",
+		.debounce = RELOAD_DEBOUNCE_S, .done = on_reload, .log = on_seed_log, .udata = d,
+	}, err, sizeof(err));
+	dir = d->seeds ? sd_source_initial(d->seeds, err, sizeof(err)) : NULL;
 	if (!dir) {
 		fprintf(stderr, "healthcheckd: %s\n", err);
+		sd_source_free(&d->seeds);
 		return 1;
 	}
-	d->loop = EV_DEFAULT;
 	/* always made: seed lines may ask for https at any reload */
 	d->tls = tls_ctx_new(d->opts.ca_file, d->opts.tls_verify, err, sizeof(err));
 	if (!d->tls && (d->opts.kind == ROUTER_CHECK_HTTPS || d->opts.ca_file)) {
@@ -511,13 +538,8 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
 		hcd_haproxy_start(d->haproxy[i]);
 
-	d->seeds = hc_seedwatch_new(d->loop, d->opts.seed, on_reload, d, err, sizeof(err));
-	if (!d->seeds) {
-		fprintf(stderr, "healthcheckd: %s\n", err);
-		goto out_free_clients;
-	}
 	/* without inotify, SIGHUP still reloads: log, carry on */
-	if (hc_seedwatch_follow(d->seeds, RELOAD_DEBOUNCE_S, err, sizeof(err)) == -1)
+	if (sd_source_start(d->seeds, err, sizeof(err)) == -1)
 		hcd_log("%s (reload with SIGHUP)", err);
 	ev_signal_init(&sig_hup, on_signal, SIGHUP);
 	ev_signal_init(&sig_term, on_signal, SIGTERM);
@@ -536,7 +558,6 @@ int main(int argc, char **argv)
 	ev_signal_stop(d->loop, &sig_term);
 	ev_signal_stop(d->loop, &sig_int);
 out_free_clients:
-	hc_seedwatch_free(&d->seeds);     /* a load in flight is waited for, dropped */
 	hc_metrics_server_free(&d->stats);
 	hcd_feed_free(&d->feed);
 	for (unsigned i = 0; i < d->opts.n_haproxy; i++)
@@ -550,5 +571,6 @@ out_free_tls:
 out_release_dir:
 	if (dir)
 		router_dir_release(&dir);
+	sd_source_free(&d->seeds);     /* a load in flight is waited for, dropped */
 	return exit_code;
 }

@@ -8,6 +8,7 @@
 #include "hc_daemon.h"
 #include "hc_escape.h"
 #include "hc_metrics.h"
+#include "sd_source.h"
 
 static const char *const latency_le[12] = { "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
                                             "0.1", "0.25", "0.5", "1", "2.5", "+Inf" };
@@ -43,6 +44,8 @@ void hcd_stats_render(void *udata, struct hc_text *o)
 	               "seedgate_hc_seed_reloads_total{result=\"ok\"} %llu\n"
 	               "seedgate_hc_seed_reloads_total{result=\"error\"} %llu\n",
 	               (unsigned long long)k->reloads_ok, (unsigned long long)k->reloads_error);
+	if (d->seeds)       /* revision, last sync, sync errors, etcd connected */
+		sd_source_metrics(d->seeds, o);
 	hc_text_printf(o, "# TYPE seedgate_hc_dns_resolutions_total counter\n"
 	               "seedgate_hc_dns_resolutions_total{result=\"ok\"} %llu\n"
 	               "seedgate_hc_dns_resolutions_total{result=\"error\"} %llu\n",

@@ -4,15 +4,15 @@
 #                         it), status table (seedctl health), check state
 #                         machine, HTTP request/status code; and the plumbing
 #                         both daemons share: the /metrics server (hc_metrics)
-#                         and the seed directory reloader (hc_seedwatch,
-#                         needs librouter after libhc)
+#                         (the seed directory source both daemons use is
+#                         seeddir's libseeddir: sd_source.h)
 #   build/healthcheckd    the checker daemon (librouter, libsgtls-$(TLS), c-ares, libev)
 #   tests: build/tests/test_hc_*  (tests/unit/test_hc_*.c)
 #   fuzz:  build/tests/fuzz-replay-hc_feed over tests/fuzz/corpus/hc_feed/
 
 HC_LIB_SRCS := healthcheck/hc_feed_codec.c healthcheck/hc_line.c healthcheck/hc_feed_client.c \
                healthcheck/hc_status.c healthcheck/hc_state.c healthcheck/hc_http.c \
-               healthcheck/hc_metrics.c healthcheck/hc_seedwatch.c healthcheck/hc_escape.c \
+               healthcheck/hc_metrics.c healthcheck/hc_escape.c \
                healthcheck/hc_limits.c
 HC_LIB      := $(B)/libhc.a
 
@@ -24,8 +24,8 @@ HCD_SRCS := healthcheck/hc_main.c healthcheck/hc_target.c healthcheck/hc_probe.c
 
 $(call objs_of,$(HCD_SRCS)): EXTRA_CFLAGS += $(CARES_CFLAGS)
 BINS += $(B)/healthcheckd
-$(eval $(call program,$(B)/healthcheckd,$(HCD_SRCS),$(HC_LIB) $(B)/librouter.a $(TLS_LIB),\
-	$(XXH_LIBS) $(CARES_LIBS) $(TLS_LDLIBS) $(EV_LIBS)))
+$(eval $(call program,$(B)/healthcheckd,$(HCD_SRCS),$(SEEDDIR_LIB) $(HC_LIB) $(B)/librouter.a $(TLS_LIB),\
+	$(XXH_LIBS) $(CARES_LIBS) $(TLS_LDLIBS) $(SEEDDIR_LIBS) $(EV_LIBS)))
 
 # Unit tests: one per concept, all linked with libhc (+ libev for the client,
 # librouter for the reloader; a test takes only the objects it uses).

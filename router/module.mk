@@ -12,13 +12,16 @@ ROUTER_LIBS  := $(XXH_LIBS)
 $(call objs_of,$(ROUTER_SRCS)): EXTRA_CFLAGS += $(XXH_CFLAGS)
 $(eval $(call static_lib,router,$(ROUTER_SRCS)))
 
-# seedctl: check / where / stats / haproxy (+ health, added by HEALTH).
+# seedctl: check / where / stats / haproxy / health, and the etcd commands
+# (import / export / put / del / drain / register).
 # One file per subcommand: router/seedctl_<cmd>.c, the table in seedctl.c.
 SEEDCTL_SRCS := $(sort $(wildcard router/seedctl*.c))
 ifneq ($(SEEDCTL_SRCS),)
 BINS  += $(B)/seedctl
 # seedctl health prints healthcheckd's table with libhc (no libev needed).
-$(eval $(call program,$(B)/seedctl,$(SEEDCTL_SRCS),$(ROUTER_LIB) $(B)/libhc.a,$(ROUTER_LIBS)))
+# The etcd commands use libseeddir's blocking client (libcurl, json-c).
+$(call objs_of,$(SEEDCTL_SRCS)): EXTRA_CFLAGS += $(CURL_CFLAGS) $(JSONC_CFLAGS)
+$(eval $(call program,$(B)/seedctl,$(SEEDCTL_SRCS),$(B)/libseeddir.a $(ROUTER_LIB) $(B)/libhc.a,$(ROUTER_LIBS) $(SEEDDIR_LIBS)))
 endif
 
 # Unit tests, one per concept.

@@ -108,6 +108,10 @@ void router_project_format(const uint8_t id[16], char out[37]);        /* lower-
  * (may be NULL) tells whether a pin applied. Never allocates. */
 size_t router_preference(const struct router_dir *d, const uint8_t id[16], unsigned local_dc,
                          unsigned *targets, size_t max, bool *pinned);
+/* RFC 1123 host name (labels of [A-Za-z0-9-], at most 253 bytes) with at
+ * least one non-digit, so a mistyped IPv4 address never passes as a name.
+ * The rule for seed addresses, also used for etcd endpoints. */
+bool router_hostname_valid(const char *s, size_t len);
 /* "/<uuid>" or "/<uuid>/..." (query ignored); reads at most len bytes. */
 bool router_classify_path(const char *path, size_t len, uint8_t id[16]);
 

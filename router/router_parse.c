@@ -187,7 +187,7 @@ static bool parse_uint(const char *s, unsigned max, unsigned *out)
 /* RFC 1123 host name: dot-separated labels of [A-Za-z0-9-], no label
  * starting or ending with '-', at most 253 bytes. All-numeric dotted strings
  * are not host names (a mistyped IPv4 address must not pass as one). */
-static bool valid_hostname(const char *s, size_t len)
+bool router_hostname_valid(const char *s, size_t len)
 {
 	size_t label = 0;
 	bool alpha = false;
@@ -252,7 +252,7 @@ static int parse_addr(struct parser *p, const char *a, struct ptarget *t)
 			return perr(p, "bad address '%s'", a);
 		memcpy(tmp, host, hlen);
 		tmp[hlen] = '\0';
-		if (inet_pton(AF_INET, tmp, &a4) != 1 && !valid_hostname(tmp, hlen))
+		if (inet_pton(AF_INET, tmp, &a4) != 1 && !router_hostname_valid(tmp, hlen))
 			return perr(p, "bad host '%s' (IPv4 address or host name)", tmp);
 	}
 	if (!parse_uint(colon + 1, 65535, &port) || port == 0)
@@ -313,7 +313,7 @@ static int parse_check_kv(struct parser *p, const char *key, const char *val, st
 			return perr(p, "bad check-path '%s' (must start with /)", val);
 		return pstr(p, val, &c->path);
 	} else if (!strcmp(key, "check-host") || !strcmp(key, "check-sni")) {
-		if (!valid_hostname(val, strlen(val))) {
+		if (!router_hostname_valid(val, strlen(val))) {
 			struct in_addr a4;
 
 			if (inet_pton(AF_INET, val, &a4) != 1)

@@ -20,20 +20,30 @@ static const struct {
 	{ "stats",   seedctl_stats,   "each node's share of primaries over a sample of ids" },
 	{ "haproxy", seedctl_haproxy, "generate the hubs_<dc> and nodes_<dc> HAProxy backends" },
 	{ "health",  seedctl_health,  "healthcheckd's table: state, since, last check, latency, reason" },
+	{ "import",  seedctl_import,  "replace the directory in etcd with a file (validated, atomic switch)" },
+	{ "export",  seedctl_export,  "print the directory held in etcd in its text form" },
+	{ "put",     seedctl_put,     "add or replace one record of the directory in etcd" },
+	{ "del",     seedctl_del,     "remove one record of the directory in etcd" },
+	{ "drain",   seedctl_drain,   "set state=drain on a hub or node in etcd (--undrain: back up)" },
+	{ "register", seedctl_register, "keep a node/hub in etcd under a lease while running" },
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: seedctl COMMAND [options] (seedctl COMMAND --help for each)\n\ncommands:\n");
+	fprintf(f, "usage: seedctl COMMAND [options] (seedctl COMMAND --help for each)\n"
+	        "A seed directory (--seed) is a file or etcd://HOST:PORT[,HOST:PORT...]/PREFIX.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 }
 
 struct router_dir *seedctl_load(const char *path)
 {
 	char err[512];
-	struct router_dir *d = router_dir_load(path, err, sizeof(err));
+	struct router_dir *d;
 
+	if (sd_is_etcd(path))
+		return seedctl_load_etcd(path, 0);
+	d = router_dir_load(path, err, sizeof(err));
 	if (!d)
 		fprintf(stderr, "%s\n", err);
 	return d;

@@ -8,19 +8,27 @@
 
 static void check_usage(FILE *f)
 {
-	fprintf(f, "usage: seedctl check FILE\n"
-	        "Parses FILE as a seed directory. On error prints 'file:line: message'\n"
-	        "and exits 1; otherwise prints a one-line summary and exits 0.\n");
+	fprintf(f, "usage: seedctl check FILE | --seed FILE|etcd://HOST:PORT[,...]/PREFIX\n"
+	        "Parses the seed directory. On error prints 'file:line: message' (for etcd\n"
+	        "'KEY: message', the key holding the bad record) and exits 1; otherwise\n"
+	        "prints a one-line summary and exits 0.\n"
+	        "  --seed SPEC  the directory: a file, or etcd (read at one revision)\n");
 }
 
 int seedctl_check(int argc, char **argv)
 {
-	static const struct option opts[] = { { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = { { "seed", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	const char *seed = NULL;
 	struct router_dir *d;
 	unsigned hubs = 0, nodes = 0, drained = 0;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:h", opts, NULL)) != -1) {
+		if (c == 's') {
+			seed = optarg;
+			continue;
+		}
 		if (c == 'h') {
 			check_usage(stdout);
 			return 0;
@@ -28,11 +36,13 @@ int seedctl_check(int argc, char **argv)
 		check_usage(stderr);
 		return 2;
 	}
-	if (optind != argc - 1) {
+	if (seed ? optind != argc : optind != argc - 1) {
 		check_usage(stderr);
 		return 2;
 	}
-	d = seedctl_load(argv[optind]);
+	if (!seed)
+		seed = argv[optind];
+	d = seedctl_load(seed);
 	if (!d)
 		return 1;
 	for (unsigned i = 0; i < router_dir_target_count(d); i++) {
@@ -45,7 +55,7 @@ int seedctl_check(int argc, char **argv)
 		drained += t->drain;
 	}
 	printf("%s: ok: %u datacenters, %u hubs, %u nodes (%u drained), %u pins, replicas %u\n",
-	       argv[optind], router_dir_dc_count(d), hubs, nodes, drained, router_dir_pin_count(d),
+	       seed, router_dir_dc_count(d), hubs, nodes, drained, router_dir_pin_count(d),
 	       router_dir_replicas(d));
 	router_dir_release(&d);
 	return 0;

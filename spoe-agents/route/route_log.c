@@ -9,6 +9,8 @@
  */
 #include "route_log.h"
 
+#include "hc_escape.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,33 +43,13 @@ void route_log_close(void)
 
 size_t route_log_escape(const char *in, char *out, size_t outlen)
 {
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-
+	/* one convention for every daemon's logs (hc_escape.h): controls, DEL
+	 * and bytes >= 0x80 as \xNN; a backslash stays, so a message quoting an
+	 * already escaped one (a parser error) is not escaped twice */
 	if (outlen == 0)
 		return 0;
-	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f || *p == '\\') {
-			bool bs = *p == '\\';
-
-			if (o + (bs ? 2 : 4) >= outlen)
-				break;          /* never half an escape */
-			out[o++] = '\\';
-			if (bs) {
-				out[o++] = '\\';
-			} else {
-				out[o++] = 'x';
-				out[o++] = hex[*p >> 4];
-				out[o++] = hex[*p & 15];
-			}
-		} else {
-			if (o + 1 >= outlen)
-				break;
-			out[o++] = (char)*p;
-		}
-	}
-	out[o] = 0;
-	return o;
+	hc_escape_log(out, outlen, in);
+	return strlen(out);
 }
 
 /* Formats "<ISO time with ms> <ident>[<pid>]: <level>: <msg>\n" and writes it

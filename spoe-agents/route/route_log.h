@@ -22,7 +22,8 @@ void route_log(int priority, const char *fmt, ...) __attribute__((format(printf,
 
 /* Copies the NUL-terminated `in` to out (at most outlen bytes with the NUL)
  * with every control byte (< 0x20, 0x7f) written as \xNN and a backslash
- * as two, so text from files and peers cannot forge or garble a log line.
+ * as is (hc_escape_log), so text from files and peers cannot forge or
+ * garble a log line.
  * Cut at a whole character or escape. Returns the length written. Every
  * line route_log() writes goes through it. */
 size_t route_log_escape(const char *in, char *out, size_t outlen);

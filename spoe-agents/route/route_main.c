@@ -3,8 +3,8 @@
  * request goes (spoe-agents/route/README.md).
  *
  * The main thread owns everything but the decisions: it loads the seed
- * directory at start, reloads it (SIGHUP, or the file changing) through the
- * loader thread, follows the health feed, serves /metrics, and publishes
+ * directory at start (a file or etcd), reloads it (SIGHUP, the file changing,
+ * an etcd change) through sd_source, follows the health feed, serves /metrics, and publishes
  * (directory, dc, down bytes) views that the SPOP workers pick up. SIGTERM
  * and SIGINT stop gracefully.
  */
@@ -27,7 +27,7 @@
 #include "route_view.h"
 #include "hc_feed.h"
 #include "hc_metrics.h"
-#include "hc_seedwatch.h"
+#include "sd_source.h"
 
 #define MAX_LISTEN       16
 #define WATCH_DEBOUNCE   0.05     /* seconds: merge an editor's burst of events */
@@ -42,6 +42,7 @@ struct route_options {
 	const char *listen[MAX_LISTEN];
 	unsigned nlisten;
 	const char *seed;
+	const char *seed_cache;
 	const char *dc;
 	unsigned workers;
 	const char *health;
@@ -61,7 +62,7 @@ struct route_daemon {
 	struct route_view *current;          /* main's ref to the latest published view */
 	struct route_agent *agent;
 	struct spop_runtime *rt;
-	struct hc_seedwatch *seeds;          /* reloads: SIGHUP and file changes */
+	struct sd_source *seeds;             /* the seed directory: file or etcd */
 	struct hc_metrics_server *stats;
 	struct route_health *health;
 	struct hc_feed_client *feed;
@@ -82,8 +83,8 @@ struct route_daemon {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: route-agent --listen ADDR [--listen ADDR...] --seed FILE [options]\n"
-		"       route-agent -c --seed FILE [--dc NAME]\n"
+		"usage: route-agent --listen ADDR [--listen ADDR...] --seed FILE|etcd://... [options]\n"
+		"       route-agent -c --seed FILE|etcd://... [--dc NAME]\n"
 		"\n"
 		"SPOE agent answering HAProxy's `route` message (args path, host, src) with\n"
 		"txn vars backend, server, project and why (var-prefix route).\n"
@@ -91,6 +92,11 @@ static void usage(FILE *out)
 		"  -l, --listen ADDR        SPOP listener: host:port, [v6]:port, *:port or a unix\n"
 		"                           socket path (repeatable, at least one)\n"
 		"  -s, --seed FILE          seed directory (reloaded on SIGHUP and when it changes)\n"
+		"  -s, --seed etcd://HOST:PORT[,HOST:PORT...]/PREFIX\n"
+		"                           the seed directory in etcd, followed with a watch\n"
+		"      --seed-cache PATH    etcd: local copy of the last good directory, used when\n"
+		"                           etcd is down at start (default\n"
+		"                           /var/lib/seedgate/route-agent-<hash>.seed)\n"
 		"  -d, --dc NAME            local datacenter (default: the first in the file)\n"
 		"  -w, --workers N          SPOP worker threads (default 1)\n"
 		"  -H, --health PATH        healthcheckd feed socket (default: every node up)\n"
@@ -141,10 +147,11 @@ static unsigned long opt_uint(const char *name, const char *arg, unsigned long m
 /* Fills opt from argv; exits 0 on --help, 2 on a usage error. */
 static void parse_options(int argc, char **argv, struct route_options *opt)
 {
-	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN };
+	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN, OPT_SEED_CACHE };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "seed", required_argument, NULL, 's' },
+		{ "seed-cache", required_argument, NULL, OPT_SEED_CACHE },
 		{ "dc", required_argument, NULL, 'd' },
 		{ "workers", required_argument, NULL, 'w' },
 		{ "health", required_argument, NULL, 'H' },
@@ -171,6 +178,7 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 			opt->listen[opt->nlisten++] = optarg;
 			break;
 		case 's': opt->seed = optarg; break;
+		case OPT_SEED_CACHE: opt->seed_cache = optarg; break;
 		case 'd': opt->dc = optarg; break;
 		case 'H': opt->health = optarg; break;
 		case 'S': opt->stats = optarg; break;
@@ -200,7 +208,7 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		exit(2);
 	}
 	if (!opt->seed) {
-		fprintf(stderr, "route-agent: --seed FILE is required\n");
+		fprintf(stderr, "route-agent: --seed FILE|etcd://... is required\n");
 		usage(stderr);
 		exit(2);
 	}
@@ -278,20 +286,21 @@ static int publish_view(struct route_daemon *d, struct router_dir *dir, unsigned
 }
 
 /* A finished reload, on the main thread: a good directory is published; a
- * bad one is logged with its file:line and changes nothing. */
-static void on_loaded(void *udata, struct router_dir *dir, const char *err, const char *reason)
+ * bad one is logged with its file:line (etcd: its key) and changes
+ * nothing. 0 when dir is in use (sd_source then reports its revision). */
+static int on_loaded(void *udata, struct router_dir *dir, const char *err, const char *reason)
 {
 	struct route_daemon *d = udata;
 	char why[600], desc[200];
 	int dc;
 
-	if (strcmp(reason, HC_SEEDWATCH_FILE_CHANGED) == 0)
+	if (strcmp(reason, SD_REASON_FILE_CHANGED) == 0)
 		route_log(LOG_INFO, "seed file %s changed, reloading", d->opt.seed);
 	if (!dir) {
 		d->reloads_error++;
-		route_log(LOG_ERR, "seed reload failed, keeping generation %llu: %s",
-			  (unsigned long long)d->seed_generation, err);
-		return;
+		route_log(LOG_ERR, "seed reload failed, keeping generation %llu (%s): %s",
+			  (unsigned long long)d->seed_generation, sd_source_describe(d->seeds), err);
+		return -1;
 	}
 	dc = resolve_dc(dir, d->dc_name, d->opt.seed, why, sizeof(why));
 	if (dc < 0) {
@@ -299,20 +308,21 @@ static void on_loaded(void *udata, struct router_dir *dir, const char *err, cons
 		router_dir_release(&dir);
 		route_log(LOG_ERR, "seed reload failed, keeping generation %llu: %s",
 			  (unsigned long long)d->seed_generation, why);
-		return;
+		return -1;
 	}
 	describe_dir(dir, desc, sizeof(desc));
 	if (publish_view(d, dir, (unsigned)dc) == -1) {
 		d->reloads_error++;
 		route_log(LOG_ERR, "seed reload failed, keeping generation %llu: out of memory",
 			  (unsigned long long)d->seed_generation);
-		return;
+		return -1;
 	}
 	d->reloads_ok++;
 	d->seed_generation++;
 	d->last_reload_ok = (double)time(NULL);
-	route_log(LOG_NOTICE, "seed reloaded: %s generation %llu (%s)", d->opt.seed,
-		  (unsigned long long)d->seed_generation, desc);
+	route_log(LOG_NOTICE, "seed reloaded: %s generation %llu (%s; %s)", d->opt.seed,
+		  (unsigned long long)d->seed_generation, desc, reason);
+	return 0;
 }
 
 /* Health changed: rebuild the current view with the new down bytes, once
@@ -488,6 +498,7 @@ static void render_metrics(void *udata, struct hc_text *t)
 		       (unsigned long long)d->reloads_ok, (unsigned long long)d->reloads_error,
 		       (unsigned long long)d->seed_generation, d->last_reload_ok,
 		       router_dir_target_count(d->current->dir));
+	sd_source_metrics(d->seeds, t);
 	hc_text_printf(t, "# HELP seedgate_health_feed_connected 1 when the health feed is connected.\n"
 			  "# TYPE seedgate_health_feed_connected gauge\n"
 			  "seedgate_health_feed_connected %d\n"
@@ -521,7 +532,25 @@ static void on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)revents;
 	route_log(LOG_INFO, "SIGHUP: reloading %s", d->opt.seed);
 	if (d->seeds)
-		hc_seedwatch_request(d->seeds, "SIGHUP");
+		sd_source_request(d->seeds, "SIGHUP");
+}
+
+/* The seed source of --seed (file or etcd) on loop. check: no local copy
+ * (-c judges what the source holds, not an old copy). */
+static struct sd_source *open_seed(struct ev_loop *loop, const struct route_options *opt, bool check,
+                                   struct route_daemon *d, char *err, size_t errlen)
+{
+	struct sd_source_config cfg = {
+		.spec = opt->seed,
+		.cache_path = check ? "" : opt->seed_cache,
+		.daemon = "route-agent",
+		.debounce = WATCH_DEBOUNCE,
+		.done = on_loaded,
+		.log = route_log_cb,
+		.udata = d,
+	};
+
+	return sd_source_new(loop, &cfg, err, errlen);
 }
 
 /* One line of text that may quote a file's bytes, escaped like the log. */
@@ -537,11 +566,14 @@ static void print_escaped(FILE *out, const char *text)
 static int check_only(const struct route_options *opt)
 {
 	char err[600], desc[200];
-	struct router_dir *dir = router_dir_load(opt->seed, err, sizeof(err));
+	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+	struct sd_source *src = loop ? open_seed(loop, opt, true, NULL, err, sizeof(err)) : NULL;
+	struct router_dir *dir = src ? sd_source_initial(src, err, sizeof(err)) : NULL;
 	int dc;
 
+	sd_source_free(&src);
 	if (!dir) {
-		print_escaped(stderr, err);
+		print_escaped(stderr, loop ? err : "cannot initialise libev");
 		return 1;
 	}
 	dc = resolve_dc(dir, opt->dc, opt->seed, err, sizeof(err));
@@ -556,13 +588,18 @@ static int check_only(const struct route_options *opt)
 	return 0;
 }
 
-/* Loads the initial directory and publishes the first view. */
+/* Loads the initial directory (a file, etcd, or etcd's local copy when
+ * etcd is down) and publishes the first view. */
 static int daemon_load_initial(struct route_daemon *d, char *err, size_t errlen)
 {
-	struct router_dir *dir = router_dir_load(d->opt.seed, err, errlen);
+	struct router_dir *dir;
 	char desc[200];
 	int dc;
 
+	d->seeds = open_seed(d->loop, &d->opt, false, d, err, errlen);
+	if (!d->seeds)
+		return -1;
+	dir = sd_source_initial(d->seeds, err, errlen);
 	if (!dir)
 		return -1;
 	dc = resolve_dc(dir, d->opt.dc, d->opt.seed, err, errlen);
@@ -583,7 +620,7 @@ static int daemon_load_initial(struct route_daemon *d, char *err, size_t errlen)
 	}
 	d->seed_generation = 1;
 	d->last_reload_ok = (double)time(NULL);
-	route_log(LOG_INFO, "seed %s loaded (%s)", d->opt.seed, desc);
+	route_log(LOG_INFO, "seed %s loaded (%s; %s)", d->opt.seed, desc, sd_source_describe(d->seeds));
 	return 0;
 }
 
@@ -646,8 +683,7 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 			return -1;
 		hc_metrics_server_set_log(d->stats, metrics_log);
 	}
-	d->seeds = hc_seedwatch_new(d->loop, d->opt.seed, on_loaded, d, err, errlen);
-	if (!d->seeds || hc_seedwatch_follow(d->seeds, WATCH_DEBOUNCE, err, errlen) == -1)
+	if (sd_source_start(d->seeds, err, errlen) == -1)
 		return -1;
 	ev_idle_init(&d->republish, republish_cb);
 	d->republish.data = d;
@@ -667,7 +703,7 @@ static void daemon_teardown(struct route_daemon *d)
 		spop_runtime_stop(d->rt);
 	spop_runtime_free(&d->rt);
 	hc_feed_client_free(&d->feed);
-	hc_seedwatch_free(&d->seeds);
+	sd_source_free(&d->seeds);
 	hc_metrics_server_free(&d->stats);
 	if (d->loop) {
 		ev_idle_stop(d->loop, &d->republish);

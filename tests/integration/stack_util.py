@@ -6,11 +6,14 @@ harness.free_port() and every file in the test's temp dir.
 
     info = start_stack(stack, seed_path, agents=2, cache=False,
                        health_feed=None, stunnel=False, agent_args=(),
-                       haproxy_env=None)
+                       haproxy_env=None, agent_seed=None)
     restart_agent(stack, info, 0)
 
 One demo server per hub and node of the seed, on the seed's address (write
-seeds with ports from free_port()); `agents` route agents; HAProxy in
+seeds with ports from free_port()); `agents` route agents (reading
+`agent_seed` when given, e.g. an etcd://... spec holding the same
+directory as seed_path, each with its own local copy in the temp dir;
+else seed_path); HAProxy in
 master-worker mode; stunnel in front when asked. Processes belong to the
 `stack` fixture, which stops them by PID and prints their logs on failure.
 """
@@ -99,9 +102,11 @@ def admin(info, command, timeout=2.0):
     return b"".join(chunks).decode(errors="replace")
 
 
-def _agent_argv(port, stats_port, seed_path, health_feed, agent_args):
+def _agent_argv(port, stats_port, seed_path, health_feed, agent_args, cache_path=None):
     argv = [harness.bin_path("route-agent"), "--listen", f"127.0.0.1:{port}",
             "--seed", seed_path, "--stats", f"127.0.0.1:{stats_port}"]
+    if cache_path:
+        argv += ["--seed-cache", cache_path]
     if health_feed:
         argv += ["--health", health_feed]
     return argv + [str(a) for a in agent_args]
@@ -114,7 +119,7 @@ def _start_agent(stack, i, argv, port):
 
 
 def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
-                stunnel=False, agent_args=(), haproxy_env=None):
+                stunnel=False, agent_args=(), haproxy_env=None, agent_seed=None):
     """Starts demo servers, route agents, HAProxy (and stunnel) for seed_path.
     Returns a StackInfo once every port accepts connections."""
     seed_path = os.path.abspath(seed_path)
@@ -136,7 +141,9 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
 
     agent_ports = [harness.free_port() for _ in range(agents)]
     stats_ports = [harness.free_port() for _ in range(agents)]
-    argvs = [_agent_argv(agent_ports[i], stats_ports[i], seed_path, health_feed, agent_args)
+    etcd = bool(agent_seed and agent_seed.startswith("etcd://"))
+    argvs = [_agent_argv(agent_ports[i], stats_ports[i], agent_seed or seed_path, health_feed, agent_args,
+                         stack.path(f"route-agent-{i + 1}.seed-cache") if etcd else None)
              for i in range(agents)]
     agent_procs = [_start_agent(stack, i, argvs[i], agent_ports[i]) for i in range(agents)]
 

@@ -1,0 +1,873 @@
+/*
+ * sd_sync.c — keeping a copy of the seed directory in step with etcd, on
+ * the daemon's loop (see sd_source.h and docs/etcd-sync.md).
+ *
+ * The cycle, as careful etcd clients do it:
+ *
+ *  1. LIST at one revision: read PREFIX/current (a linearizable read: its
+ *     header revision R is committed cluster-wide), then the ranges
+ *     PREFIX/g/<GEN>/ and PREFIX/live/ pinned with revision=R, in pages of
+ *     SYNC_PAGE keys. A page answering "compacted" restarts the listing at
+ *     a fresh revision.
+ *  2. The source builds the directory beside the one in use and swaps it.
+ *     A listing identical to the previous one (same generation, keys and
+ *     values) is not rebuilt.
+ *  3. WATCH PREFIX/ from R + 1 with progress notifications, on the endpoint
+ *     the listing used. A relevant event (PREFIX/current, PREFIX/g/<GEN>/,
+ *     PREFIX/live/) arms a short debounce, then step 1 again: bursts (an
+ *     import's batches, a drain of ten nodes) are one re-list.
+ *
+ * Failures. The watch answering with an error object, cancelled, or
+ * compacted (its revision is gone) -> list again (step 1), then watch from
+ * the new revision. The stream ending, the connection failing, or a long
+ * silence (SYNC_SILENCE without a byte: neither an event nor a progress
+ * notification) -> the watch is reopened from the revision after the last
+ * one it delivered, on the next endpoint: etcd replays what happened
+ * meanwhile, so nothing is missed and no re-list is needed, and if that
+ * revision was compacted meanwhile etcd says so and step 1 runs. The watch
+ * asks etcd to cancel it when its member loses the leader (Grpc-Metadata-
+ * hasleader), so a partitioned member does not leave us on a silent
+ * stream. The watch never starts from a revision other than one listed or
+ * delivered on our own connections. Every failure moves to the next
+ * endpoint and waits a jittered, doubling back-off capped at SYNC_BACKOFF_MAX.
+ */
+#include "sd_int.h"
+
+#include <ev.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sd_http.h"
+
+#define SYNC_PAGE          2000     /* keys per range request */
+#define SYNC_CONNECT       2.0      /* seconds to connect to a member */
+#define SYNC_REQ_TIMEOUT   30.0     /* one range page, start to end */
+#define SYNC_SILENCE       30.0     /* watch: no byte that long = lost */
+#define SYNC_BACKOFF_MIN   0.1
+#define SYNC_BACKOFF_MAX   5.0
+#define SYNC_LINE_MAX      (64u << 20)   /* one watch message (a huge txn) */
+
+enum { STEP_CURRENT, STEP_GEN, STEP_LIVE };
+
+struct sd_sync {
+	struct ev_loop *loop;
+	struct sd_etcd_spec spec;
+	double debounce;
+	const struct sd_sync_ops *ops;
+	void *udata;
+	struct sd_http *http;
+	unsigned ep;                     /* endpoint of the next request */
+
+	/* listing */
+	struct sd_http_req *list_req;
+	int step;
+	int64_t list_rev;
+	char gen[24];                    /* of the listing (and of the last one) */
+	char *next_key;                  /* range start of the next page */
+	size_t next_len;
+	struct sd_recs recs;
+	bool listing, building, relist_wanted, force;
+	bool have_hash;
+	uint64_t last_hash;
+	double list_backoff;
+	ev_timer list_retry, debounce_t;
+
+	/* watch */
+	struct sd_http_req *watch_req;
+	unsigned watch_ep;
+	int64_t watch_from;              /* first revision the watch must deliver */
+	bool watch_created, watch_relist;
+	bool up;                         /* what ops->connected last said */
+	char watch_err[256];
+	char *line;
+	size_t llen, lcap;
+	bool line_overflow;
+	double watch_backoff;
+	ev_timer watch_retry, silence;
+};
+
+/* ---- records --------------------------------------------------------- */
+
+/* See sd_int.h. */
+int sd_recs_add(struct sd_recs *r, const char *key, size_t klen, const char *val, size_t vlen)
+{
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 256;
+		size_t *off = realloc(r->off, cap * 2 * sizeof(*off));
+
+		if (!off)
+			return -1;
+		r->off = off;
+		r->cap = cap;
+	}
+	if (r->plen + klen + vlen + 2 > r->pcap) {
+		size_t cap = r->pcap ? r->pcap : 65536;
+		char *p;
+
+		while (cap < r->plen + klen + vlen + 2)
+			cap *= 2;
+		p = realloc(r->pool, cap);
+		if (!p)
+			return -1;
+		r->pool = p;
+		r->pcap = cap;
+	}
+	r->off[2 * r->n] = r->plen;
+	memcpy(r->pool + r->plen, key, klen);
+	r->plen += klen;
+	r->pool[r->plen++] = '\0';
+	r->off[2 * r->n + 1] = r->plen;
+	memcpy(r->pool + r->plen, val, vlen);
+	r->plen += vlen;
+	r->pool[r->plen++] = '\0';
+	r->n++;
+	return 0;
+}
+
+/* See sd_int.h. The lengths come from the offsets: every string is followed
+ * by its NUL and the next one starts right after. */
+void sd_recs_finish(struct sd_recs *r)
+{
+	free(r->rec);
+	r->rec = calloc(r->n ? r->n : 1, sizeof(*r->rec));
+	if (!r->rec) {
+		r->n = 0;       /* an empty listing: sd_build reports it, nothing crashes */
+		return;
+	}
+	for (size_t i = 0; i < r->n; i++) {
+		size_t k = r->off[2 * i], v = r->off[2 * i + 1];
+		size_t end = i + 1 < r->n ? r->off[2 * (i + 1)] : r->plen;
+
+		r->rec[i].key = r->pool + k;
+		r->rec[i].key_len = v - k - 1;
+		r->rec[i].value = r->pool + v;
+		r->rec[i].value_len = end - v - 1;
+	}
+}
+
+/* See sd_int.h. */
+void sd_recs_free(struct sd_recs *r)
+{
+	free(r->rec);
+	free(r->off);
+	free(r->pool);
+	memset(r, 0, sizeof(*r));
+}
+
+/* FNV-1a over the generation and the pool (keys and values in key order,
+ * as ranges return them): equal listings hash equal. */
+uint64_t sd_recs_hash(const struct sd_recs *r, const char *gen)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (const char *p = gen; *p; p++)
+		h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+	for (size_t i = 0; i < r->plen; i++)
+		h = (h ^ (unsigned char)r->pool[i]) * 0x100000001b3ull;
+	return (h ^ r->n) * 0x100000001b3ull;
+}
+
+/* ---- base64 ---------------------------------------------------------- */
+
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* See sd_int.h. */
+char *sd_b64_encode(const char *in, size_t len)
+{
+	char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
+	const unsigned char *p = (const unsigned char *)in;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len; i += 3) {
+		unsigned v = (unsigned)p[i] << 16 | (i + 1 < len ? (unsigned)p[i + 1] << 8 : 0) |
+			     (i + 2 < len ? p[i + 2] : 0);
+
+		*o++ = b64chars[v >> 18 & 63];
+		*o++ = b64chars[v >> 12 & 63];
+		*o++ = i + 1 < len ? b64chars[v >> 6 & 63] : '=';
+		*o++ = i + 2 < len ? b64chars[v & 63] : '=';
+	}
+	*o = '\0';
+	return out;
+}
+
+/* See sd_int.h. Accepts padding or none; -1 on any other byte. */
+int sd_b64_decode(const char *in, size_t len, char *out, size_t *outlen)
+{
+	unsigned acc = 0, bits = 0;
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		const char *c;
+
+		if (in[i] == '=')
+			break;
+		c = in[i] ? strchr(b64chars, in[i]) : NULL;
+		if (!c)
+			return -1;
+		acc = acc << 6 | (unsigned)(c - b64chars);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[n++] = (char)(acc >> bits & 0xFF);
+		}
+	}
+	*outlen = n;
+	return 0;
+}
+
+/* ---- helpers --------------------------------------------------------- */
+
+/* The range end covering every key that starts with p (etcd's rule: the
+ * prefix with its last byte incremented). p never ends in 0xff here: our
+ * prefixes end with '/'. */
+static void prefix_end(const char *p, char *out, size_t len)
+{
+	snprintf(out, len, "%s", p);
+	out[strlen(out) - 1]++;
+}
+
+static double jittered(double *backoff)
+{
+	double d = *backoff;
+
+	*backoff = d * 2 > SYNC_BACKOFF_MAX ? SYNC_BACKOFF_MAX : d * 2;
+	return d / 2 + d / 2 * ((double)random() / (double)RAND_MAX);
+}
+
+/* "message" of an etcd error answer ({"error": "...", "message": "...",
+ * "code": N}, or the watch's {"error": {"message": ...}}), else the
+ * status. */
+static void answer_error(long status, const char *body, size_t len, char *out, size_t outlen)
+{
+	struct json_object *o = json_tokener_parse(body), *e, *m;
+
+	(void)len;
+	if (o && json_object_object_get_ex(o, "error", &e)) {
+		if (json_object_is_type(e, json_type_object) && json_object_object_get_ex(e, "message", &m))
+			e = m;
+		snprintf(out, outlen, "HTTP %ld: %s", status, json_object_get_string(e));
+	} else {
+		snprintf(out, outlen, "HTTP %ld", status);
+	}
+	json_object_put(o);
+}
+
+static int64_t get_i64(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, k, &v) ? json_object_get_int64(v) : 0;
+}
+
+/* Decodes a base64 field of o into a malloc'd buffer; NULL when absent
+ * (etcd leaves out empty values) with *len 0, or on bad base64 (*bad). */
+static char *get_b64(struct json_object *o, const char *k, size_t *len, bool *bad)
+{
+	struct json_object *v;
+	const char *s;
+	size_t sl;
+	char *out;
+
+	*len = 0;
+	if (!json_object_object_get_ex(o, k, &v))
+		return NULL;
+	s = json_object_get_string(v);
+	sl = strlen(s);
+	out = malloc(sl / 4 * 3 + 4);
+	if (!out || sd_b64_decode(s, sl, out, len) == -1) {
+		free(out);
+		*bad = true;
+		return NULL;
+	}
+	return out;
+}
+
+static void list_begin(struct sd_sync *y);
+static void watch_begin(struct sd_sync *y);
+
+/* ---- listing --------------------------------------------------------- */
+
+static void list_send(struct sd_sync *y);
+
+/* A listing failed: report, move to the next endpoint, retry later. */
+static void list_fail(struct sd_sync *y, const char *msg, bool connectivity)
+{
+	y->listing = false;
+	sd_recs_free(&y->recs);
+	y->ops->failed(y->udata, msg, connectivity);
+	y->ep = (y->ep + 1) % y->spec.n;
+	ev_timer_stop(y->loop, &y->list_retry);
+	ev_timer_set(&y->list_retry, jittered(&y->list_backoff), 0.0);
+	ev_timer_start(y->loop, &y->list_retry);
+}
+
+/* Every page arrived: hand the listing over (or note it is unchanged), and
+ * make sure a watch runs from the listed revision + 1. */
+static void list_finish(struct sd_sync *y)
+{
+	uint64_t h;
+
+	y->listing = false;
+	y->list_backoff = SYNC_BACKOFF_MIN;
+	sd_recs_finish(&y->recs);
+	h = sd_recs_hash(&y->recs, y->gen);
+	if (!y->watch_req) {
+		/* The listing holds everything up to list_rev: the watch
+		 * starts right after it, on the endpoint that listed it. */
+		ev_timer_stop(y->loop, &y->watch_retry);
+		y->watch_from = y->list_rev + 1;
+		y->watch_ep = y->ep;
+		watch_begin(y);
+	}
+	if (!y->force && y->have_hash && h == y->last_hash) {
+		sd_recs_free(&y->recs);
+		y->ops->unchanged(y->udata, y->list_rev);
+		if (y->relist_wanted) {
+			y->relist_wanted = false;
+			list_begin(y);
+		}
+		return;
+	}
+	y->force = false;
+	y->have_hash = true;
+	y->last_hash = h;
+	y->building = true;
+	{
+		struct sd_recs recs = y->recs;
+
+		memset(&y->recs, 0, sizeof(y->recs));
+		y->ops->listed(y->udata, y->list_rev, y->gen, &recs);
+	}
+}
+
+/* The current generation: 1 to 20 decimal digits. */
+static bool gen_ok(const char *v, size_t len)
+{
+	if (len == 0 || len > 20)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (v[i] < '0' || v[i] > '9')
+			return false;
+	return true;
+}
+
+/* Handles one page (or the PREFIX/current answer). */
+static void list_page(struct sd_sync *y, struct json_object *o)
+{
+	struct json_object *kvs, *hdr, *more;
+	size_t n;
+	char msg[2 * SD_PREFIX_MAX + 200];
+	const char *last = NULL;
+	size_t last_len = 0;
+	char *kbuf = NULL;
+
+	if (!json_object_object_get_ex(o, "header", &hdr)) {
+		list_fail(y, "range answer without a header", true);
+		return;
+	}
+	if (!json_object_object_get_ex(o, "kvs", &kvs) || !json_object_is_type(kvs, json_type_array))
+		kvs = NULL;
+	n = kvs ? json_object_array_length(kvs) : 0;
+	if (y->step == STEP_CURRENT) {
+		char *v;
+		size_t vlen;
+		bool bad = false;
+
+		y->list_rev = get_i64(hdr, "revision");
+		if (n == 0) {
+			snprintf(msg, sizeof(msg), "%s/current: no such key (no directory imported under %s)",
+				 y->spec.prefix, y->spec.prefix);
+			list_fail(y, msg, false);
+			return;
+		}
+		v = get_b64(json_object_array_get_idx(kvs, 0), "value", &vlen, &bad);
+		if (bad || !gen_ok(v ? v : "", vlen)) {
+			snprintf(msg, sizeof(msg), "%s/current: expected a generation number (decimal digits)",
+				 y->spec.prefix);
+			free(v);
+			list_fail(y, msg, false);
+			return;
+		}
+		memcpy(y->gen, v, vlen);
+		y->gen[vlen] = '\0';
+		free(v);
+		y->step = STEP_GEN;
+		free(y->next_key);
+		y->next_key = NULL;
+		list_send(y);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *kv = json_object_array_get_idx(kvs, i);
+		size_t klen, vlen;
+		bool bad = false;
+		char *k = get_b64(kv, "key", &klen, &bad), *v = get_b64(kv, "value", &vlen, &bad);
+
+		if (bad || !k || sd_recs_add(&y->recs, k, klen, v ? v : "", vlen) == -1) {
+			free(k);
+			free(v);
+			list_fail(y, bad || !k ? "range answer with a bad key or value encoding" : "out of memory",
+				  false);
+			return;
+		}
+		free(kbuf);
+		kbuf = k;
+		last = k;
+		last_len = klen;
+		free(v);
+	}
+	if (json_object_object_get_ex(o, "more", &more) && json_object_get_boolean(more) && last) {
+		/* next page: right after the last key */
+		free(y->next_key);
+		y->next_key = malloc(last_len + 1);
+		if (!y->next_key) {
+			free(kbuf);
+			list_fail(y, "out of memory", false);
+			return;
+		}
+		memcpy(y->next_key, last, last_len);
+		y->next_key[last_len] = '\0';
+		y->next_len = last_len + 1;   /* the key followed by a NUL byte */
+		free(kbuf);
+		list_send(y);
+		return;
+	}
+	free(kbuf);
+	free(y->next_key);
+	y->next_key = NULL;
+	if (y->step == STEP_GEN) {
+		y->step = STEP_LIVE;
+		list_send(y);
+		return;
+	}
+	list_finish(y);
+}
+
+static void list_done(void *udata, long status, const char *err, const char *body, size_t len)
+{
+	struct sd_sync *y = udata;
+	struct json_object *o;
+	char msg[512];
+
+	y->list_req = NULL;
+	if (err || status != 200) {
+		if (err)
+			snprintf(msg, sizeof(msg), "%s: %s", y->spec.endpoint[y->ep], err);
+		else
+			answer_error(status, body, len, msg, sizeof(msg));
+		if (!err && strstr(msg, "compacted")) {
+			/* our pinned revision was compacted between pages:
+			 * start over at the current revision */
+			y->listing = false;
+			sd_recs_free(&y->recs);
+			list_begin(y);
+			return;
+		}
+		list_fail(y, msg, err != NULL || status >= 500);
+		return;
+	}
+	o = json_tokener_parse(body);
+	if (!o) {
+		list_fail(y, "range answer is not JSON", true);
+		return;
+	}
+	list_page(y, o);
+	json_object_put(o);
+}
+
+/* Sends the request of the current step. */
+static void list_send(struct sd_sync *y)
+{
+	char key[SD_PREFIX_MAX + 64], end[SD_PREFIX_MAX + 64], url[SD_ENDPOINT_MAX + 32], err[128];
+	char *bkey = NULL, *bend = NULL, *body = NULL;
+	struct sd_http_opts o = { .connect_timeout = SYNC_CONNECT, .timeout = SYNC_REQ_TIMEOUT };
+	size_t blen;
+
+	if (y->step == STEP_CURRENT) {
+		snprintf(key, sizeof(key), "%s/current", y->spec.prefix);
+		bkey = sd_b64_encode(key, strlen(key));
+		if (bkey && asprintf(&body, "{\"key\":\"%s\"}", bkey) == -1)
+			body = NULL;
+	} else {
+		if (y->step == STEP_GEN)
+			snprintf(key, sizeof(key), "%s/g/%s/", y->spec.prefix, y->gen);
+		else
+			snprintf(key, sizeof(key), "%s/live/", y->spec.prefix);
+		prefix_end(key, end, sizeof(end));
+		bkey = y->next_key ? sd_b64_encode(y->next_key, y->next_len) : sd_b64_encode(key, strlen(key));
+		bend = sd_b64_encode(end, strlen(end));
+		if (bkey && bend &&
+		    asprintf(&body, "{\"key\":\"%s\",\"range_end\":\"%s\",\"revision\":\"%lld\",\"limit\":\"%d\"}",
+			     bkey, bend, (long long)y->list_rev, SYNC_PAGE) == -1)
+			body = NULL;
+	}
+	free(bkey);
+	free(bend);
+	blen = body ? strlen(body) : 0;
+	(void)blen;
+	snprintf(url, sizeof(url), "%s/v3/kv/range", y->spec.endpoint[y->ep]);
+	if (!body || !(y->list_req = sd_http_post(y->http, url, body, &o, list_done, y, err, sizeof(err))))
+		list_fail(y, "out of memory", false);
+	free(body);
+}
+
+/* Starts a listing, or remembers to start one after the one running (or
+ * the build of its result). */
+static void list_begin(struct sd_sync *y)
+{
+	if (y->listing || y->building) {
+		y->relist_wanted = true;
+		return;
+	}
+	ev_timer_stop(y->loop, &y->list_retry);
+	ev_timer_stop(y->loop, &y->debounce_t);
+	y->listing = true;
+	y->step = STEP_CURRENT;
+	sd_recs_free(&y->recs);
+	list_send(y);
+}
+
+static void list_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	list_begin(w->data);
+}
+
+static void debounce_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	list_begin(w->data);
+}
+
+/* ---- watch ----------------------------------------------------------- */
+
+/* Is key part of what we list? (PREFIX/current, PREFIX/g/<GEN>/..., or
+ * PREFIX/live/...). Writes to another generation (an import in progress)
+ * are not: they matter once PREFIX/current names them. */
+static bool relevant(const struct sd_sync *y, const char *k, size_t klen)
+{
+	size_t pl = strlen(y->spec.prefix);
+	const char *r;
+	size_t rl, gl = strlen(y->gen);
+
+	if (klen <= pl || memcmp(k, y->spec.prefix, pl) != 0 || k[pl] != '/')
+		return false;
+	r = k + pl + 1;
+	rl = klen - pl - 1;
+	if (rl == 7 && memcmp(r, "current", 7) == 0)
+		return true;
+	if (rl >= 5 && memcmp(r, "live/", 5) == 0)
+		return true;
+	if (y->listing || y->building)
+		return true;    /* the generation may be changing under us */
+	return rl > 2 + gl && memcmp(r, "g/", 2) == 0 && memcmp(r + 2, y->gen, gl) == 0 && r[2 + gl] == '/';
+}
+
+/* One message of the watch stream. Returns -1 when the watch must end
+ * (y->watch_relist / watch_err tell why). Runs inside curl's write
+ * callback: timers only, no requests. */
+static int watch_message(struct sd_sync *y, const char *line, size_t len)
+{
+	struct json_object *o = NULL, *res, *hdr, *evs, *v;
+	struct json_tokener *tok = json_tokener_new();
+	bool hit = false;
+	int rc = 0;
+	size_t n;
+
+	if (tok) {
+		o = json_tokener_parse_ex(tok, line, (int)len);
+		json_tokener_free(tok);
+	}
+	if (!o) {
+		snprintf(y->watch_err, sizeof(y->watch_err), "watch: a message that is not JSON");
+		return -1;
+	}
+	if (json_object_object_get_ex(o, "error", &v)) {
+		struct json_object *m;
+
+		if (json_object_is_type(v, json_type_object) && json_object_object_get_ex(v, "message", &m))
+			v = m;
+		snprintf(y->watch_err, sizeof(y->watch_err), "watch: %s", json_object_get_string(v));
+		y->watch_relist = true;
+		rc = -1;
+		goto out;
+	}
+	if (!json_object_object_get_ex(o, "result", &res))
+		goto out;
+	if (get_i64(res, "compact_revision") > 0) {
+		snprintf(y->watch_err, sizeof(y->watch_err),
+			 "watch: revision %lld was compacted (compact revision %lld): listing again",
+			 (long long)y->watch_from, (long long)get_i64(res, "compact_revision"));
+		y->watch_relist = true;
+		rc = -1;
+		goto out;
+	}
+	if (json_object_object_get_ex(res, "canceled", &v) && json_object_get_boolean(v)) {
+		struct json_object *cr;
+
+		snprintf(y->watch_err, sizeof(y->watch_err), "watch cancelled by etcd%s%s",
+			 json_object_object_get_ex(res, "cancel_reason", &cr) ? ": " : "",
+			 cr ? json_object_get_string(cr) : "");
+		y->watch_relist = true;
+		rc = -1;
+		goto out;
+	}
+	if (json_object_object_get_ex(res, "created", &v) && json_object_get_boolean(v)) {
+		y->watch_created = true;
+		y->watch_backoff = SYNC_BACKOFF_MIN;
+		if (!y->up) {
+			y->up = true;
+			y->ops->connected(y->udata, true, y->spec.endpoint[y->watch_ep]);
+		}
+	}
+	n = json_object_object_get_ex(res, "events", &evs) && json_object_is_type(evs, json_type_array)
+		    ? json_object_array_length(evs) : 0;
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *kv;
+		char *k;
+		size_t klen;
+		bool bad = false;
+		int64_t mod;
+
+		if (!json_object_object_get_ex(json_object_array_get_idx(evs, i), "kv", &kv))
+			continue;
+		mod = get_i64(kv, "mod_revision");
+		if (mod >= y->watch_from)
+			y->watch_from = mod + 1;
+		k = get_b64(kv, "key", &klen, &bad);
+		if (bad || (k && relevant(y, k, klen)))
+			hit = true;
+		free(k);
+	}
+	if (n == 0 && !y->watch_created)
+		goto out;
+	if (n == 0 && json_object_object_get_ex(res, "header", &hdr)) {
+		/* a progress notification: nothing before this revision is
+		 * left to deliver */
+		int64_t rev = get_i64(hdr, "revision");
+
+		if (rev >= y->watch_from)
+			y->watch_from = rev + 1;
+	}
+	if (hit && !ev_is_active(&y->debounce_t)) {
+		ev_timer_set(&y->debounce_t, y->debounce, 0.0);
+		ev_timer_start(y->loop, &y->debounce_t);
+	}
+out:
+	json_object_put(o);
+	return rc;
+}
+
+/* Stream bytes: any byte proves the stream alive; complete lines are
+ * messages. */
+static int watch_data(void *udata, const char *buf, size_t len)
+{
+	struct sd_sync *y = udata;
+
+	ev_timer_again(y->loop, &y->silence);
+	for (size_t i = 0; i < len; i++) {
+		if (buf[i] == '\n') {
+			if (y->llen && watch_message(y, y->line, y->llen) == -1) {
+				y->llen = 0;
+				return -1;
+			}
+			y->llen = 0;
+			continue;
+		}
+		if (y->llen + 1 > y->lcap) {
+			size_t cap = y->lcap ? y->lcap * 2 : 4096;
+			char *l = cap <= SYNC_LINE_MAX ? realloc(y->line, cap) : NULL;
+
+			if (!l) {
+				snprintf(y->watch_err, sizeof(y->watch_err), "watch: message too large");
+				y->watch_relist = true;      /* we may have lost events */
+				return -1;
+			}
+			y->line = l;
+			y->lcap = cap;
+		}
+		y->line[y->llen++] = buf[i];
+	}
+	return 0;
+}
+
+/* The watch is gone: relist, or reopen it from where it stopped. */
+static void watch_lost(struct sd_sync *y, const char *why)
+{
+	ev_timer_stop(y->loop, &y->silence);
+	y->watch_created = false;
+	y->llen = 0;
+	if (y->up) {
+		y->up = false;
+		y->ops->connected(y->udata, false, y->spec.endpoint[y->watch_ep]);
+	}
+	y->ops->failed(y->udata, why, !y->watch_relist);
+	if (y->watch_relist) {
+		/* list again; the listing reopens the watch from its own
+		 * revision (after the running listing or build, if any) */
+		y->watch_relist = false;
+		list_begin(y);
+		return;
+	}
+	y->watch_ep = (y->watch_ep + 1) % y->spec.n;
+	y->ep = y->watch_ep;
+	ev_timer_set(&y->watch_retry, jittered(&y->watch_backoff), 0.0);
+	ev_timer_start(y->loop, &y->watch_retry);
+}
+
+static void watch_done(void *udata, long status, const char *err, const char *body, size_t len)
+{
+	struct sd_sync *y = udata;
+	char msg[600];
+
+	y->watch_req = NULL;
+	if (y->watch_err[0])
+		snprintf(msg, sizeof(msg), "%s", y->watch_err);
+	else if (err)
+		snprintf(msg, sizeof(msg), "watch on %s: %s", y->spec.endpoint[y->watch_ep], err);
+	else if (status != 200)
+		answer_error(status, body, len, msg, sizeof(msg));
+	else
+		snprintf(msg, sizeof(msg), "watch on %s: the stream ended", y->spec.endpoint[y->watch_ep]);
+	y->watch_err[0] = '\0';
+	watch_lost(y, msg);
+}
+
+/* SYNC_SILENCE without a byte. On an idle directory that is normal (etcd
+ * sends progress notifications every 10 minutes by default), and it is
+ * also what a stuck stream looks like: either way the watch is reopened
+ * from the revision after the last one delivered, on the next endpoint,
+ * at once and quietly. It is not an error unless the reopening fails (then
+ * the usual path: back-off, log, metrics). */
+static void silence_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sd_sync *y = w->data;
+
+	(void)loop;
+	(void)revents;
+	sd_http_cancel(&y->watch_req);
+	y->watch_created = false;
+	y->watch_ep = (y->watch_ep + 1) % y->spec.n;
+	y->ep = y->watch_ep;
+	watch_begin(y);
+}
+
+/* Opens the watch from y->watch_from on y->watch_ep. */
+static void watch_begin(struct sd_sync *y)
+{
+	char key[SD_PREFIX_MAX + 8], end[SD_PREFIX_MAX + 8], url[SD_ENDPOINT_MAX + 32], err[128];
+	char *bkey, *bend, *body = NULL;
+	struct sd_http_opts o = { .connect_timeout = SYNC_CONNECT, .require_leader = true, .data = watch_data };
+
+	ev_timer_stop(y->loop, &y->watch_retry);
+	snprintf(key, sizeof(key), "%s/", y->spec.prefix);
+	prefix_end(key, end, sizeof(end));
+	bkey = sd_b64_encode(key, strlen(key));
+	bend = sd_b64_encode(end, strlen(end));
+	if (bkey && bend &&
+	    asprintf(&body, "{\"create_request\":{\"key\":\"%s\",\"range_end\":\"%s\",\"start_revision\":\"%lld\","
+			    "\"progress_notify\":true}}", bkey, bend, (long long)y->watch_from) == -1)
+		body = NULL;
+	free(bkey);
+	free(bend);
+	y->watch_err[0] = '\0';
+	y->watch_relist = false;
+	y->llen = 0;
+	snprintf(url, sizeof(url), "%s/v3/watch", y->spec.endpoint[y->watch_ep]);
+	if (body)
+		y->watch_req = sd_http_post(y->http, url, body, &o, watch_done, y, err, sizeof(err));
+	free(body);
+	if (!y->watch_req) {
+		watch_lost(y, "watch: out of memory");
+		return;
+	}
+	y->silence.repeat = SYNC_SILENCE;
+	ev_timer_again(y->loop, &y->silence);
+}
+
+static void watch_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	watch_begin(w->data);
+}
+
+/* ---- API ------------------------------------------------------------- */
+
+/* See sd_int.h. */
+struct sd_sync *sd_sync_new(struct ev_loop *loop, const struct sd_etcd_spec *spec, double debounce,
+                            const struct sd_sync_ops *ops, void *udata, char *err, size_t errlen)
+{
+	struct sd_sync *y = calloc(1, sizeof(*y));
+
+	if (!y) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	y->http = sd_http_new(loop, err, errlen);
+	if (!y->http) {
+		free(y);
+		return NULL;
+	}
+	y->loop = loop;
+	y->spec = *spec;
+	y->debounce = debounce;
+	y->ops = ops;
+	y->udata = udata;
+	y->list_backoff = y->watch_backoff = SYNC_BACKOFF_MIN;
+	ev_init(&y->list_retry, list_retry_cb);
+	ev_init(&y->watch_retry, watch_retry_cb);
+	ev_init(&y->debounce_t, debounce_cb);
+	ev_init(&y->silence, silence_cb);
+	y->list_retry.data = y->watch_retry.data = y->debounce_t.data = y->silence.data = y;
+	return y;
+}
+
+/* See sd_int.h. */
+void sd_sync_start(struct sd_sync *y)
+{
+	list_begin(y);
+}
+
+/* See sd_int.h. */
+void sd_sync_built(struct sd_sync *y)
+{
+	y->building = false;
+	if (y->relist_wanted) {
+		y->relist_wanted = false;
+		list_begin(y);
+	}
+}
+
+/* See sd_int.h. */
+void sd_sync_relist(struct sd_sync *y, bool force)
+{
+	if (force)
+		y->force = true;
+	list_begin(y);
+}
+
+/* See sd_int.h. */
+void sd_sync_free(struct sd_sync **yp)
+{
+	struct sd_sync *y = *yp;
+
+	*yp = NULL;
+	if (!y)
+		return;
+	ev_timer_stop(y->loop, &y->list_retry);
+	ev_timer_stop(y->loop, &y->watch_retry);
+	ev_timer_stop(y->loop, &y->debounce_t);
+	ev_timer_stop(y->loop, &y->silence);
+	sd_http_free(&y->http);        /* cancels the list and the watch */
+	sd_recs_free(&y->recs);
+	free(y->next_key);
+	free(y->line);
+	free(y);
+}

@@ -1,0 +1,243 @@
+"""route-agent and healthcheckd reading their seed directory from a real
+3-member etcd cluster on loopback (etcd_util.EtcdCluster), with
+--seed etcd://HOST:PORT,.../PREFIX.
+
+What it proves: a directory written into etcd gives the same decisions as
+the same text file; a change is followed within 1 s (route-agent and
+healthcheckd); with one member killed (the one the agent watches) changes
+still propagate; a watch whose revision was compacted away is recovered by
+a re-list; a daemon restarted while every member is down starts from its
+local copy, says so, and resumes following etcd when it returns;
+malformed values (bad record, unknown dc, garbage bytes, key/name
+mismatch) are reported with their key and change nothing.
+"""
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+
+import etcd_util
+import harness
+import health_util
+import route_util as ru
+
+SLOW = harness.SLOW
+PREFIX = "/sg/test"
+
+pytestmark = pytest.mark.skipif(not etcd_util.have_etcd(), reason="etcd not installed")
+
+
+def seed(pins=()):
+    """2 dcs x (1 hub + 3 nodes) on addresses the agent never dials."""
+    text, _ = ru.seed_text(ru.port_range(21000), pins=pins)
+    return text
+
+
+def route_key(v):
+    return (v.get("backend"), v.get("server"), v.get("why"))
+
+
+def decisions(agent, ids):
+    return [route_key(v) for v in agent.decide_many(["/" + i for i in ids])]
+
+
+def revision_metric(agent):
+    return ru.metric(agent.metrics(), "seedgate_seed_revision")
+
+
+def start_etcd_agent(stack, cluster, name="route-agent", members=None, extra=()):
+    cache = stack.path(f"{name}.seed-cache")
+    return ru.start_agent(stack, cluster.spec(PREFIX, members), name=name,
+                          extra=["--seed-cache", cache, *extra])
+
+
+def node_line(text, name):
+    return next(line for line in text.splitlines() if line.startswith(f"node {name} "))
+
+
+def wait_revision(agent, rev, timeout=5.0):
+    """Until the agent uses etcd revision rev or later."""
+    harness.wait_until(lambda: revision_metric(agent) >= rev, timeout,
+                       what=f"agent at etcd revision {rev}")
+
+
+@pytest.fixture
+def cluster(stack):
+    return etcd_util.EtcdCluster(stack)
+
+
+def test_same_decisions_as_the_file(stack, cluster):
+    ids = ru.random_ids(300, seed=7)
+    text = seed(pins=[(ids[0], ["node12", "node21"])])
+    rev = cluster.write_directory(PREFIX, text)
+    path = stack.write("seed.conf", text)
+    a_etcd = start_etcd_agent(stack, cluster)
+    a_file = ru.start_agent(stack, path, name="route-agent-file")
+    assert decisions(a_etcd, ids) == decisions(a_file, ids)
+    assert a_etcd.decide("/" + ids[0])["why"] == "pinned"
+    m = a_etcd.metrics()
+    assert ru.metric(m, "seedgate_seed_revision") == rev
+    assert ru.metric(m, "seedgate_seed_etcd_connected") == 1
+    assert ru.metric(m, "seedgate_seed_source_info", kind="etcd") == 1
+    assert ru.metric(a_file.metrics(), "seedgate_seed_revision") == 1     # a file: generation
+    # the local copy is the same directory, text form
+    harness.wait_until(lambda: os.path.exists(stack.path("route-agent.seed-cache")), 5.0,
+                       what="local copy written")
+    a_copy = ru.start_agent(stack, stack.path("route-agent.seed-cache"), name="route-agent-copy")
+    assert decisions(a_copy, ids) == decisions(a_file, ids)
+    # -c judges what etcd holds
+    r = subprocess.run([harness.bin_path("route-agent"), "-c", "--seed", cluster.spec(PREFIX)],
+                               capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "2 datacenters, 2 hubs, 6 nodes, 1 pins" in r.stdout
+    # healthcheckd: the same targets
+    hc = health_util.start_healthcheckd(stack, cluster.spec(PREFIX), feed=stack.path("feed.sock"),
+                                        args=["--seed-cache", stack.path("hc.seed-cache")])
+    harness.wait_until(lambda: "checking 8 targets" in hc.log(), 10.0, what="healthcheckd loaded")
+
+
+def test_change_followed_within_a_second(stack, cluster):
+    ids = ru.random_ids(50, seed=3)
+    text = seed()
+    cluster.write_directory(PREFIX, text)
+    agent = start_etcd_agent(stack, cluster)
+    hc = health_util.start_healthcheckd(stack, cluster.spec(PREFIX), feed=stack.path("feed.sock"),
+                                        args=["--seed-cache", stack.path("hc.seed-cache")])
+    pid = ids[0]
+    v = agent.decide("/" + pid)
+    node = v["server"]
+    # drain the project's primary: its projects go to their next entry
+    rev = cluster.put(f"{PREFIX}/g/1/node/{node}", node_line(text, node) + " state=drain")
+    v2, took = ru.wait_decision(agent, "/" + pid, lambda x: x.get("server") not in (None, node),
+                                timeout=1.0, what="drain followed")
+    assert v2["why"] in ("replica", "remote-dc"), v2
+    wait_revision(agent, rev)
+    harness.wait_until(lambda: re.search(rf"reloaded the seed directory \(etcd revision {rev}\)", hc.log()),
+                       1.0, what="healthcheckd followed")
+    # and back
+    cluster.put(f"{PREFIX}/g/1/node/{node}", node_line(text, node))
+    ru.wait_decision(agent, "/" + pid, lambda x: x.get("server") == node, timeout=1.0, what="undrain")
+
+
+def test_one_member_killed_changes_still_propagate(stack, cluster):
+    ids = ru.random_ids(50, seed=4)
+    text = seed()
+    cluster.write_directory(PREFIX, text)
+    # member 0 first: the agent lists and watches there
+    agent = start_etcd_agent(stack, cluster)
+    pid = ids[1]
+    node = agent.decide("/" + pid)["server"]
+    cluster.kill(0)
+    cluster.put(f"{PREFIX}/g/1/node/{node}", node_line(text, node) + " state=drain")
+    ru.wait_decision(agent, "/" + pid, lambda x: x.get("server") not in (None, node),
+                     timeout=5.0, what="change after a member was killed")
+    assert ru.metric(agent.metrics(), "seedgate_seed_etcd_connected") == 1
+    # once moved, the next change is followed within a second again
+    harness.wait_until(lambda: ru.metric(agent.metrics(), "seedgate_seed_etcd_connected") == 1, 5.0)
+    cluster.put(f"{PREFIX}/g/1/node/{node}", node_line(text, node))
+    ru.wait_decision(agent, "/" + pid, lambda x: x.get("server") == node, timeout=1.0,
+                     what="next change with a member down")
+
+
+def test_compacted_watch_is_recovered_by_a_relist(stack, cluster):
+    ids = ru.random_ids(50, seed=5)
+    text = seed()
+    cluster.write_directory(PREFIX, text)
+    agent = start_etcd_agent(stack, cluster)
+    pid = ids[2]
+    node = agent.decide("/" + pid)["server"]
+    # Freeze the agent, take its watch away (its member dies), write, and
+    # compact past everything it saw: when it wakes, its watch can only be
+    # reopened from a compacted revision, so it must list again.
+    agent.proc.signal(signal.SIGSTOP)
+    try:
+        cluster.kill(0)
+        for k in range(5):
+            cluster.put(f"{PREFIX}/g/1/node/{node}", node_line(text, node) + f" weight={11 + k}")
+        cluster.put(f"{PREFIX}/g/1/node/{node}", node_line(text, node) + " state=drain")
+        cluster.compact(cluster.revision())
+    finally:
+        agent.proc.signal(signal.SIGCONT)
+    ru.wait_decision(agent, "/" + pid, lambda x: x.get("server") not in (None, node), timeout=10.0,
+                     what="state after compaction")
+    agent.wait_log(r"compacted", timeout=5.0)
+    wait_revision(agent, cluster.revision())
+
+
+def test_restart_while_etcd_is_down_starts_from_the_local_copy(stack, cluster):
+    ids = ru.random_ids(100, seed=6)
+    text = seed()
+    rev = cluster.write_directory(PREFIX, text)
+    agent = start_etcd_agent(stack, cluster)
+    before = decisions(agent, ids)
+    harness.wait_until(lambda: os.path.exists(stack.path("route-agent.seed-cache")), 5.0,
+                       what="local copy written")
+    cluster.kill_all()
+    # the running agent keeps serving and says etcd is gone
+    harness.wait_until(lambda: ru.metric(agent.metrics(), "seedgate_seed_etcd_connected") == 0, 5.0)
+    assert decisions(agent, ids) == before
+    agent.wait_log(r"seed: etcd: .*keeping etcd revision %d" % rev, timeout=5.0)
+    m = agent.metrics()
+    assert ru.metric(m, "seedgate_seed_sync_errors_total") >= 1
+    assert ru.metric(m, "seedgate_seed_revision") == rev
+    # restarted while etcd is down: the local copy, said so
+    agent.proc.stop()
+    agent2 = start_etcd_agent(stack, cluster, name="route-agent")
+    agent2.wait_log(r"starting from the local copy .*route-agent\.seed-cache \(etcd revision %d\)" % rev)
+    assert decisions(agent2, ids) == before
+    m = agent2.metrics()
+    assert ru.metric(m, "seedgate_seed_from_local_copy") == 1
+    assert ru.metric(m, "seedgate_seed_revision") == rev
+    # etcd returns: the agent syncs and follows changes again
+    cluster.restart_all()
+    harness.wait_until(lambda: ru.metric(agent2.metrics(), "seedgate_seed_etcd_connected") == 1, 15.0,
+                       what="agent reconnected")
+    assert ru.metric(agent2.metrics(), "seedgate_seed_from_local_copy") == 0
+    pid = ids[0]
+    node = agent2.decide("/" + pid)["server"]
+    cluster.put(f"{PREFIX}/g/1/node/{node}", node_line(text, node) + " state=drain")
+    ru.wait_decision(agent2, "/" + pid, lambda x: x.get("server") not in (None, node), timeout=1.0,
+                     what="change after etcd returned")
+
+
+def test_no_etcd_and_no_local_copy_is_a_clear_error(stack, cluster):
+    cluster.kill_all()
+    r = subprocess.run([harness.bin_path("route-agent"), "--listen", f"127.0.0.1:{harness.free_port()}",
+                                "--seed", cluster.spec(PREFIX), "--seed-cache", stack.path("none.seed")],
+                               capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "Couldn't connect to server" in r.stderr and "no usable local copy" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("g/1/node/bad", "node bad 127.0.0.1:21900 dc=nowhere", "unknown datacenter 'nowhere'"),
+    ("g/1/node/bad", b"\xff\xfe garbage \x00\x01", ""),
+    ("g/1/node/bad", "node other 127.0.0.1:21900 dc=us-east", ""),
+    ("g/1/hub/bad", "hub bad 127.0.0.1 dc=us-east", ""),
+    ("g/1/project/not-a-uuid", "project not-a-uuid node11", ""),
+])
+def test_malformed_values_are_reported_with_their_key(stack, cluster, key, value, message):
+    ids = ru.random_ids(100, seed=8)
+    text = seed()
+    rev = cluster.write_directory(PREFIX, text)
+    agent = start_etcd_agent(stack, cluster)
+    hc = health_util.start_healthcheckd(stack, cluster.spec(PREFIX), feed=stack.path("feed.sock"),
+                                        args=["--seed-cache", stack.path("hc.seed-cache")])
+    before = decisions(agent, ids)
+    cluster.put(f"{PREFIX}/{key}", value)
+    full = re.escape(f"{PREFIX}/{key}: ") + re.escape(message)
+    agent.wait_log(r"seed reload failed, keeping generation 1 .*: " + full, timeout=5.0)
+    harness.wait_until(lambda: re.search(r"reload \(etcd revision \d+\) failed.*: " + full, hc.log()),
+                       5.0, what="healthcheckd reports the key")
+    assert decisions(agent, ids) == before
+    m = agent.metrics()
+    assert ru.metric(m, "seedgate_seed_revision") == rev
+    assert ru.metric(m, "seedgate_seed_sync_errors_total") >= 1
+    assert ru.metric(m, "seedgate_seed_reloads_total", result="error") >= 1
+    # removing the bad key heals it: the next directory loads
+    cluster.delete(f"{PREFIX}/{key}")
+    harness.wait_until(lambda: ru.metric(agent.metrics(), "seedgate_seed_reloads_total", result="ok") >= 1,
+                       5.0, what="good directory again")
+    assert decisions(agent, ids) == before
