@@ -141,6 +141,9 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
              for i in range(agents)]
     agent_procs = [_start_agent(stack, i, argvs[i], agent_ports[i]) for i in range(agents)]
 
+    # HAProxy's sockets live in the test's dir: say so if it is too deep.
+    for sock in ("haproxy.sock", "node-fallback.sock"):
+        harness.check_socket_path(stack.path(sock))
     http_port, proxy_port = harness.free_port(), harness.free_port()
     a1 = f"127.0.0.1:{agent_ports[0]}" if agents else f"127.0.0.1:{harness.free_port()}"
     a2 = f"127.0.0.1:{agent_ports[1]}" if agents > 1 else a1
@@ -159,6 +162,12 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
         # that exercise the fail-open deadline pass
         # haproxy_env={"SG_SPOE_PROCESSING": "15ms"}.
         "SG_SPOE_PROCESSING": f"{int(100 * harness.SLOW)}ms",
+        # The worker stays the test's user (the shipped default drops to
+        # haproxy:haproxy); test_conf_hardening.py runs it unprivileged.
+        "SG_USER": "root",
+        "SG_GROUP": "root",
+        # run-haproxy.sh takes HAProxy from HAPROXY, like every test.
+        "HAPROXY": harness.HAPROXY,
     }
     env.update(haproxy_env or {})
     hap = stack.start("haproxy", [os.path.join(CONF_DIR, "run-haproxy.sh"), gen_cfg], env=env)
