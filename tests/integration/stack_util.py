@@ -119,6 +119,10 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
     """Starts demo servers, route agents, HAProxy (and stunnel) for seed_path.
     Returns a StackInfo once every port accepts connections."""
     seed_path = os.path.abspath(seed_path)
+    # HAProxy's sockets live in the test's dir: say so, before anything
+    # starts, if it is too deep (HAProxy would refuse its configuration).
+    for sock in ("haproxy.sock", "node-fallback.sock"):
+        harness.check_socket_path(stack.path(sock))
     dcs, targets = seed_targets(seed_path)
     agent_args = [str(a) for a in agent_args]
     dc = dcs[0] if dcs else "default"
@@ -141,9 +145,6 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
              for i in range(agents)]
     agent_procs = [_start_agent(stack, i, argvs[i], agent_ports[i]) for i in range(agents)]
 
-    # HAProxy's sockets live in the test's dir: say so if it is too deep.
-    for sock in ("haproxy.sock", "node-fallback.sock"):
-        harness.check_socket_path(stack.path(sock))
     http_port, proxy_port = harness.free_port(), harness.free_port()
     a1 = f"127.0.0.1:{agent_ports[0]}" if agents else f"127.0.0.1:{harness.free_port()}"
     a2 = f"127.0.0.1:{agent_ports[1]}" if agents > 1 else a1
