@@ -17,7 +17,7 @@
 # "rotate" runs use bench/wrk/rotate.lua over BENCH_IDS (default 10000)
 # project ids, "repeat" runs bench/wrk/repeat.lua; each is compared with the
 # plain run of the same wrk script. Medians over the rounds, ratios against
-# the targets of DESIGN.md section 4, then HAProxy's instructions per request
+# the targets of docs/architecture.md section 4, then HAProxy's instructions per request
 # under callgrind (robust to other load on the machine; BENCH_CALLGRIND=0
 # skips it), recorded in bench/results/haproxy.md.
 set -euo pipefail
@@ -252,7 +252,7 @@ targets = {  # (baseline, target ratio or None, what)
     "agent-rotate": ("plain-rotate", 0.70, "per-request SPOE, every request another project"),
     "cache-repeat": ("plain-repeat", 0.90, "decision cache, connection repeats a project"),
     "cache-rotate": ("plain-rotate", None, "decision cache, every request another project (>= agent-rotate)"),
-    "lua-rotate": ("plain-rotate", None, "Lua table in HAProxy (comparison, DESIGN.md: ~0.63)"),
+    "lua-rotate": ("plain-rotate", None, "Lua table in HAProxy (comparison, docs/architecture.md: ~0.63)"),
 }
 lines = ["# bench-haproxy: routing cost relative to plain HAProxy", "",
          "Produced by `bench/bench-haproxy.sh` (`make bench`, or `BENCH_ONLY=haproxy bench/run-all.sh`).",

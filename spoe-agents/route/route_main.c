@@ -1,6 +1,6 @@
 /*
  * route_main.c — route-agent: the SPOE agent that tells HAProxy where each
- * request goes (DESIGN.md §3.4).
+ * request goes (docs/architecture.md §2.3).
  *
  * The main thread owns everything but the decisions: it loads the seed
  * directory at start, reloads it (SIGHUP, or the file changing) through the
