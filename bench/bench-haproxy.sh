@@ -113,7 +113,7 @@ start_haproxy() {
 	http=$(free_port) proxy=$(free_port)
 	env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$work \
 		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
-		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua \
+		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_USER=root SG_GROUP=root SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua \
 		SG_LUA_TABLE=$work/routes.lua "$@" \
 		taskset -c $cpu_hap haproxy-conf/run-haproxy.sh "$work/backends.cfg" >>"$work/haproxy.log" 2>&1 &
 	hap_pid=$!
@@ -198,10 +198,10 @@ cg_run() {
 	rm -f "$work"/cgout.*
 	env SG_HTTP_BIND=127.0.0.1:$cg_http SG_PROXY_BIND=127.0.0.1:$(free_port) SG_RUN_DIR=$work \
 		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
-		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_SPOE_PROCESSING=2s \
+		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_SPOE_PROCESSING=2s SG_USER=root SG_GROUP=root \
 		SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua SG_LUA_TABLE=$work/routes.lua "$@" \
 		valgrind --tool=callgrind --callgrind-out-file="$work/cgout.%p" \
-		haproxy -db -f haproxy-conf/haproxy.cfg -f "$work/backends.cfg" >>"$work/callgrind.log" 2>&1 &
+		haproxy -W -db -f haproxy-conf/haproxy.cfg -f "$work/backends.cfg" >>"$work/callgrind.log" 2>&1 &
 	vp=$!
 	for ((i = 0; i < 300; i++)); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$cg_http") 2>/dev/null && break
