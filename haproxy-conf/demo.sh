@@ -86,7 +86,8 @@ dir=$(cd "$dir" && pwd)
 sock_max=97
 for s in haproxy.sock node-fallback.sock health.sock; do
 	p=$dir/$s
-	[ ${#p} -le $sock_max ] || die "unix socket path $p is ${#p} bytes; HAProxy accepts at most $sock_max (sun_path is 108). Give a shorter runtime directory: --dir /tmp/sg-demo (at most $((sock_max - 19)) bytes)"
+	n=$(printf %s "$p" | wc -c)   # bytes, whatever the locale
+	[ "$n" -le $sock_max ] || die "unix socket path $p is $n bytes; HAProxy accepts at most $sock_max (sun_path is 108). Give a shorter runtime directory: haproxy-conf/demo.sh --dir /tmp/sg-demo (at most $((sock_max - 19)) bytes)"
 done
 
 # One demo per runtime directory. The lock is held on fd 9 for this
