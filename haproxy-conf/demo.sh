@@ -130,8 +130,11 @@ log_tail() { # the last lines of DIR/NAME.log, indented, for an error message
 	echo "  last lines of $dir/$1.log:"
 	tail -n 15 "$dir/$1.log" 2>/dev/null | sed 's/^/  | /'
 }
+stopped=0
 stop_all() { # SIGTERM in reverse start order, SIGKILL whatever is left after 5 s
 	local i pid
+	[ $stopped = 1 ] && return 0   # once: fail() and the EXIT trap both call it
+	stopped=1
 	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
 		kill -TERM "${pids[$i]}" 2>/dev/null
 	done
@@ -146,6 +149,10 @@ stop_all() { # SIGTERM in reverse start order, SIGKILL whatever is left after 5 
 	for i in "${!names[@]}"; do rm -f "$dir/${names[$i]}.pid"; done
 	rm -f "$dir/demo.pid"
 }
+# However this script ends (a failed command, an unset variable, a bug),
+# its processes end with it; set only now, once the lock is ours, so a
+# refused second demo never touches the first one's files.
+trap stop_all EXIT
 # SIGINT (Ctrl-C), SIGTERM and SIGHUP all stop the demo. A shell cannot
 # trap a signal that was ignored when it started (nohup'ed or `&` from a
 # script: SIGINT is ignored): then only SIGTERM reaches us, so say so.
