@@ -86,13 +86,14 @@ include bench/module.mk
 -include $(ALL_OBJS:.o=.d)
 
 # ---------------------------------------------------------------------------
-.PHONY: all help deps clang-build test test-unit test-fuzz test-integration asan demo bench soak fuzz install clean
+.PHONY: all help deps clang-build test test-unit test-fuzz test-integration asan demo bench soak fuzz install uninstall clean
 
 all: $(BINS) $(TOOLS) $(UNIT_TESTS) $(FUZZ_REPLAYS) ## build everything into build/
 
 help: ## list the targets
 	@echo "seedgate make targets:"
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 20
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' \
+		| sed 's|DESTDIR/PREFIX|$(or $(DESTDIR)$(PREFIX),/)|g' | expand -t 20
 	@echo "variables: TLS=openssl|wolfssl  PREFIX=$(PREFIX)  DESTDIR=  SEED=haproxy-conf/seed.conf  CC=$(CC)"
 
 deps: ## install the Debian packages that are missing (as root)
@@ -129,10 +130,52 @@ soak: deps all ## faults under load for SOAK_SECONDS (default 240): zero failed 
 	SEEDGATE_BUILD=$(abspath $(B)) SEEDGATE_SOAK=1 SEEDGATE_SOAK_SECONDS=$(or $(SOAK_SECONDS),240) \
 		/usr/bin/python3 -m pytest -q -s -p no:cacheprovider tests/integration/test_soak.py
 
-install: $(BINS) ## install binaries under $(DESTDIR)$(PREFIX)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/seedgate
+# ---------------------------------------------------------------------------
+# Installation. Everything a deployment uses, relative to $(DESTDIR)$(PREFIX):
+#   bin/                         route-agent healthcheckd seedctl
+#   share/seedgate/haproxy-conf/ haproxy.cfg spoe-route.conf run-haproxy.sh
+#                                gen-backends.sh seed-targets.sh seed.conf (example)
+#   share/seedgate/tls/          make-certs.sh stunnel-conf.sh stunnel-run.sh stunnel.conf.in
+#   share/doc/seedgate/          README.md, docs/*.md, haproxy-conf and tls READMEs
+# Installed copies point at $(PREFIX), never at the build tree: haproxy.cfg's
+# default SG_CONF_DIR is the installed haproxy-conf/, and the scripts find
+# seedctl in $(PREFIX)/bin. The demo (demo.sh) runs from a clone only.
+# `make uninstall` removes exactly these files, then the directories it made.
+SG_SHARE        := $(PREFIX)/share/seedgate
+SG_DOC          := $(PREFIX)/share/doc/seedgate
+INSTALL_CONF    := haproxy-conf/haproxy.cfg haproxy-conf/spoe-route.conf haproxy-conf/seed.conf
+INSTALL_CONF_SH := haproxy-conf/run-haproxy.sh haproxy-conf/seed-targets.sh $(wildcard haproxy-conf/gen-backends.sh)
+INSTALL_TLS     := tls/stunnel.conf.in
+INSTALL_TLS_SH  := tls/make-certs.sh tls/stunnel-conf.sh tls/stunnel-run.sh
+INSTALL_DOCS    := README.md $(wildcard docs/*.md)
+INSTALLED_FILES := $(addprefix bin/,$(notdir $(BINS))) \
+	$(addprefix share/seedgate/,$(INSTALL_CONF) $(INSTALL_CONF_SH) $(INSTALL_TLS) $(INSTALL_TLS_SH)) \
+	$(addprefix share/doc/seedgate/,$(notdir $(INSTALL_DOCS)) haproxy-conf.md tls.md)
+# Rewrites applied to every installed config and script: the default config
+# dir, and the build tree's seedctl -> $(PREFIX)/bin.
+INSTALL_SED     := -e 's|/usr/local/share/seedgate/haproxy-conf|$(SG_SHARE)/haproxy-conf|g' \
+	-e 's|$${SEEDGATE_BUILD:-$$here/../build}/seedctl|$(PREFIX)/bin/seedctl|g'
+
+install: $(BINS) ## install binaries, haproxy-conf/, tls/ scripts and docs under DESTDIR/PREFIX
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SG_SHARE)/haproxy-conf $(DESTDIR)$(SG_SHARE)/tls $(DESTDIR)$(SG_DOC)
 	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
-	cp -r haproxy-conf $(DESTDIR)$(PREFIX)/share/seedgate/
+	@set -e; for f in $(INSTALL_CONF) $(INSTALL_TLS); do \
+	    sed $(INSTALL_SED) $$f >$(DESTDIR)$(SG_SHARE)/$$f.tmp; chmod 0644 $(DESTDIR)$(SG_SHARE)/$$f.tmp; \
+	    mv -f $(DESTDIR)$(SG_SHARE)/$$f.tmp $(DESTDIR)$(SG_SHARE)/$$f; echo "  $(DESTDIR)$(SG_SHARE)/$$f"; done
+	@set -e; for f in $(INSTALL_CONF_SH) $(INSTALL_TLS_SH); do \
+	    sed $(INSTALL_SED) $$f >$(DESTDIR)$(SG_SHARE)/$$f.tmp; chmod 0755 $(DESTDIR)$(SG_SHARE)/$$f.tmp; \
+	    mv -f $(DESTDIR)$(SG_SHARE)/$$f.tmp $(DESTDIR)$(SG_SHARE)/$$f; echo "  $(DESTDIR)$(SG_SHARE)/$$f"; done
+	install -m 0644 $(INSTALL_DOCS) $(DESTDIR)$(SG_DOC)/
+	install -m 0644 haproxy-conf/README.md $(DESTDIR)$(SG_DOC)/haproxy-conf.md
+	install -m 0644 tls/README.md $(DESTDIR)$(SG_DOC)/tls.md
+	@# Nothing installed may lead back to this clone's build tree (code
+	@# lines; a comment may still tell a developer about build/).
+	@if grep -rnE '^[^#]*(SEEDGATE_BUILD|\.\./build|$(CURDIR))' $(DESTDIR)$(SG_SHARE); then \
+	    echo "install: the lines above still refer to the build tree"; exit 1; fi
+
+uninstall: ## remove what make install wrote under DESTDIR/PREFIX
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED_FILES))
+	-rmdir $(DESTDIR)$(SG_SHARE)/haproxy-conf $(DESTDIR)$(SG_SHARE)/tls $(DESTDIR)$(SG_SHARE) $(DESTDIR)$(SG_DOC) 2>/dev/null
 
 clean: ## remove build/
 	rm -rf build

@@ -19,7 +19,7 @@
 # Environment: SEEDGATE_BUILD (./build), ROUNDS (3), DURATION (4),
 # CONFIGS ("8:64 64:4": connections:depth), AGENT_CPU (1), LOAD_CPU (0),
 # BEFORE (unset), OUT (bench/results/agent.md).
-# Target (DESIGN.md §4): >= 500k decisions/s on one core.
+# Target (docs/architecture.md §4): >= 500k decisions/s on one core.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${SEEDGATE_BUILD:-$PWD/build}
@@ -166,7 +166,7 @@ mkdir -p "$(dirname "$OUT")"
 	echo
 	echo "Decisions per agent CPU-second is the agent's capacity on one core; decisions/s"
 	echo "is what this generator reached (agent CPU < 100 % means the generator was the limit)."
-	echo "Target (DESIGN.md §4): >= 500k decisions/s on one core."
+	echo "Target (docs/architecture.md §4): >= 500k decisions/s on one core."
 } >"$OUT.tmp"
 [ -n "${BENCH_NOTES:-}" ] && printf '\n%s\n' "$BENCH_NOTES" >>"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"

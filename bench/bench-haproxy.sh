@@ -17,7 +17,7 @@
 # "rotate" runs use bench/wrk/rotate.lua over BENCH_IDS (default 10000)
 # project ids, "repeat" runs bench/wrk/repeat.lua; each is compared with the
 # plain run of the same wrk script. Medians over the rounds, ratios against
-# the targets of DESIGN.md section 4, then HAProxy's instructions per request
+# the targets of docs/architecture.md section 4, then HAProxy's instructions per request
 # under callgrind (robust to other load on the machine; BENCH_CALLGRIND=0
 # skips it), recorded in bench/results/haproxy.md.
 set -euo pipefail
@@ -113,7 +113,7 @@ start_haproxy() {
 	http=$(free_port) proxy=$(free_port)
 	env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$work \
 		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
-		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua \
+		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_USER=root SG_GROUP=root SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua \
 		SG_LUA_TABLE=$work/routes.lua "$@" \
 		taskset -c $cpu_hap haproxy-conf/run-haproxy.sh "$work/backends.cfg" >>"$work/haproxy.log" 2>&1 &
 	hap_pid=$!
@@ -198,10 +198,10 @@ cg_run() {
 	rm -f "$work"/cgout.*
 	env SG_HTTP_BIND=127.0.0.1:$cg_http SG_PROXY_BIND=127.0.0.1:$(free_port) SG_RUN_DIR=$work \
 		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
-		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_SPOE_PROCESSING=2s \
+		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_SPOE_PROCESSING=2s SG_USER=root SG_GROUP=root \
 		SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua SG_LUA_TABLE=$work/routes.lua "$@" \
 		valgrind --tool=callgrind --callgrind-out-file="$work/cgout.%p" \
-		haproxy -db -f haproxy-conf/haproxy.cfg -f "$work/backends.cfg" >>"$work/callgrind.log" 2>&1 &
+		haproxy -W -db -f haproxy-conf/haproxy.cfg -f "$work/backends.cfg" >>"$work/callgrind.log" 2>&1 &
 	vp=$!
 	for ((i = 0; i < 300; i++)); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$cg_http") 2>/dev/null && break
@@ -252,7 +252,7 @@ targets = {  # (baseline, target ratio or None, what)
     "agent-rotate": ("plain-rotate", 0.70, "per-request SPOE, every request another project"),
     "cache-repeat": ("plain-repeat", 0.90, "decision cache, connection repeats a project"),
     "cache-rotate": ("plain-rotate", None, "decision cache, every request another project (>= agent-rotate)"),
-    "lua-rotate": ("plain-rotate", None, "Lua table in HAProxy (comparison, DESIGN.md: ~0.63)"),
+    "lua-rotate": ("plain-rotate", None, "Lua table in HAProxy (comparison, docs/architecture.md: ~0.63)"),
 }
 lines = ["# bench-haproxy: routing cost relative to plain HAProxy", "",
          "Produced by `bench/bench-haproxy.sh` (`make bench`, or `BENCH_ONLY=haproxy bench/run-all.sh`).",

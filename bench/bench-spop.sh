@@ -15,7 +15,7 @@
 # a deep pipeline on one connection is what lets one generator core push
 # the hardest; 64 connections x 1 is closest to HAProxy 2.6 under wrk -c64),
 # AGENT_CPU (0), LOAD_CPU (1), SPOP_LOAD_ARGS (extra spop-load args).
-# Target (DESIGN.md §4): route-agent alone >= 500k decisions/s on one core.
+# Target (docs/architecture.md §4): route-agent alone >= 500k decisions/s on one core.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${SEEDGATE_BUILD:-$PWD/build}
@@ -157,7 +157,7 @@ mkdir -p bench/results
 	echo "* $ROUNDS rounds x ${DURATION} s per row, medians; c = connections, d = NOTIFYs in flight per connection, T = generator threads"
 	echo "* message mix: spop-load default (route/echo message, args path/host/src; 8192 pooled requests, 80 % /<uuid>/... with random ids, 20 % /other)"
 	echo "* per core = decisions/s divided by the agent's CPU share (from /proc/PID/stat)"
-	echo "* target (DESIGN.md §4): route-agent alone >= 500k decisions/s on one core"
+	echo "* target (docs/architecture.md §4): route-agent alone >= 500k decisions/s on one core"
 	echo
 	echo "| agent | c | d | T | decisions/s | agent CPU | generator CPU | decisions per agent core-s | p50 us | p99 us | p99.9 us | errors |"
 	echo "|---|---|---|---|---|---|---|---|---|---|---|---|"

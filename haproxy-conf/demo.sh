@@ -19,14 +19,19 @@
 # Starts one demo server per hub and node of the seed (on the seed's
 # addresses), healthcheckd, two route agents, HAProxy (master-worker) and
 # stunnel; prints the URLs to try; stays in the foreground until Ctrl-C or
-# SIGTERM, then stops everything it started, by PID, and exits 0.
-# Binaries come from $SEEDGATE_BUILD (default build/); nothing is installed.
+# SIGTERM, then stops everything it started, by PID, and exits 0. If any of
+# its processes dies meanwhile, it says which and stops the rest (exit 1).
+# One demo per DIR: DIR/demo.lock is held for the demo's lifetime and
+# DIR/demo.pid names it; a second demo on the same DIR refuses to start.
+# Binaries come from $SEEDGATE_BUILD (default build/), HAProxy from
+# $HAPROXY (default: haproxy on PATH); nothing is installed. Everything runs
+# as the user who started it (root for `make demo`).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 build=${SEEDGATE_BUILD:-$root/build}
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
 seed=$here/seed.conf dir= http=8080 https=8443 proxy=8081 agents=12345,12346
@@ -56,7 +61,9 @@ missing=()
 for b in seedctl route-agent tools/demo-server; do
 	[ -x "$build/$b" ] || missing+=("$build/$b")
 done
-command -v haproxy >/dev/null || missing+=("haproxy (Debian package)")
+haproxy_bin=${HAPROXY:-haproxy}
+command -v "$haproxy_bin" >/dev/null || missing+=("$haproxy_bin (Debian package haproxy, or HAPROXY=/path)")
+export HAPROXY=$haproxy_bin   # run-haproxy.sh takes the same binary
 [ ${#missing[@]} -eq 0 ] || die "not built or not installed: ${missing[*]} (run make, as root: make deps)"
 have_hc=1 have_tls=1
 if [ ! -x "$build/healthcheckd" ]; then
@@ -71,19 +78,63 @@ fi
 
 mkdir -p "$dir" || die "cannot create $dir"
 dir=$(cd "$dir" && pwd)
+
+# Unix sockets live in DIR. The kernel's sun_path holds 108 bytes, and
+# HAProxy refuses a socket path longer than 97 bytes (it binds a temporary
+# name next to the final one first): a deep clone or a long TMPDIR would
+# make HAProxy (or healthcheckd) fail to start. Say so before anything runs.
+sock_max=97
+for s in haproxy.sock node-fallback.sock health.sock; do
+	p=$dir/$s
+	n=$(printf %s "$p" | wc -c)   # bytes, whatever the locale
+	[ "$n" -le $sock_max ] || die "unix socket path $p is $n bytes; HAProxy accepts at most $sock_max (sun_path is 108). Give a shorter runtime directory: haproxy-conf/demo.sh --dir /tmp/sg-demo (at most $((sock_max - 19)) bytes)"
+done
+
+# One demo per runtime directory. The lock is held on fd 9 for this
+# script's lifetime (children do not inherit it: see start()), so it is
+# released however the demo ends, even by SIGKILL; demo.pid says who holds it.
+command -v flock >/dev/null || die "flock not installed (Debian package util-linux)"
+exec 9>>"$dir/demo.lock" || die "cannot open $dir/demo.lock"
+if ! flock -n 9; then
+	other=$(cat "$dir/demo.pid" 2>/dev/null)
+	die "a demo is already running in $dir (pid ${other:-unknown}, see $dir/demo.pid): stop it first (Ctrl-C in its terminal, or kill -TERM ${other:-<pid>}), or give this one another --dir and other ports"
+fi
+# Leftovers of a previous demo that ended without cleaning up (SIGKILL).
 rm -f "$dir"/*.pid "$dir"/*.sock
+echo $$ >"$dir/demo.pid"
 
 # --- process bookkeeping: every process gets DIR/<name>.pid ----------------
 names=() pids=()
+declare -A pid_of=()
 start() { # start NAME CMD...: runs CMD in the background, logs to DIR/NAME.log
 	local name=$1; shift
-	"$@" >>"$dir/$name.log" 2>&1 </dev/null &
+	"$@" >>"$dir/$name.log" 2>&1 </dev/null 9>&- &
 	local pid=$!
 	echo "$pid" >"$dir/$name.pid"
 	names+=("$name") pids+=("$pid")
+	pid_of[$name]=$pid
 }
+# dead NAME: true when NAME's process has exited (bash reaps our children,
+# so kill -0 fails once one is gone); sets $why to "exit status N" (or the
+# signal) for the message. Not in a subshell: only we can wait for it.
+why=
+dead() {
+	local pid=${pid_of[$1]} rc
+	kill -0 "$pid" 2>/dev/null && return 1
+	wait "$pid" 2>/dev/null
+	rc=$?
+	if [ $rc -gt 128 ] && [ $rc -lt 160 ]; then why="killed by SIG$(kill -l $((rc - 128)))"; else why="exit status $rc"; fi
+	return 0
+}
+log_tail() { # the last lines of DIR/NAME.log, indented, for an error message
+	echo "  last lines of $dir/$1.log:"
+	tail -n 15 "$dir/$1.log" 2>/dev/null | sed 's/^/  | /'
+}
+stopped=0
 stop_all() { # SIGTERM in reverse start order, SIGKILL whatever is left after 5 s
 	local i pid
+	[ $stopped = 1 ] && return 0   # once: fail() and the EXIT trap both call it
+	stopped=1
 	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
 		kill -TERM "${pids[$i]}" 2>/dev/null
 	done
@@ -96,19 +147,37 @@ stop_all() { # SIGTERM in reverse start order, SIGKILL whatever is left after 5 
 	for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
 	wait 2>/dev/null
 	for i in "${!names[@]}"; do rm -f "$dir/${names[$i]}.pid"; done
+	rm -f "$dir/demo.pid"
 }
+# However this script ends (a failed command, an unset variable, a bug),
+# its processes end with it; set only now, once the lock is ours, so a
+# refused second demo never touches the first one's files.
+trap stop_all EXIT
+# SIGINT (Ctrl-C), SIGTERM and SIGHUP all stop the demo. A shell cannot
+# trap a signal that was ignored when it started (nohup'ed or `&` from a
+# script: SIGINT is ignored): then only SIGTERM reaches us, so say so.
 stopping=0
 on_signal() { stopping=1; }
-trap on_signal INT TERM
+trap on_signal INT TERM HUP
+sigign=$(awk '$1 == "SigIgn:" { print $2 }' /proc/$$/status 2>/dev/null)
+if [ -n "$sigign" ] && (( 16#$sigign & 2 )); then
+	echo "demo: NOTE: started with SIGINT ignored: Ctrl-C cannot stop this demo; stop it with kill -TERM $$" >&2
+fi
 fail() { echo "demo: $*" >&2; stop_all; exit 1; }
 wait_tcp() { # wait_tcp PORT NAME: up to 10 s for 127.0.0.1:PORT to accept
 	local i
 	for ((i = 0; i < 100; i++)); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
 		[ $stopping = 1 ] && return 1
+		# Fail at once when the process is gone, with its own words.
+		if dead "$2"; then
+			fail "$2 (pid ${pid_of[$2]}) exited ($why) before listening on 127.0.0.1:$1
+$(log_tail "$2")"
+		fi
 		sleep 0.1
 	done
-	fail "$2 does not listen on 127.0.0.1:$1 (see $dir/$2.log)"
+	fail "$2 does not listen on 127.0.0.1:$1 after 10 s
+$(log_tail "$2")"
 }
 
 # --- configuration ------------------------------------------------------------
@@ -118,8 +187,9 @@ local_dc=$("$here/seed-targets.sh" "$seed" | awk '$1 == "dc" { print $2; exit }'
 if [ $have_tls = 1 ]; then
 	"$root/tls/make-certs.sh" "$dir/certs" >"$dir/make-certs.log" 2>&1 ||
 		die "tls/make-certs.sh failed (see $dir/make-certs.log)"
+	# --out writes it 0600: it carries the session ticket secrets.
 	"$root/tls/stunnel-conf.sh" --accept "127.0.0.1:$https" --connect "127.0.0.1:$proxy" \
-		--certs "$dir/certs" --run "$dir" >"$dir/stunnel.conf" || die "tls/stunnel-conf.sh failed"
+		--certs "$dir/certs" --run "$dir" --out "$dir/stunnel.conf" || die "tls/stunnel-conf.sh failed"
 fi
 
 # --- processes ------------------------------------------------------------------
@@ -147,7 +217,10 @@ done
 wait_tcp "$agent1" route-agent-1
 wait_tcp "$agent2" route-agent-2
 
+# SG_USER/SG_GROUP=root: the demo's worker stays the user who started it
+# (the shipped default drops to haproxy:haproxy, see haproxy.cfg).
 start haproxy env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$dir SG_CONF_DIR=$here \
+	SG_USER=root SG_GROUP=root \
 	SG_AGENT1=127.0.0.1:$agent1 SG_AGENT2=127.0.0.1:$agent2 SG_DC=$local_dc SG_ROUTE_CACHE=$cache \
 	"$here/run-haproxy.sh" "$dir/backends.cfg"
 wait_tcp "$http" haproxy
@@ -178,14 +251,20 @@ cat <<EOF
   kill -USR2 \$(cat $dir/haproxy.pid)                        # hitless HAProxy reload
 
 Processes: ${names[*]}
-Ctrl-C stops everything.
+Demo pid $$ (in $dir/demo.pid).
+Ctrl-C (or kill -TERM $$) stops everything.
 EOF
 
-# --- foreground until a signal ------------------------------------------------------
+# --- foreground until a signal, or until one of our processes dies ------------------
+# Every process is watched, not only HAProxy: with a route agent, a demo
+# server or stunnel gone the demo would be half-dead (503s, refused TLS).
 while [ $stopping = 0 ]; do
-	if ! kill -0 "$(cat "$dir/haproxy.pid")" 2>/dev/null; then
-		fail "haproxy exited (see $dir/haproxy.log)"
-	fi
+	for name in "${names[@]}"; do
+		if dead "$name"; then
+			fail "$name (pid ${pid_of[$name]}) exited ($why): stopping everything
+$(log_tail "$name")"
+		fi
+	done
 	sleep 0.5 &
 	wait $! 2>/dev/null
 done

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Limits of the text form (DESIGN.md §3.2). */
+/* Limits of the text form (docs/architecture.md §2.1). */
 #define ROUTER_NAME_MAX      32      /* names: [A-Za-z0-9_.-]{1,32} */
 #define ROUTER_MAX_REPLICAS  16      /* "replicas N": 1..16 */
 #define ROUTER_MAX_DCS       64      /* datacenters per directory */

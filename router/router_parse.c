@@ -1,5 +1,5 @@
 /*
- * router_parse.c — the text form of the seed directory (DESIGN.md §3.2,
+ * router_parse.c — the text form of the seed directory (docs/architecture.md §2.1,
  * docs/seed-directory.md) into an immutable snapshot.
  *
  * Redis-style: each line is split into words, the first word picks a handler

@@ -1,6 +1,6 @@
 /*
  * route_main.c — route-agent: the SPOE agent that tells HAProxy where each
- * request goes (spoe-agents/route/README.md).
+ * request goes (docs/architecture.md §2.3).
  *
  * The main thread owns everything but the decisions: it loads the seed
  * directory at start (a file or etcd), reloads it (SIGHUP, the file changing,

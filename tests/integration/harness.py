@@ -26,6 +26,27 @@ BUILD = os.environ.get("SEEDGATE_BUILD", os.path.join(ROOT, "build"))
 ASAN = os.environ.get("SEEDGATE_ASAN") == "1"
 # Sanitised binaries are several times slower; tests scale their waits.
 SLOW = 3.0 if ASAN else 1.0
+# The HAProxy binary every test runs: HAPROXY=/path/to/haproxy (e.g. a 3.x
+# build) or the first haproxy on PATH. run-haproxy.sh and demo.sh read the
+# same variable.
+HAPROXY = os.environ.get("HAPROXY") or "haproxy"
+# HAProxy refuses a unix socket path longer than 97 bytes (the kernel's
+# sun_path holds 108; HAProxy keeps room for the temporary name it binds
+# first). Measured with 2.6.12 and 3.5: 97 accepted, 98 "too long (max 97)".
+HAPROXY_SOCK_MAX = 97
+
+
+def check_socket_path(path, who="HAProxy"):
+    """Fails the test at once, saying why, when path is too long to be a
+    unix socket for HAProxy (a long TMPDIR or --basetemp): otherwise HAProxy
+    refuses the configuration and the test times out waiting for a port."""
+    n = len(os.fsencode(path))
+    if n > HAPROXY_SOCK_MAX:
+        raise AssertionError(
+            f"unix socket path {path} is {n} bytes; {who} accepts at most {HAPROXY_SOCK_MAX} "
+            f"(sun_path is 108 bytes): run the tests with a shorter temp dir, "
+            f"e.g. TMPDIR=/tmp or pytest --basetemp=/tmp/sg")
+    return path
 
 
 def bin_path(name):
@@ -191,7 +212,7 @@ class Stack:
     def haproxy(self, cfg_text, name="haproxy", extra_cfgs=(), wait_ports=()):
         """Check then start HAProxy (foreground, -db) with cfg_text."""
         cfg = self.write(f"{name}.cfg", cfg_text)
-        argv = ["haproxy", "-db", "-f", cfg]
+        argv = [HAPROXY, "-db", "-f", cfg]
         for extra in extra_cfgs:
             argv += ["-f", extra]
         chk = subprocess.run(argv[:1] + ["-c"] + argv[2:], capture_output=True, text=True)

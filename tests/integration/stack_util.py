@@ -123,6 +123,10 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
     """Starts demo servers, route agents, HAProxy (and stunnel) for seed_path.
     Returns a StackInfo once every port accepts connections."""
     seed_path = os.path.abspath(seed_path)
+    # HAProxy's sockets live in the test's dir: say so, before anything
+    # starts, if it is too deep (HAProxy would refuse its configuration).
+    for sock in ("haproxy.sock", "node-fallback.sock"):
+        harness.check_socket_path(stack.path(sock))
     dcs, targets = seed_targets(seed_path)
     agent_args = [str(a) for a in agent_args]
     dc = dcs[0] if dcs else "default"
@@ -165,6 +169,12 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
         # that exercise the fail-open deadline pass
         # haproxy_env={"SG_SPOE_PROCESSING": "15ms"}.
         "SG_SPOE_PROCESSING": f"{int(100 * harness.SLOW)}ms",
+        # The worker stays the test's user (the shipped default drops to
+        # haproxy:haproxy); test_conf_hardening.py runs it unprivileged.
+        "SG_USER": "root",
+        "SG_GROUP": "root",
+        # run-haproxy.sh takes HAProxy from HAPROXY, like every test.
+        "HAPROXY": harness.HAPROXY,
     }
     env.update(haproxy_env or {})
     hap = stack.start("haproxy", [os.path.join(CONF_DIR, "run-haproxy.sh"), gen_cfg], env=env)

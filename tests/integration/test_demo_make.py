@@ -6,7 +6,16 @@ Proves: it comes up and prints the URLs; a plain request reaches a hub of
 the local datacenter; a project path reaches the node `seedctl where`
 names (also over TLS through stunnel when the TLS scripts exist); every
 process has DIR/<name>.pid with a live PID; SIGINT stops every one of them
-and demo.sh exits 0.
+and demo.sh exits 0; so does SIGTERM, also when the demo was started with
+SIGINT ignored (nohup, CI runners); a second demo on the same runtime
+directory refuses to start and names the first, which keeps running; when
+any of its processes dies the demo says which and stops all the others;
+HAProxy's own ALERT lines reach the demo's output at once; a runtime
+directory too deep for unix sockets is refused up front.
+
+The demo is started with SIGINT restored to its default in the child
+(preexec_fn): a test run whose parent ignores SIGINT would otherwise start
+a demo that cannot trap it (bash cannot trap a signal ignored at entry).
 """
 import os
 import signal
@@ -35,9 +44,25 @@ def pid_alive(pid):
         return False
 
 
-def test_demo_sh_runs_and_stops(stack):
+def start_demo(stack, argv, name="demo", sigint=signal.SIG_DFL, env=None):
+    """Like stack.start(), with SIGINT set to `sigint` in the child before
+    exec (SIG_DFL: trappable whatever our own parent did; SIG_IGN: what
+    nohup or a CI runner gives)."""
+    log_path = stack.path(f"{name}.log")
+    full_env = dict(os.environ, SEEDGATE_BUILD=harness.BUILD)
+    full_env.update(env or {})
+    with open(log_path, "ab") as logf:
+        popen = subprocess.Popen([str(a) for a in argv], stdout=logf, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=stack.dir, env=full_env,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+    proc = harness.Proc(name, argv, log_path, popen)
+    stack.procs.append(proc)
+    return proc
+
+
+def write_seed(stack):
     p = {n: free_port() for n in ("h1", "h2", "heu", "n1", "n2", "n3", "neu")}
-    seed = stack.write("seed.conf", f"""replicas 2
+    return stack.write("seed.conf", f"""replicas 2
 dc us-east
 dc eu-west
 hub  h1   127.0.0.1:{p['h1']}  dc=us-east
@@ -48,15 +73,57 @@ node n2   127.0.0.1:{p['n2']}  dc=us-east
 node n3   127.0.0.1:{p['n3']}  dc=us-east
 node neu  127.0.0.1:{p['neu']} dc=eu-west
 """)
-    run = stack.path("demo")
-    http_port, https_port, proxy_port = free_port(), free_port(), free_port()
-    argv = [DEMO, "--seed", seed, "--dir", run, "--http", http_port, "--https", https_port,
-            "--proxy", proxy_port, "--agents", f"{free_port()},{free_port()}",
+
+
+def demo_argv(seed, run, http_port=None, https_port=None):
+    return [DEMO, "--seed", seed, "--dir", run, "--http", http_port or free_port(),
+            "--https", https_port or free_port(), "--proxy", free_port(),
+            "--agents", f"{free_port()},{free_port()}",
             "--agent-stats", f"{free_port()},{free_port()}", "--hc-stats", free_port()]
-    demo = stack.start("demo", argv, env={"SEEDGATE_BUILD": harness.BUILD})
-    wait_until(lambda: "Ctrl-C stops everything" in demo.log() or not demo.alive(), 30,
+
+
+def wait_ready(demo):
+    # Generous: the demo makes an RSA key and starts a dozen processes, on
+    # a machine other test runs share (30 s was seen to run out).
+    wait_until(lambda: "stops everything" in demo.log() or not demo.alive(), 120,
                interval=0.1, what="demo.sh ready")
     assert demo.alive(), demo.log()
+
+
+def read_pids(run):
+    """{name: pid} of every DIR/<name>.pid but demo.pid."""
+    pids = {}
+    for f in os.listdir(run):
+        if f.endswith(".pid") and f not in ("demo.pid", "stunnel.pid"):
+            with open(os.path.join(run, f)) as fh:
+                pids[f[:-4]] = int(fh.read().strip())
+    return pids
+
+
+def haproxy_workers(master):
+    with open(f"/proc/{master}/task/{master}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def stop_and_check(demo, sig, run, pids, workers):
+    """sig to the demo: it exits 0 and every process it started is gone."""
+    demo.signal(sig)
+    assert demo.popen.wait(60 * harness.SLOW) == 0, demo.log()
+    assert_all_stopped(run, pids, workers)
+
+
+def assert_all_stopped(run, pids, workers):
+    for n, pid in pids.items():
+        assert not pid_alive(pid), f"{n} ({pid}) still running"
+    for pid in workers:
+        assert not pid_alive(pid), f"haproxy worker {pid} still running"
+    assert not [f for f in os.listdir(run) if f.endswith(".pid") and f != "stunnel.pid"]
+def test_demo_sh_runs_and_stops(stack):
+    seed = write_seed(stack)
+    run = stack.path("demo")
+    http_port, https_port = free_port(), free_port()
+    demo = start_demo(stack, demo_argv(seed, run, http_port, https_port))
+    wait_ready(demo)
     out = demo.log()
     assert f"http://127.0.0.1:{http_port}/" in out
 
@@ -93,14 +160,86 @@ node neu  127.0.0.1:{p['neu']} dc=eu-west
             pids[n] = int(f.read().strip())
         assert pid_alive(pids[n]), n
     # haproxy.pid is the master: it has worker children
-    with open(f"/proc/{pids['haproxy']}/task/{pids['haproxy']}/children") as f:
-        workers = [int(x) for x in f.read().split()]
+    workers = haproxy_workers(pids["haproxy"])
     assert workers
+    stop_and_check(demo, signal.SIGINT, run, pids, workers)
 
-    demo.signal(signal.SIGINT)
-    assert demo.popen.wait(20 * harness.SLOW) == 0, demo.log()
+
+def test_demo_stops_on_sigterm_even_with_sigint_ignored(stack):
+    """nohup / CI: SIGINT ignored at entry cannot be trapped by bash; the
+    demo says so, and SIGTERM stops everything cleanly."""
+    seed = write_seed(stack)
+    run = stack.path("demo")
+    demo = start_demo(stack, demo_argv(seed, run), sigint=signal.SIG_IGN)
+    wait_ready(demo)
+    assert "SIGINT ignored" in demo.log() and f"kill -TERM {demo.pid}" in demo.log()
+    pids = read_pids(run)
+    workers = haproxy_workers(pids["haproxy"])
+    assert workers
+    stop_and_check(demo, signal.SIGTERM, run, pids, workers)
+
+
+def test_second_demo_on_same_dir_refuses_and_first_keeps_running(stack):
+    seed = write_seed(stack)
+    run = stack.path("demo")
+    http_port = free_port()
+    first = start_demo(stack, demo_argv(seed, run, http_port))
+    wait_ready(first)
+    pids = read_pids(run)
+    second = start_demo(stack, demo_argv(seed, run), name="demo-2")
+    assert second.popen.wait(60 * harness.SLOW) == 1, second.log()
+    msg = second.log()
+    assert "already running" in msg and run in msg and f"pid {first.pid}" in msg, msg
+    # The first demo lost nothing: its pid files, its processes, its proxy.
+    assert first.alive() and read_pids(run) == pids
     for n, pid in pids.items():
-        assert not pid_alive(pid), f"{n} ({pid}) still running"
-    for pid in workers:
-        assert not pid_alive(pid), f"haproxy worker {pid} still running"
-    assert not [f for f in os.listdir(run) if f.endswith(".pid") and f != "stunnel.pid"]
+        assert pid_alive(pid), n
+    status, hdrs, _ = http_get(http_port, "/")
+    assert status == 200 and hdrs["x-served-by"] in ("h1", "h2")
+    with open(os.path.join(run, "demo.pid")) as f:
+        assert int(f.read()) == first.pid
+    first.signal(signal.SIGINT)
+    assert first.popen.wait(60 * harness.SLOW) == 0, first.log()
+
+
+def test_demo_stops_everything_when_one_process_dies(stack):
+    seed = write_seed(stack)
+    run = stack.path("demo")
+    demo = start_demo(stack, demo_argv(seed, run))
+    wait_ready(demo)
+    pids = read_pids(run)
+    workers = haproxy_workers(pids["haproxy"])
+    os.kill(pids["route-agent-2"], signal.SIGKILL)
+    assert demo.popen.wait(60 * harness.SLOW) == 1, demo.log()
+    assert f"route-agent-2 (pid {pids['route-agent-2']}) exited (killed by SIGKILL)" in demo.log(), demo.log()
+    assert_all_stopped(run, pids, workers)
+
+
+def test_demo_shows_haproxy_alerts_and_fails_fast(stack):
+    """A HAProxy that refuses its configuration: the demo exits 1 with
+    HAProxy's own ALERT line in its output, without waiting for a port."""
+    seed = write_seed(stack)
+    run = stack.path("demo")
+    fake = stack.write("fake-haproxy", "#!/bin/sh\n"
+                       "echo '[ALERT]    (1) : config : parsing [backends.cfg:7] : fake refusal' >&2\n"
+                       "exit 1\n")
+    os.chmod(fake, 0o755)
+    demo = start_demo(stack, demo_argv(seed, run), env={"HAPROXY": fake})
+    assert demo.popen.wait(120 * harness.SLOW) == 1, demo.log()
+    out = demo.log()
+    assert "haproxy (pid" in out and "exited (exit status 1) before listening" in out, out
+    assert "parsing [backends.cfg:7] : fake refusal" in out, out
+    assert "configuration check failed" in out, out
+    assert "after 10 s" not in out, out
+
+
+def test_demo_refuses_a_runtime_dir_too_deep_for_unix_sockets(stack):
+    seed = write_seed(stack)
+    run = os.path.join(stack.dir, "d" * max(1, 100 - len(stack.dir)))
+    demo = start_demo(stack, demo_argv(seed, run))
+    assert demo.popen.wait(60 * harness.SLOW) == 1, demo.log()
+    out = demo.log()
+    sock = os.path.join(run, "node-fallback.sock")
+    assert f"unix socket path {os.path.join(run, 'haproxy.sock')}" in out or sock in out, out
+    assert "at most 97" in out and "--dir" in out, out
+    assert not os.path.exists(os.path.join(run, "route-agent-1.pid")), out

@@ -80,7 +80,7 @@ def _route_argv(listen, idle_ms):
 
 
 def _route_check(vars_, args):
-    """DESIGN.md §3.4: backend always, project when the path carries an id."""
+    """docs/architecture.md §2.3: backend always, project when the path carries an id."""
     backend = vars_.get("backend")
     assert isinstance(backend, str) and backend.startswith(("nodes_", "hubs_")), vars_
     assert vars_.get("why") in ("primary", "replica", "remote-dc", "pinned", "hub", "no-node", "no-hub"), vars_

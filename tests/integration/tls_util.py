@@ -179,9 +179,9 @@ def start_haproxy(stack, cfg_template, **ports):
     with -c first. Returns (Proc, proxy_port)."""
     def argv(p):
         cfg = stack.write(f"haproxy-{p}.cfg", cfg_template.format(proxy_port=p, **ports))
-        chk = subprocess.run(["haproxy", "-c", "-f", cfg], capture_output=True, text=True)
+        chk = subprocess.run([harness.HAPROXY, "-c", "-f", cfg], capture_output=True, text=True)
         assert chk.returncode == 0, f"haproxy -c failed:\n{chk.stdout}{chk.stderr}"
-        return ["haproxy", "-db", "-f", cfg]
+        return [harness.HAPROXY, "-db", "-f", cfg]
     return start_listener(stack, "haproxy", argv)
 
 
