@@ -13,16 +13,42 @@
 
 #include "router.h"
 
-/* Virtual points on a datacenter's ring per unit of weight. A node of the
- * default weight 10 owns 2560 points. This is what buys balance (the share
- * of a node with V points has a relative spread of 1/sqrt(V), here 2.0 %);
- * it costs a 64-byte line per ROUTER_LINE_FILL_MAX/2 to ROUTER_LINE_FILL_MAX
- * points (see struct router_ring), i.e. 13-25 KB per default-weight node
- * depending on the ring's size (13.3 KB at 10k nodes, 20.7 KB at 100).
- * See bench/results/router.md. */
-#ifndef ROUTER_POINTS_PER_WEIGHT
-#define ROUTER_POINTS_PER_WEIGHT 256
-#endif
+/* How many points a datacenter's ring holds (router_place.c). Point
+ * counts are proportional to weight, at a scale of 2^s points per unit of
+ * weight, s from 0 to ROUTER_RING_SCALE_MAX (1 to 256 points per unit):
+ * the largest s whose total fits the dc's budget,
+ *
+ *     min(ROUTER_RING_NODE_POINTS_MAX x N,
+ *         max(ROUTER_RING_BUDGET, ROUTER_RING_NODE_POINTS_MIN x N))
+ *
+ * for N nodes (s = 0 always fits: a weight is at most 256, the budget at
+ * least 256 a node). So a ring never holds more than 4096 points a node
+ * on average, and above 256 nodes not more than 2^20 points or 256 a
+ * node, whichever is more: memory follows the number of nodes, never
+ * their weights (a ring point costs 4-10 bytes, see struct router_ring).
+ * Balance needs points: a node with V points gets a share with a relative
+ * spread of about 1/sqrt(V) (2560 points, 2.0 %, up to about 400 nodes of
+ * the default weight; 160 at 10k nodes, 7.9 %). See
+ * docs/seed-directory.md (Placement) and bench/results/router.md. */
+#define ROUTER_RING_SCALE_MAX        8
+#define ROUTER_RING_BUDGET           (1u << 20)
+#define ROUTER_RING_NODE_POINTS_MIN  256u
+#define ROUTER_RING_NODE_POINTS_MAX  4096u
+
+/* Points of a node of this weight at scale s (2^s points per unit). */
+static inline uint32_t router_ring_points(unsigned weight, int s)
+{
+	return (uint32_t)weight << s;
+}
+
+/* Most points the ring of a dc of n nodes may hold (see above). */
+static inline uint64_t router_ring_budget(unsigned n)
+{
+	uint64_t lo = (uint64_t)ROUTER_RING_NODE_POINTS_MIN * n, hi = (uint64_t)ROUTER_RING_NODE_POINTS_MAX * n;
+	uint64_t b = lo > ROUTER_RING_BUDGET ? lo : ROUTER_RING_BUDGET;
+
+	return b < hi ? b : hi;
+}
 
 /* Largest number of nodes in one datacenter (a node's ring index must fit
  * in the low bits of a ring entry, see router_place.c). */
@@ -68,6 +94,7 @@ struct router_ring {
 	unsigned bits;                 /* bucket bits, >= ibits */
 	unsigned ibits;                /* bits of a ring index */
 	unsigned distinct;             /* nodes on the ring (a walk stops at min(R, distinct)) */
+	int scale;                     /* 2^scale points per unit of weight (see above) */
 };
 
 /* Starts fetching the line(s) a lookup of position key will read. */

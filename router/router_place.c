@@ -1,13 +1,14 @@
 /*
  * router_place.c — placement: a consistent-hash ring per datacenter.
  *
- * Each node owns weight x ROUTER_POINTS_PER_WEIGHT virtual points; point j of
- * node N sits at the top 32 bits of XXH3_64bits(le64(XXH3_64bits(N)) .
- * le64(j)). (Not XXH3_64bits_withSeed(N, j): for inputs under 9 bytes XXH3
- * mixes the seed in linearly, and short names like "n2" and "n3" then share
- * points.) A project
- * sits at the top 32 bits of XXH3(id) and its replicas in a dc are the first
- * R distinct nodes met walking clockwise from there. Why this shape:
+ * Each node owns a number of virtual points proportional to its weight
+ * (how many: below); point j of node N sits at the top 32 bits of
+ * XXH3_64bits(le64(XXH3_64bits(N)) . le64(j)). (Not
+ * XXH3_64bits_withSeed(N, j): for inputs under 9 bytes XXH3 mixes the seed
+ * in linearly, and short names like "n2" and "n3" then share points.) A
+ * project sits at the top 32 bits of XXH3(id) and its replicas in a dc are
+ * the first R distinct nodes met walking clockwise from there. Why this
+ * shape:
  *
  *  - a point's position depends only on its node's name, so the lists are the
  *    same on every machine and independent of the order of the node lines
@@ -23,6 +24,33 @@
  *    array: a bucket too full for its line continues in the next, and the
  *    next bucket then starts after it). The line after is prefetched with
  *    it, for the second replica or a spilled bucket.
+ *
+ * How many points: a node of weight w owns w x 2^s points (its points
+ * 0 .. count-1), s the dc's scale (router_int.h): the largest s from 8
+ * down to 0 whose total fits the dc's budget, min(4096 N, max(2^20, 256 N))
+ * for N nodes. The ring's size thus follows the number
+ * of nodes and never their weights (weight=256 everywhere places exactly
+ * like weight=16 everywhere, and costs the same), and lookups stay in one
+ * cache line whatever the size. Why a ring with a budget rather than
+ * another scheme:
+ *
+ *  - rendezvous hashing over a bounded table of virtual buckets or a
+ *    maglev table would bound memory too, but building either costs a
+ *    score per (bucket, node) pair (10^10 at 10k nodes) or gives up exact
+ *    stability (maglev moves some projects between nodes that stay);
+ *    jump/anchor hashing depend on the order nodes came and went, which a
+ *    directory does not record;
+ *  - the scale moves in powers of two and depends only on the dc's node
+ *    count and weights, so every proxy computes the same one, and while it
+ *    does not move, joins and leaves keep the exact properties above. It
+ *    moves when the dc crosses a budget step (a dc of default-weight nodes:
+ *    at 410, 820, 1639 and 3277 nodes, and at no other size);
+ *    then every node keeps the first half (or gains a second half) of its
+ *    points, and about half of the dc's primaries move;
+ *  - the budget trades balance for memory only in big dcs: up to about
+ *    400 default-weight nodes a node has 2560 points as it always had
+ *    (share spread 2.0 %), at 10k nodes 160 (7.9 %), never fewer than 128
+ *    on average (a mean-weight node).
  *
  * Layout (router_int.h): an entry is the position's low 32-b bits above the
  * node's ring index (ibits bits, ring indices in node-name order), so a point
@@ -275,7 +303,7 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 	if (!cstart || !cursor || !rec || !wcbuf)
 		goto out_free;
 	for (uint32_t k = 0; k < r->distinct; k++) {
-		uint32_t pts = d->targets[r->node[k]].weight * ROUTER_POINTS_PER_WEIGHT;
+		uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, r->scale);
 
 		for (uint32_t j = 0; j < pts; j++)
 			cstart[point_pos(nh[k], j) >> (32 - cbits)]++;
@@ -290,7 +318,7 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 	}
 	memcpy(cursor, cstart, ncoarse * sizeof(uint32_t));
 	for (uint32_t k = 0; k < r->distinct; k++) {
-		uint32_t pts = d->targets[r->node[k]].weight * ROUTER_POINTS_PER_WEIGHT;
+		uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, r->scale);
 
 		for (uint32_t j = 0; j < pts; j++) {
 			uint32_t p = point_pos(nh[k], j);
@@ -358,7 +386,7 @@ static int build_ring(struct router_dir *d, unsigned dc, struct place_scratch *s
 	struct router_ring *r = &d->dcs[dc].ring;
 	unsigned nn = d->dcs[dc].nnodes, k = 0;
 	struct named *nodes = NULL;
-	uint64_t *nh = NULL, total = 0;
+	uint64_t *nh = NULL, total = 0, wsum = 0;
 	int ret = -1, rc;
 
 	if (nn == 0)
@@ -376,8 +404,15 @@ static int build_ring(struct router_dir *d, unsigned dc, struct place_scratch *s
 		if (d->targets[t].dc == dc && d->targets[t].kind == ROUTER_NODE) {
 			nodes[k].name = d->targets[t].name;
 			nodes[k++].target = t;
-			total += (uint64_t)d->targets[t].weight * ROUTER_POINTS_PER_WEIGHT;
+			wsum += d->targets[t].weight;
 		}
+	/* The scale (router_int.h): the most points per unit of weight that
+	 * fit the budget. It depends on the node count and total weight only,
+	 * so every proxy finds the same one whatever the line order. */
+	r->scale = ROUTER_RING_SCALE_MAX;
+	while (r->scale > 0 && (wsum << r->scale) > router_ring_budget(nn))
+		r->scale--;
+	total = wsum << r->scale;
 	if (total > UINT32_MAX / 2) {
 		snprintf(err, errlen, "dc '%s' has too much weight for one ring", d->dcs[dc].name);
 		goto out_free;

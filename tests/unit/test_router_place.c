@@ -1,7 +1,10 @@
 /*
  * test_router_place.c — placement properties, each printing its figure:
  * balance, determinism (file order, a golden list), stability when a node
- * leaves or joins, weights, multi-dc order, pins, small datacenters.
+ * leaves or joins (in a small dc and in one whose ring is cut down to its
+ * point budget), weights, the point budget (memory of a 10k-node
+ * weight=256 dc, weights above 16 placing like 16, what a budget step
+ * moves), multi-dc order, pins, small datacenters.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +13,7 @@
 #include <cmocka.h>
 
 #include "test_router_util.h"
+#include "router_int.h"
 
 #define IDS 100000
 /* Computed once (x86-64) and fixed by XXH3's specification since. */
@@ -28,6 +32,36 @@ static const char *primary(const struct router_dir *d, const uint8_t id[16])
 	size_t n = router_preference(d, id, 0, list, ROUTER_PREF_MAX, NULL);
 
 	return n ? router_dir_target(d, list[0])->name : NULL;
+}
+
+/* One dc "a", replicas 2, nodes n00000..n(N-1) of one weight, node skip
+ * (-1: none) left out; loaded with flags. */
+static struct router_dir *big_dir(unsigned nodes, unsigned weight, int skip, unsigned flags)
+{
+	struct tr_buf b = { 0 };
+	struct router_dir *d;
+	char err[512];
+
+	tr_printf(&b, "replicas 2\ndc a\nhub h1 127.0.0.1:5001 dc=a\n");
+	for (unsigned i = 0; i < nodes; i++)
+		if ((int)i != skip)
+			tr_printf(&b, "node n%05u 10.%u.%u.%u:6000 dc=a weight=%u\n", i, i >> 16, (i >> 8) & 255,
+			          i & 255, weight);
+	d = router_dir_parse_flags(b.p, b.len, "big.conf", flags, err, sizeof(err));
+	if (!d)
+		fprintf(stderr, "parse failed: %s\n", err);
+	free(b.p);
+	return d;
+}
+
+/* The first two entries of id's list in dc 0, as node names. */
+static void first_two(const struct router_dir *d, const uint8_t id[16], const char **a, const char **b)
+{
+	unsigned list[4];
+
+	assert_int_equal(router_preference(d, id, 0, list, 4, NULL), 2);
+	*a = router_dir_target(d, list[0])->name;
+	*b = router_dir_target(d, list[1])->name;
 }
 
 /* 50 equal nodes, 100k random ids: busiest node <= 1.10 x mean. Five
@@ -282,6 +316,126 @@ static void test_empty_dc(void **state)
 	router_dir_release(&d);
 }
 
+/* Leave and join in a dc cut down to its budget (2000 nodes of weight 10:
+ * 320 points each instead of 2560): the scale does not move, so the
+ * properties stay exact. */
+static void test_big_leave_join(void **state)
+{
+	struct router_dir *mid = big_dir(2000, 10, -1, 0), *left = big_dir(2000, 10, 1234, 0);
+	struct router_dir *joined = big_dir(2001, 10, -1, 0);
+	unsigned bad = 0, held = 0, moved = 0, elsewhere = 0;
+	uint64_t s = 13;
+	double frac;
+
+	assert_non_null(mid);
+	assert_non_null(left);
+	assert_non_null(joined);
+	assert_int_equal(mid->dcs[0].ring.scale, 5);
+	assert_int_equal(left->dcs[0].ring.scale, 5);
+	assert_int_equal(joined->dcs[0].ring.scale, 5);
+	for (unsigned i = 0; i < IDS; i++) {
+		uint8_t id[16];
+		const char *m0, *m1, *l0, *l1, *j0, *j1;
+
+		tr_id(&s, id);
+		first_two(mid, id, &m0, &m1);
+		first_two(left, id, &l0, &l1);
+		first_two(joined, id, &j0, &j1);
+		if (strcmp(m0, "n01234") && strcmp(m1, "n01234"))
+			bad += strcmp(l0, m0) || strcmp(l1, m1);
+		else
+			held++, bad += strcmp(l0, strcmp(m0, "n01234") ? m0 : m1) != 0;
+		if (strcmp(j0, m0)) {
+			moved++;
+			elsewhere += strcmp(j0, "n02000") != 0;
+		}
+	}
+	frac = (double)moved / IDS;
+	printf("big leave: 2000 -> 1999 nodes (320 points each): %u lists held the node, %u violations\n", held,
+	       bad);
+	printf("big join: 2000 -> 2001 nodes: %.3f%% of primaries moved (limit %.3f%%), %u not to the new node\n",
+	       100 * frac, 100 * (1.0 / 2001 + 0.005), elsewhere);
+	assert_int_equal(bad, 0);
+	assert_true(frac <= 1.0 / 2001 + 0.005);
+	assert_int_equal(elsewhere, 0);
+	router_dir_release(&mid);
+	router_dir_release(&left);
+	router_dir_release(&joined);
+}
+
+/* The one place the budget gives up exact stability: a dc crossing a step
+ * (409 -> 410 nodes of weight 10, 256 -> 128 points per unit of weight).
+ * Every node keeps the first half of its points, so about half the
+ * primaries move; the documented figure is checked here. */
+static void test_budget_step(void **state)
+{
+	struct router_dir *before = big_dir(409, 10, -1, 0), *after = big_dir(410, 10, -1, 0);
+	unsigned moved = 0;
+	uint64_t s = 17;
+	double frac;
+
+	assert_non_null(before);
+	assert_non_null(after);
+	assert_int_equal(before->dcs[0].ring.scale, 8);
+	assert_int_equal(after->dcs[0].ring.scale, 7);
+	for (unsigned i = 0; i < IDS; i++) {
+		uint8_t id[16];
+
+		tr_id(&s, id);
+		moved += strcmp(primary(before, id), primary(after, id)) != 0;
+	}
+	frac = (double)moved / IDS;
+	printf("budget step: 409 -> 410 nodes of weight 10 (2560 -> 1280 points a node): "
+	       "%.1f%% of primaries moved (documented: about half)\n", 100 * frac);
+	assert_true(frac >= 0.40 && frac <= 0.60);
+	router_dir_release(&before);
+	router_dir_release(&after);
+}
+
+/* Memory follows the node count, not the weights: a 10k-node dc of
+ * weight=256 (2.56 M points) stays under the 20 MB docs/seed-directory.md
+ * states (it took 3.4 GB when every unit of weight cost 256 points), and
+ * any one weight from 16 up places exactly like 16 and costs the same. */
+static void test_memory_bound(void **state)
+{
+	static const unsigned sizes[] = { 100, 1000, 10000 };
+	struct router_dir *w16 = big_dir(50, 16, -1, 0), *w256 = big_dir(50, 256, -1, 0);
+	uint64_t s = 19;
+	unsigned diff = 0;
+
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		struct router_dir *d = big_dir(sizes[k], 256, -1, 0);
+		size_t mem;
+
+		assert_non_null(d);
+		mem = router_dir_memory(d);
+		printf("memory: %u nodes of weight 256: %u points, %.2f MB (%.2f KB a node)\n", sizes[k],
+		       d->dcs[0].ring.npoints, mem / 1048576.0, mem / 1024.0 / sizes[k]);
+		assert_true(d->dcs[0].ring.npoints <= router_ring_budget(sizes[k]));
+		assert_true(d->dcs[0].ring.npoints <= ROUTER_RING_NODE_POINTS_MAX * sizes[k]);
+		if (sizes[k] == 10000)
+			assert_true(mem < 20u << 20);
+		router_dir_release(&d);
+	}
+	assert_non_null(w16);
+	assert_non_null(w256);
+	assert_int_equal(router_dir_memory(w16), router_dir_memory(w256));
+	for (unsigned i = 0; i < 20000; i++) {
+		uint8_t id[16];
+		const char *a0, *a1, *b0, *b1;
+
+		tr_id(&s, id);
+		first_two(w16, id, &a0, &a1);
+		first_two(w256, id, &b0, &b1);
+		diff += strcmp(a0, b0) || strcmp(a1, b1);
+	}
+	printf("memory: 50 nodes, weight 256 vs 16: same %zu bytes, %u of 20000 lists differ\n",
+	       router_dir_memory(w16), diff);
+	assert_int_equal(diff, 0);
+	router_dir_release(&w16);
+	router_dir_release(&w256);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -293,6 +447,9 @@ int main(void)
 		cmocka_unit_test(test_multi_dc_order),
 		cmocka_unit_test(test_pin),
 		cmocka_unit_test(test_empty_dc),
+		cmocka_unit_test(test_big_leave_join),
+		cmocka_unit_test(test_budget_step),
+		cmocka_unit_test(test_memory_bound),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,6 +67,8 @@ static uint32_t ref_pos(uint64_t nh, uint64_t j)
 static void ref_build(const struct router_dir *d, unsigned dc, struct ref_ring *rr)
 {
 	size_t total = 0, n = 0;
+	uint64_t wsum = 0;
+	int scale = ROUTER_RING_SCALE_MAX;
 
 	rr->nnodes = 0;
 	rr->target = malloc(router_dir_target_count(d) * sizeof(unsigned));
@@ -76,9 +78,15 @@ static void ref_build(const struct router_dir *d, unsigned dc, struct ref_ring *
 
 		if (tg->kind == ROUTER_NODE && tg->dc == dc) {
 			rr->target[rr->nnodes++] = t;
-			total += (size_t)tg->weight * ROUTER_POINTS_PER_WEIGHT;
+			wsum += tg->weight;
 		}
 	}
+	/* The scale, from its definition (router_int.h): the most points per
+	 * unit of weight within the dc's budget. */
+	while (scale > 0 && (wsum << scale) > router_ring_budget(rr->nnodes))
+		scale--;
+	assert_int_equal(scale, d->dcs[dc].ring.scale);
+	total = wsum << scale;
 	sort_dir = d;
 	qsort(rr->target, rr->nnodes, sizeof(unsigned), cmp_target_name);
 	rr->p = malloc((total ? total : 1) * sizeof(*rr->p));
@@ -87,7 +95,7 @@ static void ref_build(const struct router_dir *d, unsigned dc, struct ref_ring *
 		const struct router_target *tg = router_dir_target(d, rr->target[k]);
 		uint64_t nh = XXH3_64bits(tg->name, strlen(tg->name));
 
-		for (uint32_t j = 0; j < tg->weight * ROUTER_POINTS_PER_WEIGHT; j++) {
+		for (uint32_t j = 0; j < (uint32_t)tg->weight << scale; j++) {
 			rr->p[n].pos = ref_pos(nh, j);
 			rr->p[n++].rank = k;
 		}
