@@ -65,7 +65,10 @@ struct router_dir *router_dir_parse(const char *text, size_t len, const char *fi
                                     char *err, size_t errlen);
 /* The same with flags. ROUTER_LOAD_NO_RINGS: a directory for a process that
  * never routes (healthcheckd, seedctl check/haproxy): the rings are not
- * built, router_preference()/router_decide*() must not be called on it. */
+ * built (no placement time nor memory), router_dir_has_rings() is false,
+ * router_preference() returns 0 entries (pins included) and
+ * router_decide*() return -1 with a NULL backend. Everything else (targets,
+ * names, dcs, pins, checks) is there. */
 #define ROUTER_LOAD_NO_RINGS  0x1u
 struct router_dir *router_dir_load_flags(const char *path, unsigned flags, char *err, size_t errlen);
 struct router_dir *router_dir_parse_flags(const char *text, size_t len, const char *filename,

@@ -148,10 +148,12 @@ struct router_dir {
 	char *strings;                 /* arena holding every string of the snapshot */
 	size_t strings_len;
 	size_t memory;                 /* bytes allocated for this snapshot */
+	bool rings;                    /* rings built (not loaded with ROUTER_LOAD_NO_RINGS) */
 };
 
-/* router_place.c: builds every dc's ring; -1 on allocation failure. */
-int router_place_build(struct router_dir *d, char *err, size_t errlen);
+/* router_place.c: builds every dc's ring, unless flags has
+ * ROUTER_LOAD_NO_RINGS; -1 on allocation failure. */
+int router_place_build(struct router_dir *d, unsigned flags, char *err, size_t errlen);
 void router_place_free(struct router_dir *d);
 /* Hash of a project id shared by pin lookup and the rings. */
 uint64_t router_project_hash(const uint8_t id[16]);

@@ -62,6 +62,7 @@ struct parser {
 	unsigned replicas, replicas_line;
 	struct pcheck defaults;
 	unsigned defaults_line;
+	unsigned flags;                /* ROUTER_LOAD_* */
 };
 
 /* Formats "file:line: message" into the caller's buffer; returns -1 so a
@@ -723,7 +724,7 @@ static struct router_dir *assemble(struct parser *p)
 		d->pins[slot].count = pp->count;
 	}
 
-	if (router_place_build(d, p->err, p->errlen) == -1)
+	if (router_place_build(d, p->flags, p->err, p->errlen) == -1)
 		goto out_free_dir;
 	free(tdc);
 	return d;
@@ -748,8 +749,7 @@ struct router_dir *router_dir_parse(const char *text, size_t len, const char *fi
 struct router_dir *router_dir_parse_flags(const char *text, size_t len, const char *filename,
                                           unsigned flags, char *err, size_t errlen)
 {
-	(void)flags;
-	struct parser p = { .file = filename ? filename : "<seed>", .err = err, .errlen = errlen };
+	struct parser p = { .file = filename ? filename : "<seed>", .err = err, .errlen = errlen, .flags = flags };
 	struct router_dir *d = NULL;
 	char *line = NULL;
 	size_t line_room = 0, pos = 0;

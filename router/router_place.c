@@ -460,15 +460,21 @@ out_free:
 	return ret;
 }
 
-/* Builds every datacenter's ring into the snapshot; -1 with err set. */
-int router_place_build(struct router_dir *d, char *err, size_t errlen)
+/* Builds every datacenter's ring into the snapshot; -1 with err set.
+ * With ROUTER_LOAD_NO_RINGS builds nothing: a process that never routes
+ * (healthcheckd, seedctl check) then pays neither the time nor the memory,
+ * and d->rings stays false so placement calls refuse the snapshot. */
+int router_place_build(struct router_dir *d, unsigned flags, char *err, size_t errlen)
 {
 	struct place_scratch sc = { 0 };
 	int ret = 0;
 
+	if (flags & ROUTER_LOAD_NO_RINGS)
+		return 0;
 	for (unsigned dc = 0; dc < d->ndcs && ret == 0; dc++)
 		ret = build_ring(d, dc, &sc, err, errlen);
 	free(sc.rec);
+	d->rings = ret == 0;
 	return ret;
 }
 
@@ -623,13 +629,13 @@ size_t router_preference(const struct router_dir *d, const uint8_t id[16], unsig
                          unsigned *targets, size_t max, bool *pinned)
 {
 	uint64_t h = router_project_hash(id);
-	const struct router_pin *pin = router_pin_find(d, id, h);
+	const struct router_pin *pin = d->rings ? router_pin_find(d, id, h) : NULL;
 	size_t n = 0;
 
 	if (pinned)
 		*pinned = pin != NULL;
-	if (local_dc >= d->ndcs)
-		return 0;
+	if (local_dc >= d->ndcs || !d->rings)
+		return 0;       /* loaded without rings: no placement at all, pins included */
 	if (pin) {
 		for (int pass = 0; pass < 2; pass++)
 			for (uint32_t k = 0; k < pin->count && n < max; k++) {

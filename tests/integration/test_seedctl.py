@@ -6,6 +6,7 @@ their next usable entry), and the generated backends are loaded by HAProxy.
 """
 import os
 import random
+import resource
 import subprocess
 
 import pytest
@@ -73,6 +74,21 @@ def test_check_good_and_bad(stack):
     assert r.stderr.startswith(f"{bad}:3: bad port '99999'"), r.stderr
     r = seedctl("check", stack.path("missing.conf"))
     assert r.returncode == 1 and "missing.conf" in r.stderr
+
+
+def test_check_builds_no_rings(stack):
+    """check never routes, so it loads without placement rings: a 100k-node
+    dc of weight=256, whose rings a router needs about 370 MB to build,
+    checks within a 160 MB address space (it asked for 6.5 G points once)."""
+    lines = ["dc a"] + [f"node n{i:06d} 10.{i >> 16}.{(i >> 8) & 255}.{i & 255}:6000 dc=a weight=256"
+                        for i in range(100000)]
+    seed = stack.write("big.conf", "\n".join(lines) + "\n")
+    limit = 160 << 20
+    r = subprocess.run([harness.bin_path("seedctl"), "check", seed], capture_output=True, text=True,
+                       timeout=60 * harness.SLOW,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert r.returncode == 0, r.stderr
+    assert "ok: 1 datacenters, 0 hubs, 100000 nodes" in r.stdout
 
 
 def test_where_lists_and_down(stack):

@@ -4,12 +4,14 @@
  * leaves or joins (in a small dc and in one whose ring is cut down to its
  * point budget), weights, the point budget (memory of a 10k-node
  * weight=256 dc, weights above 16 placing like 16, what a budget step
- * moves), multi-dc order, pins, small datacenters.
+ * moves), multi-dc order, pins, small datacenters, and a directory loaded
+ * without rings.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "test_router_util.h"
@@ -436,6 +438,76 @@ static void test_memory_bound(void **state)
 	router_dir_release(&w256);
 }
 
+/* ROUTER_LOAD_NO_RINGS: everything but placement is there; placement
+ * refuses cleanly (0 entries, -1), pins included; the rings' memory is
+ * not spent. */
+static void test_no_rings(void **state)
+{
+	static const char pin[] = "00000000-0000-0000-0000-000000000001";
+	char err[256], path[] = "/tmp/test_router_place.XXXXXX";
+	struct router_dir *full = router_dir_parse(multi_dc, sizeof(multi_dc) - 1, "m.conf", err, sizeof(err));
+	struct router_dir *bare = router_dir_parse_flags(multi_dc, sizeof(multi_dc) - 1, "m.conf",
+	                                                 ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	struct router_dir *big = big_dir(8000, 256, -1, ROUTER_LOAD_NO_RINGS), *file;
+	struct router_decision dec;
+	unsigned l[ROUTER_PREF_MAX];
+	uint8_t id[16];
+	bool pinned = true;
+	FILE *f;
+	int fd;
+
+	assert_non_null(full);
+	assert_non_null(bare);
+	assert_non_null(big);
+	assert_true(router_dir_has_rings(full));
+	assert_false(router_dir_has_rings(bare));
+	assert_int_equal(router_dir_target_count(bare), router_dir_target_count(full));
+	assert_int_equal(router_dir_pin_count(bare), 1);
+	assert_int_equal(router_dir_node_count(bare, 0), 3);
+	assert_int_equal(router_dir_target_find(bare, "w2"), router_dir_target_find(full, "w2"));
+	assert_true(router_dir_memory(bare) < router_dir_memory(full));
+
+	assert_int_equal(router_project_parse(pin, 36, id), 0);
+	assert_int_equal(router_preference(bare, id, 0, l, ROUTER_PREF_MAX, &pinned), 0);
+	assert_false(pinned);
+	id[15] = 2;
+	assert_int_equal(router_preference(bare, id, 0, l, ROUTER_PREF_MAX, NULL), 0);
+	assert_int_equal(router_decide_project(bare, 0, id, NULL, &dec), -1);
+	assert_null(dec.backend);
+	assert_int_equal(dec.target, -1);
+	assert_int_equal(router_decide(bare, 0, "/00000000-0000-0000-0000-000000000001/x", 39, NULL, &dec), -1);
+	assert_null(dec.backend);
+	assert_null(dec.server);
+	assert_int_equal(router_decide(bare, 0, "/", 1, NULL, &dec), -1);
+	assert_null(dec.backend);
+
+	printf("no rings: 8000 nodes of weight 256: %.2f MB (its rings took 8.3 GB before the "
+	       "budget)\n", router_dir_memory(big) / 1048576.0);
+	assert_true(router_dir_memory(big) < 2u << 20);
+	assert_int_equal(router_preference(big, id, 0, l, ROUTER_PREF_MAX, NULL), 0);
+
+	/* the file loader passes the flag on */
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(multi_dc, 1, sizeof(multi_dc) - 1, f), sizeof(multi_dc) - 1);
+	assert_int_equal(fclose(f), 0);
+	file = router_dir_load_flags(path, ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	assert_non_null(file);
+	assert_false(router_dir_has_rings(file));
+	router_dir_release(&file);
+	file = router_dir_load_flags(path, 0, err, sizeof(err));
+	assert_non_null(file);
+	assert_true(router_dir_has_rings(file));
+	router_dir_release(&file);
+	unlink(path);
+
+	router_dir_release(&full);
+	router_dir_release(&bare);
+	router_dir_release(&big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -450,6 +522,7 @@ int main(void)
 		cmocka_unit_test(test_big_leave_join),
 		cmocka_unit_test(test_budget_step),
 		cmocka_unit_test(test_memory_bound),
+		cmocka_unit_test(test_no_rings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
