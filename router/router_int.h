@@ -22,10 +22,11 @@
  *         max(ROUTER_RING_BUDGET, ROUTER_RING_NODE_POINTS_MIN x N))
  *
  * for N nodes (s = 0 always fits: a weight is at most 256, the budget at
- * least 256 a node). So a ring never holds more than 4096 points a node
- * on average, and above 256 nodes not more than 2^20 points or 256 a
- * node, whichever is more: memory follows the number of nodes, never
- * their weights (a ring point costs 4-10 bytes, see struct router_ring).
+ * least 256 a node). So a ring never holds more than 2560 points a node
+ * on average (what a node of the default weight 10 always had), and above
+ * 409 nodes not more than 2^20 points or 256 a node, whichever is more:
+ * memory follows the number of nodes, never their weights (a ring point
+ * costs 5-10 bytes, see struct router_ring).
  * Balance needs points: a node with V points gets a share with a relative
  * spread of about 1/sqrt(V) (2560 points, 2.0 %, up to about 400 nodes of
  * the default weight; 160 at 10k nodes, 7.9 %). See
@@ -33,7 +34,7 @@
 #define ROUTER_RING_SCALE_MAX        8
 #define ROUTER_RING_BUDGET           (1u << 20)
 #define ROUTER_RING_NODE_POINTS_MIN  256u
-#define ROUTER_RING_NODE_POINTS_MAX  4096u
+#define ROUTER_RING_NODE_POINTS_MAX  2560u
 
 /* Points of a node of this weight at scale s (2^s points per unit). */
 static inline uint32_t router_ring_points(unsigned weight, int s)

@@ -27,17 +27,19 @@
  *
  * How many points: a node of weight w owns w x 2^s points (its points
  * 0 .. count-1), s the dc's scale (router_int.h): the largest s from 8
- * down to 0 whose total fits the dc's budget, min(4096 N, max(2^20, 256 N))
- * for N nodes. The ring's size thus follows the number
- * of nodes and never their weights (weight=256 everywhere places exactly
- * like weight=16 everywhere, and costs the same), and lookups stay in one
- * cache line whatever the size. Why a ring with a budget rather than
+ * down to 0 whose total fits the dc's budget, min(2560 N, max(2^20, 256 N))
+ * for N nodes. The ring's size thus follows the number of nodes and never
+ * their weights (weight=256 everywhere places exactly like weight=16
+ * everywhere, and costs the same), and lookups stay in one cache line
+ * whatever the size. Why a ring with a budget rather than
  * another scheme:
  *
  *  - rendezvous hashing over a bounded table of virtual buckets or a
- *    maglev table would bound memory too, but building either costs a
- *    score per (bucket, node) pair (10^10 at 10k nodes) or gives up exact
- *    stability (maglev moves some projects between nodes that stay);
+ *    maglev table would bound memory too, but building the first costs a
+ *    score per (bucket, node) pair (10^10 for 2^20 buckets and 10k
+ *    nodes), and maglev gives up exact stability (it moves some projects
+ *    between nodes that stay) and needs as many slots a node for balance
+ *    as a ring needs points;
  *    jump/anchor hashing depend on the order nodes came and went, which a
  *    directory does not record;
  *  - the scale moves in powers of two and depends only on the dc's node
