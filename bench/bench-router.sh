@@ -7,6 +7,10 @@
 # shared, so the load average is recorded with them. Instruction counts per
 # operation come from perf when its counters work, else from callgrind
 # (which counts instructions whatever the machine's load).
+# BEFORE=DIR (a build directory of another commit, e.g. one made with
+# `git archive REV | tar -x -C /tmp/x && make -C /tmp/x`) also runs that
+# build's router-bench on the weight-10 tables, right before this one's, so
+# a change is compared within one run on the same machine and load.
 # Writes bench/results/router.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +19,8 @@ bin=$B/tools/router-bench
 rounds=${ROUNDS:-5}
 [ -x "$bin" ] || { echo "bench-router: $bin not built (make)"; exit 1; }
 out=bench/results/router.md
+before=${BEFORE:+$BEFORE/tools/router-bench}
+[ -z "$before" ] || [ -x "$before" ] || { echo "bench-router: $before not built"; exit 1; }
 
 # icount FUNCTION ITERS ARGS...: instructions per call of FUNCTION (inclusive).
 icount() {
@@ -33,12 +39,20 @@ icount() {
 	echo "- machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- compiler: $(${CC:-gcc} --version | head -1), -O2"
 	echo "- libxxhash: $(dpkg-query -W -f='${Version}' libxxhash-dev 2>/dev/null || echo unknown)"
-	echo "- command: bench/bench-router.sh ($bin --rounds $rounds); times are thread CPU time, medians"
+	echo "- command: ${BEFORE:+BEFORE=$BEFORE }bench/bench-router.sh ($bin --rounds $rounds); times are thread CPU time, medians"
 	echo "- lookup = router_preference (1 dc, replicas 2) over 65536 random ids;"
 	echo "  decide = router_decide on \"/<uuid>/x\" paths of the same ids (classify, decode,"
 	echo "  canonical text, pin probe, ring, health); the 100k-line rows decide on pinned ids"
 	echo
-	for w in 10 1; do
+	if [ -n "$before" ]; then
+		echo "## before: weight 10, $before"
+		echo
+		"$before" --weight 10 --rounds "$rounds" | tail -n +3
+		echo
+	fi
+	# weight 256: what the point budget is about (it cost 256 points per
+	# unit of weight before: 3.4 GB at 10k nodes, too much to run here)
+	for w in 10 1 256; do
 		echo "## weight $w"
 		echo
 		if [ "$w" = 10 ]; then "$bin" --weight "$w" --rounds "$rounds" | tail -n +3; else "$bin" --weight "$w" --quick | tail -n +3; fi
@@ -58,7 +72,7 @@ icount() {
 			echo "| lookup (router_preference) | $(icount router_preference 100000 --what lookup --nodes 1000 --iters 100000) |"
 			echo "| decide (router_decide, no pins) | $(icount router_decide 100000 --what decide --nodes 1000 --iters 100000) |"
 			echo "| decide, pinned id (65536 pins) | $(icount router_decide 100000 --what decide-pin --nodes 1000 --pins 65536 --iters 100000) |"
-			echo "| build 1k nodes (router_dir_parse, 2.56M points), per point | $(icount router_dir_parse 2560000 --what build --nodes 1000) |"
+			echo "| build 1k nodes (router_dir_parse, 640k points), per point | $(icount router_dir_parse 640000 --what build --nodes 1000) |"
 		else
 			echo "perf counters and valgrind unavailable: no instruction counts"
 		fi
@@ -70,6 +84,21 @@ icount() {
 	echo
 	echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	cat <<'HISTORY'
+
+## point budget (rings sized by node count, not weight x 256 a node)
+
+2026-12-01T05:05Z, BEFORE=build of commit a3de705 (every node weight x 256
+points), load average 3.3-5.3 (the machine is shared: lookup and decide
+figures of one run move by 30 % or more; builds and memory are steady).
+Weight 10, before -> after: 10k nodes build 583 -> 26 ms, 13.31 -> 1.02 KB
+a node, lookup 165 -> 64 ns (the ring now fits the caches better); 1k
+nodes 16.59 -> 4.31 KB a node; 100 nodes unchanged (same 2,560 points a
+node). 100k-line directory (10k nodes in 2 dcs + 90k pins): load 276 ->
+130 ms, 140.1 -> 20.1 MB. Weight 256, 10k nodes: 1.84 KB a node (3.4 GB
+in all before, not run here). `seedctl check` of 8,000 nodes of
+weight=256 (/usr/bin/time -v): 26.6 s and 8.3 GB max RSS before, 0.02 s
+and 4.3 MB after (it loads with ROUTER_LOAD_NO_RINGS); `seedctl where` on
+that file, which builds the ring, 0.11 s and 37 MB.
 
 ## before (commit f9cfa83, two-level ring: bucket index, then 4-byte entries)
 
