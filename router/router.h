@@ -91,6 +91,11 @@ unsigned router_dir_pin_count(const struct router_dir *d);
 unsigned router_dir_hub_count(const struct router_dir *d, unsigned dc);
 unsigned router_dir_node_count(const struct router_dir *d, unsigned dc);   /* all nodes, drained too */
 size_t router_dir_memory(const struct router_dir *d);                       /* bytes held by the snapshot */
+/* Ring sizing (docs/seed-directory.md, Placement): a dc of `nodes` nodes of
+ * total weight `total_weight` gives each node weight x 2^s points; returns
+ * s (0..8). The scale only moves at budget steps, where about half of the
+ * dc's primaries move: seedctl stats tells ops where the next one is. */
+int router_ring_scale(unsigned nodes, uint64_t total_weight);
 
 /* Atomic holder: a loader thread publishes, workers read without blocking. */
 struct router_holder;

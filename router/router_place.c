@@ -48,7 +48,8 @@
  *    moves when the dc crosses a budget step (a dc of default-weight nodes:
  *    at 410, 820, 1639 and 3277 nodes, and at no other size);
  *    then every node keeps the first half (or gains a second half) of its
- *    points, and about half of the dc's primaries move;
+ *    points, and about half of the dc's primaries move. seedctl stats
+ *    prints each dc's scale and its next steps;
  *  - the budget trades balance for memory only in big dcs: up to about
  *    400 default-weight nodes a node has 2560 points as it always had
  *    (share spread 2.0 %), at 10k nodes 160 (7.9 %), never fewer than 128
@@ -382,6 +383,18 @@ out_free:
 	return ret;
 }
 
+/* The scale of a dc's ring (router_int.h): the most points per unit of
+ * weight that fit the budget. It depends on the node count and total
+ * weight only, so every proxy finds the same one whatever the line order. */
+int router_ring_scale(unsigned nodes, uint64_t total_weight)
+{
+	int s = ROUTER_RING_SCALE_MAX;
+
+	while (s > 0 && (total_weight << s) > router_ring_budget(nodes))
+		s--;
+	return s;
+}
+
 /* Builds the ring of datacenter dc. Returns 0, or -1 with err set. */
 static int build_ring(struct router_dir *d, unsigned dc, struct place_scratch *sc, char *err, size_t errlen)
 {
@@ -408,12 +421,7 @@ static int build_ring(struct router_dir *d, unsigned dc, struct place_scratch *s
 			nodes[k++].target = t;
 			wsum += d->targets[t].weight;
 		}
-	/* The scale (router_int.h): the most points per unit of weight that
-	 * fit the budget. It depends on the node count and total weight only,
-	 * so every proxy finds the same one whatever the line order. */
-	r->scale = ROUTER_RING_SCALE_MAX;
-	while (r->scale > 0 && (wsum << r->scale) > router_ring_budget(nn))
-		r->scale--;
+	r->scale = router_ring_scale(nn, wsum);
 	total = wsum << r->scale;
 	if (total > UINT32_MAX / 2) {
 		snprintf(err, errlen, "dc '%s' has too much weight for one ring", d->dcs[dc].name);

@@ -3,7 +3,9 @@
  *
  * Places N pseudo-random project ids (a fixed sequence, so two runs agree)
  * and prints each node's share of primaries next to the share its weight
- * asks for: what ops look at before adding or re-weighting nodes.
+ * asks for: what ops look at before adding or re-weighting nodes. Also
+ * prints each dc's ring scale and the node count of its next budget step
+ * (where about half of the dc's primaries move, see docs/seed-directory.md).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -16,7 +18,9 @@ static void stats_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl stats --seed FILE [--samples N] [--dc D]\n"
 	        "Places N ids (default 100000) and prints, per node of each dc (or of D):\n"
-	        "node, weight, primaries, share %%, share its weight asks for %%, ratio.\n");
+	        "node, weight, primaries, share %%, share its weight asks for %%, ratio; and each\n"
+	        "dc's ring scale with the node counts of its next budget steps (where about\n"
+	        "half of the dc's primaries move).\n");
 }
 
 /* splitmix64: a fixed, portable id sequence. */
@@ -27,6 +31,35 @@ static uint64_t next_rand(uint64_t *s)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
+}
+
+/* The dc's ring scale, and at how many nodes it next moves when nodes of
+ * the dc's mean weight are added or removed (a budget step moves about half
+ * of the primaries: ops plan growth across one as a rebalancing). */
+static void ring_steps(const struct router_dir *d, unsigned dc, unsigned nodes, unsigned long wsum)
+{
+	int s = router_ring_scale(nodes, wsum);
+	unsigned long mean = (wsum + nodes / 2) / nodes;
+	unsigned up = 0, down = 0;
+
+	for (unsigned n = nodes + 1; n <= 4 * nodes + 4096 && !up; n++)
+		if (router_ring_scale(n, wsum + (n - nodes) * mean) != s)
+			up = n;
+	for (unsigned n = nodes - 1; n >= 1 && !down; n--) {
+		unsigned long gone = (nodes - n) * mean;
+
+		if (router_ring_scale(n, gone < wsum ? wsum - gone : n) != s)
+			down = n;
+	}
+	printf("# ring %s: %u points per unit of weight; next budget steps (each moves about half the "
+	       "primaries), with nodes of weight %lu: ", router_dir_dc_name(d, dc), 1u << s, mean);
+	if (up)
+		printf("growing to %u nodes", up);
+	else
+		printf("none growing up to %u nodes", 4 * nodes + 4096);
+	if (down)
+		printf(", shrinking to %u nodes", down);
+	putchar('\n');
 }
 
 static void stats_dc(const struct router_dir *d, unsigned dc, unsigned long samples, unsigned long *count)
@@ -59,8 +92,10 @@ static void stats_dc(const struct router_dir *d, unsigned dc, unsigned long samp
 			nodes++;
 		}
 	}
-	printf("# dc %s: %lu nodes, %lu samples\n# node\tweight\tprimaries\tshare%%\tweight-share%%\tratio\n",
-	       router_dir_dc_name(d, dc), nodes, samples);
+	printf("# dc %s: %lu nodes, %lu samples\n", router_dir_dc_name(d, dc), nodes, samples);
+	if (nodes)
+		ring_steps(d, dc, (unsigned)nodes, wsum);
+	printf("# node\tweight\tprimaries\tshare%%\tweight-share%%\tratio\n");
 	for (unsigned t = 0; t < ntargets; t++) {
 		const struct router_target *tg = router_dir_target(d, t);
 		double share, want;

@@ -168,6 +168,9 @@ def test_stats(stack):
         assert 0.85 < float(row[5]) < 1.15
     r = seedctl("stats", "--seed", seed, "--samples", "1000")
     assert r.stdout.count("# dc ") == 4
+    # the ring scale and the next budget step (docs/seed-directory.md)
+    assert ("# ring east: 256 points per unit of weight; next budget steps (each moves about half "
+            "the primaries), with nodes of weight 10: growing to 410 nodes\n") in r.stdout, r.stdout
 
 
 def test_haproxy_backends_load(stack):

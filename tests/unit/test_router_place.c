@@ -394,6 +394,31 @@ static void test_budget_step(void **state)
 	router_dir_release(&after);
 }
 
+/* Where the budget steps of a dc of default-weight nodes are, as
+ * docs/seed-directory.md states them (seedctl stats prints them for a
+ * real dc with router_ring_scale). */
+static void test_budget_steps_where(void **state)
+{
+	static const unsigned want[] = { 410, 820, 1639, 3277 };
+	unsigned found = 0;
+	int s = router_ring_scale(1, 10);
+
+	assert_int_equal(s, 8);
+	for (unsigned n = 2; n <= 200000; n++) {
+		int t = router_ring_scale(n, 10ull * n);
+
+		if (t != s) {
+			printf("budget step: %u nodes of weight 10: %u -> %u points a node\n", n, 10u << s, 10u << t);
+			assert_true(found < 4);
+			assert_int_equal(n, want[found]);
+			found++;
+			s = t;
+		}
+	}
+	assert_int_equal(found, 4);
+	assert_int_equal(router_ring_scale(100000, 256ull * 100000), 0);   /* s = 0 always fits */
+}
+
 /* Memory follows the node count, not the weights: a 10k-node dc of
  * weight=256 (2.56 M points) stays under the 20 MB docs/seed-directory.md
  * states (it took 3.4 GB when every unit of weight cost 256 points), and
@@ -521,6 +546,7 @@ int main(void)
 		cmocka_unit_test(test_empty_dc),
 		cmocka_unit_test(test_big_leave_join),
 		cmocka_unit_test(test_budget_step),
+		cmocka_unit_test(test_budget_steps_where),
 		cmocka_unit_test(test_memory_bound),
 		cmocka_unit_test(test_no_rings),
 	};
