@@ -152,6 +152,9 @@ struct router_dir {
 	bool rings;                    /* rings built (not loaded with ROUTER_LOAD_NO_RINGS) */
 };
 
+/* router_place.c: most records a ring build sorts at once (more points
+ * take more passes over them); a variable for the ring test. */
+extern size_t router_place_scratch_max;
 /* router_place.c: builds every dc's ring, unless flags has
  * ROUTER_LOAD_NO_RINGS; -1 on allocation failure. */
 int router_place_build(struct router_dir *d, unsigned flags, char *err, size_t errlen);

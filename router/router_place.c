@@ -274,6 +274,15 @@ static uint64_t *scratch_recs(struct place_scratch *sc, size_t n)
 	return sc->rec;
 }
 
+/* Most 8-byte records sort_points holds at once (64 MB): a bigger ring
+ * (above 8 M points, dcs of more than about 33k nodes) is scattered in
+ * several passes over its points, each keeping the partitions that fit,
+ * so building a 100k-node ring costs this much besides the ring itself,
+ * not 8 bytes a point (205 MB), at the price of hashing the points again
+ * in each pass. A variable so that the ring test can make it tiny and
+ * run every ring through the multi-pass path. */
+size_t router_place_scratch_max = (size_t)1 << 23;
+
 /* Fills r->line (allocated with cap lines, r->bits/ibits/npoints/node set)
  * with the points of the ring's nodes and sets r->nlines; nh[k] is the
  * name hash of ring index k. A radix sort that stays in cache: the points
@@ -282,28 +291,31 @@ static uint64_t *scratch_recs(struct place_scratch *sc, size_t n)
  * 2^COARSE_BITS partitions (a line buffer each in L1, see wc_put), then each
  * partition, a few hundred KB at most in practice, is radix-sorted in L2
  * on the position bits under the bucket's, then scattered on the bucket
- * bits as final 4-byte entries straight into its lines. Every
- * step is stable and the records start in ring-index (name) order, so
- * equal positions end up in name order. The records live in sc (reused by
- * the next ring). Returns 0, -1 when out of memory,
- * 1 when the lines did not fit in cap (or a header field overflowed): the
- * caller retries with more buckets. */
+ * bits as final 4-byte entries straight into its lines. Partitions are
+ * scattered in groups of at most router_place_scratch_max records (one
+ * pass over the points each), in order, so the lines fill in ring order
+ * as with one group. Every step is stable and the records start in
+ * ring-index (name) order, so equal positions end up in name order. The
+ * records live in sc (reused by the next ring). Returns 0, -1 when out of
+ * memory, 1 when the lines did not fit in cap (or a header field
+ * overflowed): the caller retries with more buckets. */
 static int sort_points(const struct router_dir *d, struct router_ring *r, const uint64_t *nh, size_t cap,
                        struct place_scratch *sc)
 {
 	unsigned cbits = r->bits < COARSE_BITS ? r->bits : COARSE_BITS;
 	uint32_t ncoarse = 1u << cbits, nb = 1u << r->bits, rmask = UINT32_MAX >> r->bits, big = 0;
 	uint32_t nfine = nb >> cbits, fshift = 32 - r->bits, *count = NULL;
-	size_t *addr = NULL;
+	size_t *addr = NULL, room;
 	bool full = false;
 	uint32_t *cstart = calloc((size_t)ncoarse + 1, sizeof(uint32_t));
+	uint32_t *gstart = malloc(((size_t)ncoarse + 1) * sizeof(uint32_t));
 	uint32_t *cursor = malloc((size_t)(ncoarse > 4096 ? ncoarse : 4096) * sizeof(uint32_t));
-	uint64_t *rec = scratch_recs(sc, r->npoints), *tmp = NULL;
+	uint64_t *rec = NULL, *tmp = NULL;
 	uint64_t *wcbuf = ring_alloc((size_t)ncoarse * WC_RECS * sizeof(uint64_t));
 	struct line_writer lw = { .line = r->line, .cap = cap };
 	int ret = -1;
 
-	if (!cstart || !cursor || !rec || !wcbuf)
+	if (!cstart || !gstart || !cursor || !wcbuf)
 		goto out_free;
 	for (uint32_t k = 0; k < r->distinct; k++) {
 		uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, r->scale);
@@ -319,42 +331,60 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 		cstart[c] = sum;
 		sum += n;
 	}
-	memcpy(cursor, cstart, ncoarse * sizeof(uint32_t));
-	for (uint32_t k = 0; k < r->distinct; k++) {
-		uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, r->scale);
-
-		for (uint32_t j = 0; j < pts; j++) {
-			uint32_t p = point_pos(nh[k], j);
-
-			wc_put(rec, wcbuf, cursor, cstart, p >> (32 - cbits), (uint64_t)p << 32 | k);
-		}
-	}
-	wc_flush(rec, wcbuf, cursor, cstart, ncoarse);
+	/* Room for a group: the cap, or one partition bigger than it, plus
+	 * the 7 records a group may start into its first line (below). */
+	room = r->npoints < router_place_scratch_max ? r->npoints : router_place_scratch_max;
+	room = (room > big ? room : big) + WC_RECS;
+	rec = scratch_recs(sc, room);
 	tmp = malloc(((size_t)big + 1) * sizeof(*tmp));
 	count = malloc((size_t)nfine * sizeof(*count));
 	addr = malloc((size_t)nfine * sizeof(*addr));
-	if (!tmp || !count || !addr)
+	if (!rec || !tmp || !count || !addr)
 		goto out_free;
-	for (uint32_t c = 0; c < ncoarse && !full; c++) {
-		uint32_t lo = cstart[c], m = cstart[c + 1] - lo;
-		const uint64_t *srt = sort_partition(rec + lo, tmp, m, 32 - r->bits, cursor);
+	for (uint32_t g0 = 0, g1; g0 < ncoarse && !full; g0 = g1) {
+		/* Partitions g0..g1-1, their records at rec[cstart[c] - base]:
+		 * base keeps record indices 64-byte aligned as in one group. */
+		uint32_t base = cstart[g0] & ~(uint32_t)(WC_RECS - 1);
 
-		/* srt is in (low bits, ring index) order: a stable counting
-		 * scatter on the bucket bits puts it in ring order, straight
-		 * into the lines. */
-		memset(count, 0, (size_t)nfine * sizeof(*count));
-		for (uint32_t i = 0; i < m; i++)
-			count[(uint32_t)(srt[i] >> 32) >> fshift & (nfine - 1)]++;
-		if (!lay_out(&lw, (size_t)c * nfine, nfine, count, addr)) {
-			full = true;
-			break;
+		for (g1 = g0 + 1; g1 < ncoarse && cstart[g1 + 1] - base + WC_RECS <= room; g1++)
+			;
+		for (uint32_t c = g0; c <= g1; c++)
+			gstart[c] = cstart[c] - base;
+		memcpy(cursor + g0, gstart + g0, (g1 - g0) * sizeof(uint32_t));
+		for (uint32_t k = 0; k < r->distinct; k++) {
+			uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, r->scale);
+
+			for (uint32_t j = 0; j < pts; j++) {
+				uint32_t p = point_pos(nh[k], j), c = p >> (32 - cbits);
+
+				if (c >= g0 && c < g1)
+					wc_put(rec, wcbuf, cursor, gstart, c, (uint64_t)p << 32 | k);
+			}
 		}
-		for (uint32_t i = 0; i < m; i++) {
-			uint32_t p = (uint32_t)(srt[i] >> 32), f = p >> fshift & (nfine - 1);
-			size_t a = addr[f];
+		wc_flush(rec, wcbuf + (size_t)g0 * WC_RECS, cursor + g0, gstart + g0, g1 - g0);
+		for (uint32_t c = g0; c < g1 && !full; c++) {
+			uint32_t lo = gstart[c], m = gstart[c + 1] - lo;
+			/* (cursor, done with for this group, is the sort's count
+			 * array: the next group sets its own entries again) */
+			const uint64_t *srt = sort_partition(rec + lo, tmp, m, 32 - r->bits, cursor);
 
-			r->line[a++] = (p & rmask) << r->ibits | (uint32_t)srt[i];
-			addr[f] = a + (a % ROUTER_LINE_WORDS == 0);
+			/* srt is in (low bits, ring index) order: a stable counting
+			 * scatter on the bucket bits puts it in ring order, straight
+			 * into the lines. */
+			memset(count, 0, (size_t)nfine * sizeof(*count));
+			for (uint32_t i = 0; i < m; i++)
+				count[(uint32_t)(srt[i] >> 32) >> fshift & (nfine - 1)]++;
+			if (!lay_out(&lw, (size_t)c * nfine, nfine, count, addr)) {
+				full = true;
+				break;
+			}
+			for (uint32_t i = 0; i < m; i++) {
+				uint32_t p = (uint32_t)(srt[i] >> 32), f = p >> fshift & (nfine - 1);
+				size_t a = addr[f];
+
+				r->line[a++] = (p & rmask) << r->ibits | (uint32_t)srt[i];
+				addr[f] = a + (a % ROUTER_LINE_WORDS == 0);
+			}
 		}
 	}
 	/* Lines past the last bucket: the end of a spill chain, then at least
@@ -375,6 +405,7 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 	ret = full ? 1 : 0;
 out_free:
 	free(cstart);
+	free(gstart);
 	free(cursor);
 	free(wcbuf);
 	free(tmp);

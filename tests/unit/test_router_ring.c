@@ -273,11 +273,27 @@ static void test_ring_big(void **state)
 	router_dir_release(&d);
 }
 
+/* A ring too big for the build's scratch records is scattered in several
+ * passes over its points, a group of partitions each: every ring above,
+ * built again with the cap made tiny so that they take up to 31 passes
+ * (as rings of 8 M points and more do in production), must be the same. */
+static void test_ring_multipass(void **state)
+{
+	size_t saved = router_place_scratch_max;
+
+	router_place_scratch_max = 25000;
+	printf("multi-pass builds (at most %zu records at once):\n", router_place_scratch_max);
+	test_ring_small(state);
+	test_ring_big(state);
+	router_place_scratch_max = saved;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ring_small),
 		cmocka_unit_test(test_ring_big),
+		cmocka_unit_test(test_ring_multipass),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
