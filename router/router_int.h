@@ -13,42 +13,21 @@
 
 #include "router.h"
 
-/* How many points a datacenter's ring holds (router_place.c). Point
- * counts are proportional to weight, at a scale of 2^s points per unit of
- * weight, s from 0 to ROUTER_RING_SCALE_MAX (1 to 256 points per unit):
- * the largest s whose total fits the dc's budget,
- *
- *     min(ROUTER_RING_NODE_POINTS_MAX x N,
- *         max(ROUTER_RING_BUDGET, ROUTER_RING_NODE_POINTS_MIN x N))
- *
- * for N nodes (s = 0 always fits: a weight is at most 256, the budget at
- * least 256 a node). So a ring never holds more than 2560 points a node
- * on average (what a node of the default weight 10 always had), and above
- * 409 nodes not more than 2^20 points or 256 a node, whichever is more:
- * memory follows the number of nodes, never their weights (a ring point
- * costs 5-10 bytes, see struct router_ring).
- * Balance needs points: a node with V points gets a share with a relative
- * spread of about 1/sqrt(V) (2560 points, 2.0 %, up to about 400 nodes of
- * the default weight; 160 at 10k nodes, 7.9 %). See
- * docs/seed-directory.md (Placement) and bench/results/router.md. */
-#define ROUTER_RING_SCALE_MAX        8
-#define ROUTER_RING_BUDGET           (1u << 20)
-#define ROUTER_RING_NODE_POINTS_MIN  256u
-#define ROUTER_RING_NODE_POINTS_MAX  2560u
-
-/* Points of a node of this weight at scale s (2^s points per unit). */
+/* How many points a datacenter's ring holds (router_place.c): a node of
+ * weight w owns w x 2^S points, S the directory's `ring-scale` (0 to
+ * ROUTER_RING_SCALE_MAX, default ROUTER_RING_SCALE_DEFAULT: 256 points per
+ * unit of weight, 2560 for a node of the default weight 10). S is set by
+ * the operator and by nothing else: it never follows the node count, so a
+ * join or a leave keeps the ring's exact stability at any size.
+ * The parser refuses a directory whose rings would hold more than
+ * ROUTER_RING_POINTS_MAX points in all (router.h), before building
+ * anything. Balance needs points: a node with V points gets a share with a
+ * relative spread of about 1/sqrt(V) (2560 points: 2.0 %). Memory: see
+ * struct router_ring, docs/seed-directory.md (Placement) and
+ * bench/results/router.md. */
 static inline uint32_t router_ring_points(unsigned weight, int s)
 {
 	return (uint32_t)weight << s;
-}
-
-/* Most points the ring of a dc of n nodes may hold (see above). */
-static inline uint64_t router_ring_budget(unsigned n)
-{
-	uint64_t lo = (uint64_t)ROUTER_RING_NODE_POINTS_MIN * n, hi = (uint64_t)ROUTER_RING_NODE_POINTS_MAX * n;
-	uint64_t b = lo > ROUTER_RING_BUDGET ? lo : ROUTER_RING_BUDGET;
-
-	return b < hi ? b : hi;
 }
 
 /* Largest number of nodes in one datacenter (a node's ring index must fit
@@ -95,7 +74,6 @@ struct router_ring {
 	unsigned bits;                 /* bucket bits, >= ibits */
 	unsigned ibits;                /* bits of a ring index */
 	unsigned distinct;             /* nodes on the ring (a walk stops at min(R, distinct)) */
-	int scale;                     /* 2^scale points per unit of weight (see above) */
 };
 
 /* Starts fetching the line(s) a lookup of position key will read. */
@@ -119,6 +97,7 @@ struct router_dc {
 	const char *hub_backend;       /* "hubs_<dc>" */
 	const char *node_backend;      /* "nodes_<dc>" */
 	unsigned nhubs, nnodes;
+	uint64_t points;               /* sum of its nodes' weight x 2^ring_scale (rings or not) */
 	uint32_t *hubs;                /* target indices of the dc's hubs, file order */
 	struct router_ring ring;
 };
@@ -135,6 +114,7 @@ struct router_hot {
 struct router_dir {
 	atomic_uint refs;
 	unsigned replicas;
+	int ring_scale;                /* `ring-scale S`: 2^S points per unit of weight */
 	unsigned ndcs;
 	struct router_dc *dcs;
 	unsigned ntargets;

@@ -25,14 +25,29 @@
  *    next bucket then starts after it). The line after is prefetched with
  *    it, for the second replica or a spilled bucket.
  *
- * How many points: a node of weight w owns w x 2^s points (its points
- * 0 .. count-1), s the dc's scale (router_int.h): the largest s from 8
- * down to 0 whose total fits the dc's budget, min(2560 N, max(2^20, 256 N))
- * for N nodes. The ring's size thus follows the number of nodes and never
- * their weights (weight=256 everywhere places exactly like weight=16
- * everywhere, and costs the same), and lookups stay in one cache line
- * whatever the size. Why a ring with a budget rather than
- * another scheme:
+ * How many points: a node of weight w owns w x 2^S points (its points
+ * 0 .. count-1), S the directory's `ring-scale` (0-8, default 8: 256
+ * points per unit of weight, the placement this file always had). S is
+ * set by the operator and by nothing else, in particular never by the
+ * node count: a ring whose size followed the count would change scale at
+ * some join or leave and then move about half of the dc's primaries, and
+ * on this platform a project's data lives on its nodes. So the properties
+ * above are exact at every size and every scale; changing S is the one
+ * change that rescales (lowering it by k keeps the first 2^-k of each
+ * node's points, so about 1 - 2^-k of the primaries move), and seedctl
+ * stats prints it.
+ *
+ * Memory is bounded by refusing, not by rescaling: the parser adds up
+ * weight x 2^S over the directory before any ring exists and refuses more
+ * than ROUTER_RING_POINTS_MAX (2^25) points with the scale that would fit
+ * (router_parse.c, check_ring_points), rings or not (seedctl check). A
+ * ring of P points over N nodes takes 2^b lines of 64 bytes (plus a few
+ * for spills), 2^b the smallest power of two >= 2 and >= N with
+ * P / 2^b < ROUTER_LINE_FILL_MAX + 1: 4.6 to 9.2 bytes a point, so 2^25
+ * points cost at most 2^25 / 7 lines, 306,783,378 bytes (2^22 lines,
+ * 268,435,456 bytes, when they are one dc), plus 64 to 128 bytes a node
+ * where points are fewer than nodes. The build needs at most 64 MB more
+ * (sort_points' scratch). Why a ring rather than another scheme:
  *
  *  - rendezvous hashing over a bounded table of virtual buckets or a
  *    maglev table would bound memory too, but building the first costs a
@@ -42,18 +57,10 @@
  *    as a ring needs points;
  *    jump/anchor hashing depend on the order nodes came and went, which a
  *    directory does not record;
- *  - the scale moves in powers of two and depends only on the dc's node
- *    count and weights, so every proxy computes the same one, and while it
- *    does not move, joins and leaves keep the exact properties above. It
- *    moves when the dc crosses a budget step (a dc of default-weight nodes:
- *    at 410, 820, 1639 and 3277 nodes, and at no other size);
- *    then every node keeps the first half (or gains a second half) of its
- *    points, and about half of the dc's primaries move. seedctl stats
- *    prints each dc's scale and its next steps;
- *  - the budget trades balance for memory only in big dcs: up to about
- *    400 default-weight nodes a node has 2560 points as it always had
- *    (share spread 2.0 %), at 10k nodes 160 (7.9 %), never fewer than 128
- *    on average (a mean-weight node).
+ *  - balance is what the scale buys: a node with V points gets a share
+ *    with a relative spread of about 1/sqrt(V) (2560 points at the default
+ *    scale and weight: 2.0 %, the busiest of 10k nodes 1.07 x the mean;
+ *    160 points at ring-scale 4: 1.31 x).
  *
  * Layout (router_int.h): an entry is the position's low 32-b bits above the
  * node's ring index (ibits bits, ring indices in node-name order), so a point
@@ -318,7 +325,7 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 	if (!cstart || !gstart || !cursor || !wcbuf)
 		goto out_free;
 	for (uint32_t k = 0; k < r->distinct; k++) {
-		uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, r->scale);
+		uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, d->ring_scale);
 
 		for (uint32_t j = 0; j < pts; j++)
 			cstart[point_pos(nh[k], j) >> (32 - cbits)]++;
@@ -352,7 +359,7 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 			gstart[c] = cstart[c] - base;
 		memcpy(cursor + g0, gstart + g0, (g1 - g0) * sizeof(uint32_t));
 		for (uint32_t k = 0; k < r->distinct; k++) {
-			uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, r->scale);
+			uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, d->ring_scale);
 
 			for (uint32_t j = 0; j < pts; j++) {
 				uint32_t p = point_pos(nh[k], j), c = p >> (32 - cbits);
@@ -414,16 +421,16 @@ out_free:
 	return ret;
 }
 
-/* The scale of a dc's ring (router_int.h): the most points per unit of
- * weight that fit the budget. It depends on the node count and total
- * weight only, so every proxy finds the same one whatever the line order. */
-int router_ring_scale(unsigned nodes, uint64_t total_weight)
+/* The directory's ring-scale and a dc's ring points (router.h): set by
+ * the parser whether or not the rings are built. */
+int router_dir_ring_scale(const struct router_dir *d)
 {
-	int s = ROUTER_RING_SCALE_MAX;
+	return d->ring_scale;
+}
 
-	while (s > 0 && (total_weight << s) > router_ring_budget(nodes))
-		s--;
-	return s;
+uint64_t router_dir_ring_points(const struct router_dir *d, unsigned dc)
+{
+	return dc < d->ndcs ? d->dcs[dc].points : 0;
 }
 
 /* Builds the ring of datacenter dc. Returns 0, or -1 with err set. */
@@ -432,7 +439,7 @@ static int build_ring(struct router_dir *d, unsigned dc, struct place_scratch *s
 	struct router_ring *r = &d->dcs[dc].ring;
 	unsigned nn = d->dcs[dc].nnodes, k = 0;
 	struct named *nodes = NULL;
-	uint64_t *nh = NULL, total = 0, wsum = 0;
+	uint64_t *nh = NULL, total = 0;
 	int ret = -1, rc;
 
 	if (nn == 0)
@@ -450,10 +457,10 @@ static int build_ring(struct router_dir *d, unsigned dc, struct place_scratch *s
 		if (d->targets[t].dc == dc && d->targets[t].kind == ROUTER_NODE) {
 			nodes[k].name = d->targets[t].name;
 			nodes[k++].target = t;
-			wsum += d->targets[t].weight;
+			total += router_ring_points(d->targets[t].weight, d->ring_scale);
 		}
-	r->scale = router_ring_scale(nn, wsum);
-	total = wsum << r->scale;
+	/* The parser refused more than ROUTER_RING_POINTS_MAX points; this
+	 * only guards the 32-bit point count should that limit ever grow. */
 	if (total > UINT32_MAX / 2) {
 		snprintf(err, errlen, "dc '%s' has too much weight for one ring", d->dcs[dc].name);
 		goto out_free;

@@ -4,8 +4,9 @@
  * Places N pseudo-random project ids (a fixed sequence, so two runs agree)
  * and prints each node's share of primaries next to the share its weight
  * asks for: what ops look at before adding or re-weighting nodes. Also
- * prints each dc's ring scale and the node count of its next budget step
- * (where about half of the dc's primaries move, see docs/seed-directory.md).
+ * prints the directory's ring-scale and each dc's ring points: changing
+ * ring-scale moves about half of the primaries for each step of it (see
+ * docs/seed-directory.md), so ops see which scale a file places with.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -19,8 +20,8 @@ static void stats_usage(FILE *f)
 	fprintf(f, "usage: seedctl stats --seed FILE [--samples N] [--dc D]\n"
 	        "Places N ids (default 100000) and prints, per node of each dc (or of D):\n"
 	        "node, weight, primaries, share %%, share its weight asks for %%, ratio; and each\n"
-	        "dc's ring scale with the node counts of its next budget steps (where about\n"
-	        "half of the dc's primaries move).\n");
+	        "dc's ring points at the directory's ring-scale (each step of ring-scale\n"
+	        "moves about half of the primaries).\n");
 }
 
 /* splitmix64: a fixed, portable id sequence. */
@@ -31,35 +32,6 @@ static uint64_t next_rand(uint64_t *s)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
-}
-
-/* The dc's ring scale, and at how many nodes it next moves when nodes of
- * the dc's mean weight are added or removed (a budget step moves about half
- * of the primaries: ops plan growth across one as a rebalancing). */
-static void ring_steps(const struct router_dir *d, unsigned dc, unsigned nodes, unsigned long wsum)
-{
-	int s = router_ring_scale(nodes, wsum);
-	unsigned long mean = (wsum + nodes / 2) / nodes;
-	unsigned up = 0, down = 0;
-
-	for (unsigned n = nodes + 1; n <= 4 * nodes + 4096 && !up; n++)
-		if (router_ring_scale(n, wsum + (n - nodes) * mean) != s)
-			up = n;
-	for (unsigned n = nodes - 1; n >= 1 && !down; n--) {
-		unsigned long gone = (nodes - n) * mean;
-
-		if (router_ring_scale(n, gone < wsum ? wsum - gone : n) != s)
-			down = n;
-	}
-	printf("# ring %s: %u points per unit of weight; next budget steps (each moves about half the "
-	       "primaries), with nodes of weight %lu: ", router_dir_dc_name(d, dc), 1u << s, mean);
-	if (up)
-		printf("growing to %u nodes", up);
-	else
-		printf("none growing up to %u nodes", 4 * nodes + 4096);
-	if (down)
-		printf(", shrinking to %u nodes", down);
-	putchar('\n');
 }
 
 static void stats_dc(const struct router_dir *d, unsigned dc, unsigned long samples, unsigned long *count)
@@ -93,8 +65,9 @@ static void stats_dc(const struct router_dir *d, unsigned dc, unsigned long samp
 		}
 	}
 	printf("# dc %s: %lu nodes, %lu samples\n", router_dir_dc_name(d, dc), nodes, samples);
-	if (nodes)
-		ring_steps(d, dc, (unsigned)nodes, wsum);
+	printf("# ring %s: ring-scale %d (%u points per unit of weight), %llu points; each step of "
+	       "ring-scale moves about half of the primaries\n", router_dir_dc_name(d, dc), router_dir_ring_scale(d),
+	       1u << router_dir_ring_scale(d), (unsigned long long)router_dir_ring_points(d, dc));
 	printf("# node\tweight\tprimaries\tshare%%\tweight-share%%\tratio\n");
 	for (unsigned t = 0; t < ntargets; t++) {
 		const struct router_target *tg = router_dir_target(d, t);
