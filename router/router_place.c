@@ -290,6 +290,27 @@ static uint64_t *scratch_recs(struct place_scratch *sc, size_t n)
  * run every ring through the multi-pass path. */
 size_t router_place_scratch_max = (size_t)1 << 23;
 
+/* Hashes every point of the ring and scatters those of partitions g0..g1-1
+ * (all of them when whole: the one-group case, which then skips the range
+ * test, about 20 instructions a point in all) into their line buffers. */
+static inline __attribute__((always_inline)) void scatter(const struct router_dir *d,
+                                                          const struct router_ring *r, const uint64_t *nh,
+                                                          unsigned cbits, uint32_t g0, uint32_t g1, bool whole,
+                                                          uint64_t *rec, uint64_t *wcbuf, uint32_t *cursor,
+                                                          const uint32_t *gstart)
+{
+	for (uint32_t k = 0; k < r->distinct; k++) {
+		uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, d->ring_scale);
+
+		for (uint32_t j = 0; j < pts; j++) {
+			uint32_t p = point_pos(nh[k], j), c = p >> (32 - cbits);
+
+			if (whole || (c >= g0 && c < g1))
+				wc_put(rec, wcbuf, cursor, gstart, c, (uint64_t)p << 32 | k);
+		}
+	}
+}
+
 /* Fills r->line (allocated with cap lines, r->bits/ibits/npoints/node set)
  * with the points of the ring's nodes and sets r->nlines; nh[k] is the
  * name hash of ring index k. A radix sort that stays in cache: the points
@@ -358,16 +379,10 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 		for (uint32_t c = g0; c <= g1; c++)
 			gstart[c] = cstart[c] - base;
 		memcpy(cursor + g0, gstart + g0, (g1 - g0) * sizeof(uint32_t));
-		for (uint32_t k = 0; k < r->distinct; k++) {
-			uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, d->ring_scale);
-
-			for (uint32_t j = 0; j < pts; j++) {
-				uint32_t p = point_pos(nh[k], j), c = p >> (32 - cbits);
-
-				if (c >= g0 && c < g1)
-					wc_put(rec, wcbuf, cursor, gstart, c, (uint64_t)p << 32 | k);
-			}
-		}
+		if (g0 == 0 && g1 == ncoarse)
+			scatter(d, r, nh, cbits, 0, ncoarse, true, rec, wcbuf, cursor, gstart);
+		else
+			scatter(d, r, nh, cbits, g0, g1, false, rec, wcbuf, cursor, gstart);
 		wc_flush(rec, wcbuf + (size_t)g0 * WC_RECS, cursor + g0, gstart + g0, g1 - g0);
 		for (uint32_t c = g0; c < g1 && !full; c++) {
 			uint32_t lo = gstart[c], m = gstart[c + 1] - lo;
