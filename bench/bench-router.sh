@@ -50,12 +50,14 @@ icount() {
 		"$before" --weight 10 --rounds "$rounds" | tail -n +3
 		echo
 	fi
-	# weight 256: what the point budget is about (it cost 256 points per
-	# unit of weight before: 3.4 GB at 10k nodes, too much to run here)
-	for w in 10 1 256; do
-		echo "## weight $w"
+	# weight 10 at the default ring-scale (8), weight 1, and weight 10 at
+	# ring-scale 4 (what a directory near the point budget trades for memory)
+	for row in "10 8" "1 8" "10 4"; do
+		set -- $row
+		echo "## weight $1, ring-scale $2"
 		echo
-		if [ "$w" = 10 ]; then "$bin" --weight "$w" --rounds "$rounds" | tail -n +3; else "$bin" --weight "$w" --quick | tail -n +3; fi
+		if [ "$row" = "10 8" ]; then "$bin" --weight "$1" --rounds "$rounds" | tail -n +3
+		else "$bin" --weight "$1" --scale "$2" --quick | tail -n +3; fi
 		echo
 	done
 	echo "## instructions per operation"
@@ -72,7 +74,7 @@ icount() {
 			echo "| lookup (router_preference) | $(icount router_preference 100000 --what lookup --nodes 1000 --iters 100000) |"
 			echo "| decide (router_decide, no pins) | $(icount router_decide 100000 --what decide --nodes 1000 --iters 100000) |"
 			echo "| decide, pinned id (65536 pins) | $(icount router_decide 100000 --what decide-pin --nodes 1000 --pins 65536 --iters 100000) |"
-			echo "| build 1k nodes (router_dir_parse, 640k points), per point | $(icount router_dir_parse 640000 --what build --nodes 1000) |"
+			echo "| build 1k nodes (router_dir_parse, 2.56M points), per point | $(icount router_dir_parse 2560000 --what build --nodes 1000) |"
 		else
 			echo "perf counters and valgrind unavailable: no instruction counts"
 		fi
@@ -85,20 +87,30 @@ icount() {
 	echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	cat <<'HISTORY'
 
-## point budget (rings sized by node count, not weight x 256 a node)
+## ring-scale (points per unit of weight set by the operator, 2^25-point budget)
 
-2026-12-01T05:05Z, BEFORE=build of commit a3de705 (every node weight x 256
-points), load average 3.3-5.3 (the machine is shared: lookup and decide
-figures of one run move by 30 % or more; builds and memory are steady).
-Weight 10, before -> after: 10k nodes build 583 -> 26 ms, 13.31 -> 1.02 KB
-a node, lookup 165 -> 64 ns (the ring now fits the caches better); 1k
-nodes 16.59 -> 4.31 KB a node; 100 nodes unchanged (same 2,560 points a
-node). 100k-line directory (10k nodes in 2 dcs + 90k pins): load 276 ->
-130 ms, 140.1 -> 20.1 MB. Weight 256, 10k nodes: 1.84 KB a node (3.4 GB
-in all before, not run here). `seedctl check` of 8,000 nodes of
-weight=256 (/usr/bin/time -v): 26.6 s and 8.3 GB max RSS before, 0.02 s
-and 4.3 MB after (it loads with ROUTER_LOAD_NO_RINGS); `seedctl where` on
-that file, which builds the ring, 0.11 s and 37 MB.
+2026-12-01T05:24Z, BEFORE=build of main (commit a3de705, every node weight
+x 256 points), load average 4.6-7.3 (shared machine: lookup and decide
+figures move by 30 % or more between runs; memory is exact). At the default
+ring-scale 8 placement and memory are main's at every size (20.67, 16.59,
+13.31 KB a node at 100, 1k, 10k nodes; 140.1 MB for the 10k-node 100k-line
+directory). Building a ring above 8 M points costs more CPU than on main
+(10k nodes, 25.6 M points: 925 vs 402 ms; 100k-line load 539 vs 274 ms):
+the build sorts it in 4 passes, hashing the points again in each, to need
+at most 64 MB of scratch instead of 205 MB. ring-scale 4 (160 points a
+weight-10 node): 1.02 KB a node at 10k nodes, built in 40 ms. Callgrind,
+1k-node build (2.56 M points, one pass): 157 instructions a point (main:
+144). A directory over the budget is refused before anything is built:
+`seedctl check` and `seedctl where` on 8,000 nodes of weight=256
+(/usr/bin/time): 0.02 s and 4.4 MB max RSS each (main built 8.3 GB of
+rings in 26.6 s); 100k default-weight nodes at ring-scale 3 (8 M points):
+check 0.17 s / 36 MB, where 0.97 s / 169 MB.
+
+The figures of the point budget that followed the node count (commits
+279be5a-2790f35: 10k weight-10 nodes at 1.02 KB a node with the busiest
+node at 1.33 x the mean, about half of a dc's projects moving when it
+crossed 410, 820, 1,639 or 3,277 nodes) are superseded by these: ring-scale
+(9d10fc3) replaced that scheme, and they describe no build since.
 
 ## before (commit f9cfa83, two-level ring: bucket index, then 4-byte entries)
 
