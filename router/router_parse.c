@@ -613,13 +613,13 @@ static int check_ring_points(struct parser *p, struct router_dir *d)
 	p->line = p->dc_line[big];
 	if (fit < 0)
 		return perr(p, "dc '%s' needs %llu ring points (the directory %llu in all), over the budget of %llu "
-		            "(2^25) even at `ring-scale 0`: lower weights", d->dcs[big].name,
+		            "(2^%d) even at `ring-scale 0`: lower weights", d->dcs[big].name,
 		            (unsigned long long)d->dcs[big].points, (unsigned long long)all,
-		            (unsigned long long)ROUTER_RING_POINTS_MAX);
+		            (unsigned long long)ROUTER_RING_POINTS_MAX, __builtin_ctzll(ROUTER_RING_POINTS_MAX));
 	return perr(p, "dc '%s' needs %llu ring points (the directory %llu in all), over the budget of %llu "
-	            "(2^25): lower weights or set `ring-scale N`; N=%d would fit", d->dcs[big].name,
+	            "(2^%d): lower weights or set `ring-scale N`; N=%d would fit", d->dcs[big].name,
 	            (unsigned long long)d->dcs[big].points, (unsigned long long)all,
-	            (unsigned long long)ROUTER_RING_POINTS_MAX, fit);
+	            (unsigned long long)ROUTER_RING_POINTS_MAX, __builtin_ctzll(ROUTER_RING_POINTS_MAX), fit);
 }
 
 /* Turns the parsed lines into a snapshot: resolves datacenters, catches
