@@ -7,6 +7,10 @@
 # shared, so the load average is recorded with them. Instruction counts per
 # operation come from perf when its counters work, else from callgrind
 # (which counts instructions whatever the machine's load).
+# BEFORE=DIR (a build directory of another commit, e.g. one made with
+# `git archive REV | tar -x -C /tmp/x && make -C /tmp/x`) also runs that
+# build's router-bench on the weight-10 tables, right before this one's, so
+# a change is compared within one run on the same machine and load.
 # Writes bench/results/router.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +19,8 @@ bin=$B/tools/router-bench
 rounds=${ROUNDS:-5}
 [ -x "$bin" ] || { echo "bench-router: $bin not built (make)"; exit 1; }
 out=bench/results/router.md
+before=${BEFORE:+$BEFORE/tools/router-bench}
+[ -z "$before" ] || [ -x "$before" ] || { echo "bench-router: $before not built"; exit 1; }
 
 # icount FUNCTION ITERS ARGS...: instructions per call of FUNCTION (inclusive).
 icount() {
@@ -33,15 +39,25 @@ icount() {
 	echo "- machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- compiler: $(${CC:-gcc} --version | head -1), -O2"
 	echo "- libxxhash: $(dpkg-query -W -f='${Version}' libxxhash-dev 2>/dev/null || echo unknown)"
-	echo "- command: bench/bench-router.sh ($bin --rounds $rounds); times are thread CPU time, medians"
+	echo "- command: ${BEFORE:+BEFORE=$BEFORE }bench/bench-router.sh ($bin --rounds $rounds); times are thread CPU time, medians"
 	echo "- lookup = router_preference (1 dc, replicas 2) over 65536 random ids;"
 	echo "  decide = router_decide on \"/<uuid>/x\" paths of the same ids (classify, decode,"
 	echo "  canonical text, pin probe, ring, health); the 100k-line rows decide on pinned ids"
 	echo
-	for w in 10 1; do
-		echo "## weight $w"
+	if [ -n "$before" ]; then
+		echo "## before: weight 10, $before"
 		echo
-		if [ "$w" = 10 ]; then "$bin" --weight "$w" --rounds "$rounds" | tail -n +3; else "$bin" --weight "$w" --quick | tail -n +3; fi
+		"$before" --weight 10 --rounds "$rounds" | tail -n +3
+		echo
+	fi
+	# weight 10 at the default ring-scale (8), weight 1, and weight 10 at
+	# ring-scale 4 (what a directory near the point budget trades for memory)
+	for row in "10 8" "1 8" "10 4"; do
+		set -- $row
+		echo "## weight $1, ring-scale $2"
+		echo
+		if [ "$row" = "10 8" ]; then "$bin" --weight "$1" --rounds "$rounds" | tail -n +3
+		else "$bin" --weight "$1" --scale "$2" --quick | tail -n +3; fi
 		echo
 	done
 	echo "## instructions per operation"
@@ -70,6 +86,31 @@ icount() {
 	echo
 	echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	cat <<'HISTORY'
+
+## ring-scale (points per unit of weight set by the operator, 2^25-point budget)
+
+2026-12-01T05:24Z, BEFORE=build of main (commit a3de705, every node weight
+x 256 points), load average 4.6-7.3 (shared machine: lookup and decide
+figures move by 30 % or more between runs; memory is exact). At the default
+ring-scale 8 placement and memory are main's at every size (20.67, 16.59,
+13.31 KB a node at 100, 1k, 10k nodes; 140.1 MB for the 10k-node 100k-line
+directory). Building a ring above 8 M points costs more CPU than on main
+(10k nodes, 25.6 M points: 925 vs 402 ms; 100k-line load 539 vs 274 ms):
+the build sorts it in 4 passes, hashing the points again in each, to need
+at most 64 MB of scratch instead of 205 MB. ring-scale 4 (160 points a
+weight-10 node): 1.02 KB a node at 10k nodes, built in 40 ms. Callgrind,
+1k-node build (2.56 M points, one pass): 157 instructions a point (main:
+144). A directory over the budget is refused before anything is built:
+`seedctl check` and `seedctl where` on 8,000 nodes of weight=256
+(/usr/bin/time): 0.02 s and 4.4 MB max RSS each (main built 8.3 GB of
+rings in 26.6 s); 100k default-weight nodes at ring-scale 3 (8 M points):
+check 0.17 s / 36 MB, where 0.97 s / 169 MB.
+
+The figures of the point budget that followed the node count (commits
+279be5a-2790f35: 10k weight-10 nodes at 1.02 KB a node with the busiest
+node at 1.33 x the mean, about half of a dc's projects moving when it
+crossed 410, 820, 1,639 or 3,277 nodes) are superseded by these: ring-scale
+(9d10fc3) replaced that scheme, and they describe no build since.
 
 ## before (commit f9cfa83, two-level ring: bucket index, then 4-byte entries)
 

@@ -1,7 +1,7 @@
 /*
  * router-bench — placement and seed-directory microbenchmarks.
  *
- *   build/tools/router-bench [--quick] [--weight W] [--rounds N]
+ *   build/tools/router-bench [--quick] [--weight W] [--scale S] [--rounds N]
  *   build/tools/router-bench --what build|lookup|decide|decide-pin|load
  *                            [--nodes N] [--pins N] [--iters N]
  *
@@ -30,6 +30,7 @@
 #define MAX_ROUNDS 31
 
 static unsigned weight = 10;
+static int scale = -1;                  /* --scale S: a `ring-scale S` line; -1: none (default 8) */
 static uint8_t ids[NIDS][16];
 
 static double now(void)
@@ -74,6 +75,8 @@ static char *make_seed(unsigned nodes, unsigned dcs, unsigned pins, size_t *len)
 	if (!b)
 		abort();
 	n += (size_t)sprintf(b + n, "replicas 2\n");
+	if (scale >= 0)
+		n += (size_t)sprintf(b + n, "ring-scale %d\n", scale);
 	for (unsigned d = 0; d < dcs; d++)
 		n += (size_t)sprintf(b + n, "dc dc%u\nhub hub%u 127.0.0.1:%u dc=dc%u\n", d, d, 5000 + d, d);
 	for (unsigned i = 0; i < nodes; i++)
@@ -236,12 +239,13 @@ static int run_one(const char *what, unsigned nodes, unsigned pins, unsigned lon
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: router-bench [--quick] [--weight W] [--rounds N]\n"
+	fprintf(f, "usage: router-bench [--quick] [--weight W] [--scale S] [--rounds N]\n"
 	        "       router-bench --what build|lookup|decide|decide-pin|load "
 	        "[--nodes N] [--pins N] [--iters N]\n"
 	        "Placement microbenchmark: table build time, lookup and decision cost\n"
 	        "(thread CPU time, median of N rounds) for 100, 1k and 10k nodes, memory\n"
 	        "per node and pin, and the load time of 100k-line seed directories.\n"
+	        "--scale S adds a `ring-scale S` line (default: none, i.e. scale 8).\n"
 	        "--what runs one operation alone (for callgrind instruction counts).\n");
 }
 
@@ -259,6 +263,8 @@ int main(int argc, char **argv)
 			quick = true;
 		else if (!strcmp(argv[i], "--weight") && i + 1 < argc)
 			weight = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--scale") && i + 1 < argc)
+			scale = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
 			rounds = (unsigned)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--what") && i + 1 < argc)
@@ -292,7 +298,8 @@ int main(int argc, char **argv)
 		rounds = 1;
 	iters = quick ? 500000ul : 2000000ul;
 
-	printf("node weight %u, %u round%s, medians of thread CPU time\n\n", weight, rounds, rounds > 1 ? "s" : "");
+	printf("node weight %u, ring-scale %d, %u round%s, medians of thread CPU time\n\n", weight,
+	       scale >= 0 ? scale : ROUTER_RING_SCALE_DEFAULT, rounds, rounds > 1 ? "s" : "");
 	printf("| nodes | table build (ms) | lookup (ns/op) | decide (ns/op) | memory/node (KB) |\n");
 	printf("|---:|---:|---:|---:|---:|\n");
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {

@@ -25,6 +25,13 @@
 #define ROUTER_MAX_DCS       64      /* datacenters per directory */
 #define ROUTER_MAX_PIN       16      /* nodes named on one "project" line */
 #define ROUTER_MAX_WEIGHT    256     /* weight=1..256 (HAProxy's server weight range) */
+#define ROUTER_RING_SCALE_MAX      8  /* "ring-scale S": 0..8, 2^S points per unit of weight */
+#define ROUTER_RING_SCALE_DEFAULT  8  /* 256 points per unit of weight */
+/* Most ring points a directory may need, all datacenters together: the
+ * parser refuses more (with the ring-scale that would fit) before it
+ * builds anything, so no seed file can make a process allocate more than
+ * about 9.2 bytes a point for its rings (docs/seed-directory.md). */
+#define ROUTER_RING_POINTS_MAX     (UINT64_C(1) << 25)
 /* A preference list never has more entries than this: pinned nodes plus R in
  * every datacenter. Size caller arrays with it. */
 #define ROUTER_PREF_MAX      (ROUTER_MAX_PIN + ROUTER_MAX_REPLICAS * ROUTER_MAX_DCS)
@@ -65,7 +72,10 @@ struct router_dir *router_dir_parse(const char *text, size_t len, const char *fi
                                     char *err, size_t errlen);
 /* The same with flags. ROUTER_LOAD_NO_RINGS: a directory for a process that
  * never routes (healthcheckd, seedctl check/haproxy): the rings are not
- * built, router_preference()/router_decide*() must not be called on it. */
+ * built (no placement time nor memory), router_dir_has_rings() is false,
+ * router_preference() returns 0 entries (pins included) and
+ * router_decide*() return -1 with a NULL backend. Everything else (targets,
+ * names, dcs, pins, checks) is there. */
 #define ROUTER_LOAD_NO_RINGS  0x1u
 struct router_dir *router_dir_load_flags(const char *path, unsigned flags, char *err, size_t errlen);
 struct router_dir *router_dir_parse_flags(const char *text, size_t len, const char *filename,
@@ -88,6 +98,11 @@ unsigned router_dir_pin_count(const struct router_dir *d);
 unsigned router_dir_hub_count(const struct router_dir *d, unsigned dc);
 unsigned router_dir_node_count(const struct router_dir *d, unsigned dc);   /* all nodes, drained too */
 size_t router_dir_memory(const struct router_dir *d);                       /* bytes held by the snapshot */
+/* Placement rings (docs/seed-directory.md, Placement): `ring-scale S` gives
+ * a node of weight W W x 2^S points on its dc's ring. The scale, and a dc's
+ * points, are there with or without rings (ROUTER_LOAD_NO_RINGS). */
+int router_dir_ring_scale(const struct router_dir *d);
+uint64_t router_dir_ring_points(const struct router_dir *d, unsigned dc);
 
 /* Atomic holder: a loader thread publishes, workers read without blocking. */
 struct router_holder;

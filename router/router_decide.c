@@ -115,19 +115,28 @@ static void decide_id(const struct router_dir *d, unsigned local_dc, const uint8
 }
 
 /* Decision for a parsed project id (see router.h). Returns 0, or -1 when
- * local_dc is out of range. */
+ * local_dc is out of range or the snapshot was loaded without rings
+ * (ROUTER_LOAD_NO_RINGS: out then routes to nothing, backend NULL). */
 int router_decide_project(const struct router_dir *d, unsigned local_dc, const uint8_t id[16],
                           const uint8_t *down, struct router_decision *out)
 {
-	if (local_dc >= d->ndcs)
+	if (local_dc >= d->ndcs || !d->rings) {
+		out->why = ROUTER_WHY_NO_HUB;
+		out->target = -1;
+		out->backend = NULL;
+		out->server = NULL;
+		out->is_project = false;
+		out->project[0] = '\0';
 		return -1;
+	}
 	router_project_format(id, out->project);
 	decide_id(d, local_dc, id, down, out);
 	return 0;
 }
 
 /* Decision for a request path (see router.h). Returns 0, or -1 when
- * local_dc is out of range (out then routes to nothing: backend NULL).
+ * local_dc is out of range or the snapshot has no rings (out then routes
+ * to nothing: backend NULL).
  * The path is read once: checking, decoding and lower-casing the id are
  * one pass over its 36 characters. */
 int router_decide(const struct router_dir *d, unsigned local_dc, const char *path, size_t len,
@@ -140,7 +149,7 @@ int router_decide(const struct router_dir *d, unsigned local_dc, const char *pat
 	out->backend = NULL;
 	out->server = NULL;
 	out->is_project = false;
-	if (local_dc >= d->ndcs) {
+	if (local_dc >= d->ndcs || !d->rings) {
 		out->project[0] = '\0';
 		return -1;
 	}

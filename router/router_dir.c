@@ -103,12 +103,12 @@ out_free_buf:
 	return d;
 }
 
-/* TODO(ring): rings are always built for now; flags are accepted so that
- * callers can already say they do not route. */
+/* Whether placement works on this snapshot: false when it was loaded with
+ * ROUTER_LOAD_NO_RINGS (router_preference() then gives 0 entries and
+ * router_decide*() -1). */
 bool router_dir_has_rings(const struct router_dir *d)
 {
-	(void)d;
-	return true;
+	return d->rings;
 }
 
 /* Takes one more reference on a snapshot; returns it (NULL passes through). */

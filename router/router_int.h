@@ -13,16 +13,22 @@
 
 #include "router.h"
 
-/* Virtual points on a datacenter's ring per unit of weight. A node of the
- * default weight 10 owns 2560 points. This is what buys balance (the share
- * of a node with V points has a relative spread of 1/sqrt(V), here 2.0 %);
- * it costs a 64-byte line per ROUTER_LINE_FILL_MAX/2 to ROUTER_LINE_FILL_MAX
- * points (see struct router_ring), i.e. 13-25 KB per default-weight node
- * depending on the ring's size (13.3 KB at 10k nodes, 20.7 KB at 100).
- * See bench/results/router.md. */
-#ifndef ROUTER_POINTS_PER_WEIGHT
-#define ROUTER_POINTS_PER_WEIGHT 256
-#endif
+/* How many points a datacenter's ring holds (router_place.c): a node of
+ * weight w owns w x 2^S points, S the directory's `ring-scale` (0 to
+ * ROUTER_RING_SCALE_MAX, default ROUTER_RING_SCALE_DEFAULT: 256 points per
+ * unit of weight, 2560 for a node of the default weight 10). S is set by
+ * the operator and by nothing else: it never follows the node count, so a
+ * join or a leave keeps the ring's exact stability at any size.
+ * The parser refuses a directory whose rings would hold more than
+ * ROUTER_RING_POINTS_MAX points in all (router.h), before building
+ * anything. Balance needs points: a node with V points gets a share with a
+ * relative spread of about 1/sqrt(V) (2560 points: 2.0 %). Memory: see
+ * struct router_ring, docs/seed-directory.md (Placement) and
+ * bench/results/router.md. */
+static inline uint32_t router_ring_points(unsigned weight, int s)
+{
+	return (uint32_t)weight << s;
+}
 
 /* Largest number of nodes in one datacenter (a node's ring index must fit
  * in the low bits of a ring entry, see router_place.c). */
@@ -91,6 +97,7 @@ struct router_dc {
 	const char *hub_backend;       /* "hubs_<dc>" */
 	const char *node_backend;      /* "nodes_<dc>" */
 	unsigned nhubs, nnodes;
+	uint64_t points;               /* sum of its nodes' weight x 2^ring_scale (rings or not) */
 	uint32_t *hubs;                /* target indices of the dc's hubs, file order */
 	struct router_ring ring;
 };
@@ -107,6 +114,7 @@ struct router_hot {
 struct router_dir {
 	atomic_uint refs;
 	unsigned replicas;
+	int ring_scale;                /* `ring-scale S`: 2^S points per unit of weight */
 	unsigned ndcs;
 	struct router_dc *dcs;
 	unsigned ntargets;
@@ -121,10 +129,15 @@ struct router_dir {
 	char *strings;                 /* arena holding every string of the snapshot */
 	size_t strings_len;
 	size_t memory;                 /* bytes allocated for this snapshot */
+	bool rings;                    /* rings built (not loaded with ROUTER_LOAD_NO_RINGS) */
 };
 
-/* router_place.c: builds every dc's ring; -1 on allocation failure. */
-int router_place_build(struct router_dir *d, char *err, size_t errlen);
+/* router_place.c: most records a ring build sorts at once (more points
+ * take more passes over them); a variable for the ring test. */
+extern size_t router_place_scratch_max;
+/* router_place.c: builds every dc's ring, unless flags has
+ * ROUTER_LOAD_NO_RINGS; -1 on allocation failure. */
+int router_place_build(struct router_dir *d, unsigned flags, char *err, size_t errlen);
 void router_place_free(struct router_dir *d);
 /* Hash of a project id shared by pin lookup and the rings. */
 uint64_t router_project_hash(const uint8_t id[16]);

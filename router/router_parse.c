@@ -60,8 +60,10 @@ struct parser {
 	size_t *pin_names;             /* arena offsets */
 	size_t npin_names, pin_names_room;
 	unsigned replicas, replicas_line;
+	unsigned ring_scale, ring_scale_line;
 	struct pcheck defaults;
 	unsigned defaults_line;
+	unsigned flags;                /* ROUTER_LOAD_* */
 };
 
 /* Formats "file:line: message" into the caller's buffer; returns -1 so a
@@ -405,6 +407,20 @@ static int kw_replicas(struct parser *p, char **w, unsigned n)
 	return 0;
 }
 
+/* ring-scale S: 2^S ring points per unit of weight (router_int.h). Only
+ * ever set here, by the operator: placement never rescales by itself. */
+static int kw_ring_scale(struct parser *p, char **w, unsigned n)
+{
+	if (n != 2)
+		return perr(p, "usage: ring-scale S");
+	if (p->ring_scale_line)
+		return perr(p, "ring-scale already set on line %u", p->ring_scale_line);
+	if (!parse_uint(w[1], ROUTER_RING_SCALE_MAX, &p->ring_scale))
+		return perr(p, "bad ring-scale '%s' (0-%d)", w[1], ROUTER_RING_SCALE_MAX);
+	p->ring_scale_line = p->line;
+	return 0;
+}
+
 /* dc NAME */
 static int kw_dc(struct parser *p, char **w, unsigned n)
 {
@@ -523,6 +539,7 @@ static const struct {
 	int (*fn)(struct parser *p, char **w, unsigned n);
 } keywords[] = {
 	{ "replicas",       kw_replicas },
+	{ "ring-scale",     kw_ring_scale },
 	{ "dc",             kw_dc },
 	{ "hub",            kw_target },
 	{ "node",           kw_target },
@@ -594,6 +611,43 @@ static void merge_check(struct router_check *out, const struct pcheck *t, const 
 #undef PICK
 }
 
+/* Sets each dc's ring points (weights x 2^ring-scale) and refuses a
+ * directory whose rings would need more than ROUTER_RING_POINTS_MAX in all,
+ * naming the biggest dc and the ring-scale that would fit. Arithmetic only,
+ * before any ring exists, so it holds for ROUTER_LOAD_NO_RINGS too
+ * (seedctl check) and a bad file never costs the memory it asks for. */
+static int check_ring_points(struct parser *p, struct router_dir *d)
+{
+	uint64_t wsum = 0, all = 0;
+	unsigned big = 0;
+	int fit = d->ring_scale;
+
+	for (unsigned t = 0; t < d->ntargets; t++)
+		if (d->targets[t].kind == ROUTER_NODE) {
+			d->dcs[d->targets[t].dc].points += router_ring_points(d->targets[t].weight, d->ring_scale);
+			wsum += d->targets[t].weight;
+		}
+	for (unsigned i = 0; i < d->ndcs; i++) {
+		all += d->dcs[i].points;
+		if (d->dcs[i].points > d->dcs[big].points)
+			big = i;
+	}
+	if (all <= ROUTER_RING_POINTS_MAX)
+		return 0;
+	while (fit >= 0 && (wsum << fit) > ROUTER_RING_POINTS_MAX)
+		fit--;
+	p->line = p->dc_line[big];
+	if (fit < 0)
+		return perr(p, "dc '%s' needs %llu ring points (the directory %llu in all), over the budget of %llu "
+		            "(2^%d) even at `ring-scale 0`: lower weights", d->dcs[big].name,
+		            (unsigned long long)d->dcs[big].points, (unsigned long long)all,
+		            (unsigned long long)ROUTER_RING_POINTS_MAX, __builtin_ctzll(ROUTER_RING_POINTS_MAX));
+	return perr(p, "dc '%s' needs %llu ring points (the directory %llu in all), over the budget of %llu "
+	            "(2^%d): lower weights or set `ring-scale N`; N=%d would fit", d->dcs[big].name,
+	            (unsigned long long)d->dcs[big].points, (unsigned long long)all,
+	            (unsigned long long)ROUTER_RING_POINTS_MAX, __builtin_ctzll(ROUTER_RING_POINTS_MAX), fit);
+}
+
 /* Turns the parsed lines into a snapshot: resolves datacenters, catches
  * duplicate names, resolves pins, builds the tables and the rings. */
 static struct router_dir *assemble(struct parser *p)
@@ -606,6 +660,7 @@ static struct router_dir *assemble(struct parser *p)
 		goto out_oom;
 	atomic_init(&d->refs, 1);
 	d->replicas = p->replicas_line ? p->replicas : 2;
+	d->ring_scale = p->ring_scale_line ? (int)p->ring_scale : ROUTER_RING_SCALE_DEFAULT;
 	p->line = p->ndcs ? p->dc_line[0] : 1;
 	if (p->ndcs == 0) {
 		p->line = 1;
@@ -749,7 +804,7 @@ static struct router_dir *assemble(struct parser *p)
 		d->pins[slot].count = pp->count;
 	}
 
-	if (router_place_build(d, p->err, p->errlen) == -1)
+	if (check_ring_points(p, d) == -1 || router_place_build(d, p->flags, p->err, p->errlen) == -1)
 		goto out_free_dir;
 	free(tdc);
 	return d;
@@ -774,8 +829,7 @@ struct router_dir *router_dir_parse(const char *text, size_t len, const char *fi
 struct router_dir *router_dir_parse_flags(const char *text, size_t len, const char *filename,
                                           unsigned flags, char *err, size_t errlen)
 {
-	(void)flags;
-	struct parser p = { .file = filename ? filename : "<seed>", .err = err, .errlen = errlen };
+	struct parser p = { .file = filename ? filename : "<seed>", .err = err, .errlen = errlen, .flags = flags };
 	struct router_dir *d = NULL;
 	char *line = NULL;
 	size_t line_room = 0, pos = 0;

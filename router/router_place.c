@@ -1,13 +1,14 @@
 /*
  * router_place.c — placement: a consistent-hash ring per datacenter.
  *
- * Each node owns weight x ROUTER_POINTS_PER_WEIGHT virtual points; point j of
- * node N sits at the top 32 bits of XXH3_64bits(le64(XXH3_64bits(N)) .
- * le64(j)). (Not XXH3_64bits_withSeed(N, j): for inputs under 9 bytes XXH3
- * mixes the seed in linearly, and short names like "n2" and "n3" then share
- * points.) A project
- * sits at the top 32 bits of XXH3(id) and its replicas in a dc are the first
- * R distinct nodes met walking clockwise from there. Why this shape:
+ * Each node owns a number of virtual points proportional to its weight
+ * (how many: below); point j of node N sits at the top 32 bits of
+ * XXH3_64bits(le64(XXH3_64bits(N)) . le64(j)). (Not
+ * XXH3_64bits_withSeed(N, j): for inputs under 9 bytes XXH3 mixes the seed
+ * in linearly, and short names like "n2" and "n3" then share points.) A
+ * project sits at the top 32 bits of XXH3(id) and its replicas in a dc are
+ * the first R distinct nodes met walking clockwise from there. Why this
+ * shape:
  *
  *  - a point's position depends only on its node's name, so the lists are the
  *    same on every machine and independent of the order of the node lines
@@ -23,6 +24,43 @@
  *    array: a bucket too full for its line continues in the next, and the
  *    next bucket then starts after it). The line after is prefetched with
  *    it, for the second replica or a spilled bucket.
+ *
+ * How many points: a node of weight w owns w x 2^S points (its points
+ * 0 .. count-1), S the directory's `ring-scale` (0-8, default 8: 256
+ * points per unit of weight, the placement this file always had). S is
+ * set by the operator and by nothing else, in particular never by the
+ * node count: a ring whose size followed the count would change scale at
+ * some join or leave and then move about half of the dc's primaries, and
+ * on this platform a project's data lives on its nodes. So the properties
+ * above are exact at every size and every scale; changing S is the one
+ * change that rescales (lowering it by k keeps the first 2^-k of each
+ * node's points, so about 1 - 2^-k of the primaries move), and seedctl
+ * stats prints it.
+ *
+ * Memory is bounded by refusing, not by rescaling: the parser adds up
+ * weight x 2^S over the directory before any ring exists and refuses more
+ * than ROUTER_RING_POINTS_MAX (2^25) points with the scale that would fit
+ * (router_parse.c, check_ring_points), rings or not (seedctl check). A
+ * ring of P points over N nodes takes 2^b lines of 64 bytes (plus a few
+ * for spills), 2^b the smallest power of two >= 2 and >= N with
+ * P / 2^b < ROUTER_LINE_FILL_MAX + 1: 4.6 to 9.2 bytes a point, so 2^25
+ * points cost at most 2^25 / 7 lines, 306,783,378 bytes (2^22 lines,
+ * 268,435,456 bytes, when they are one dc), plus 64 to 128 bytes a node
+ * where points are fewer than nodes. The build needs at most 64 MB more
+ * (sort_points' scratch). Why a ring rather than another scheme:
+ *
+ *  - rendezvous hashing over a bounded table of virtual buckets or a
+ *    maglev table would bound memory too, but building the first costs a
+ *    score per (bucket, node) pair (10^10 for 2^20 buckets and 10k
+ *    nodes), and maglev gives up exact stability (it moves some projects
+ *    between nodes that stay) and needs as many slots a node for balance
+ *    as a ring needs points;
+ *    jump/anchor hashing depend on the order nodes came and went, which a
+ *    directory does not record;
+ *  - balance is what the scale buys: a node with V points gets a share
+ *    with a relative spread of about 1/sqrt(V) (2560 points at the default
+ *    scale and weight: 2.0 %, the busiest of 10k nodes 1.07 x the mean;
+ *    160 points at ring-scale 4: 1.31 x).
  *
  * Layout (router_int.h): an entry is the position's low 32-b bits above the
  * node's ring index (ibits bits, ring indices in node-name order), so a point
@@ -243,6 +281,36 @@ static uint64_t *scratch_recs(struct place_scratch *sc, size_t n)
 	return sc->rec;
 }
 
+/* Most 8-byte records sort_points holds at once (64 MB): a bigger ring
+ * (above 8 M points, dcs of more than about 33k nodes) is scattered in
+ * several passes over its points, each keeping the partitions that fit,
+ * so building a 100k-node ring costs this much besides the ring itself,
+ * not 8 bytes a point (205 MB), at the price of hashing the points again
+ * in each pass. A variable so that the ring test can make it tiny and
+ * run every ring through the multi-pass path. */
+size_t router_place_scratch_max = (size_t)1 << 23;
+
+/* Hashes every point of the ring and scatters those of partitions g0..g1-1
+ * (all of them when whole: the one-group case, which then skips the range
+ * test, about 20 instructions a point in all) into their line buffers. */
+static inline __attribute__((always_inline)) void scatter(const struct router_dir *d,
+                                                          const struct router_ring *r, const uint64_t *nh,
+                                                          unsigned cbits, uint32_t g0, uint32_t g1, bool whole,
+                                                          uint64_t *rec, uint64_t *wcbuf, uint32_t *cursor,
+                                                          const uint32_t *gstart)
+{
+	for (uint32_t k = 0; k < r->distinct; k++) {
+		uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, d->ring_scale);
+
+		for (uint32_t j = 0; j < pts; j++) {
+			uint32_t p = point_pos(nh[k], j), c = p >> (32 - cbits);
+
+			if (whole || (c >= g0 && c < g1))
+				wc_put(rec, wcbuf, cursor, gstart, c, (uint64_t)p << 32 | k);
+		}
+	}
+}
+
 /* Fills r->line (allocated with cap lines, r->bits/ibits/npoints/node set)
  * with the points of the ring's nodes and sets r->nlines; nh[k] is the
  * name hash of ring index k. A radix sort that stays in cache: the points
@@ -251,31 +319,34 @@ static uint64_t *scratch_recs(struct place_scratch *sc, size_t n)
  * 2^COARSE_BITS partitions (a line buffer each in L1, see wc_put), then each
  * partition, a few hundred KB at most in practice, is radix-sorted in L2
  * on the position bits under the bucket's, then scattered on the bucket
- * bits as final 4-byte entries straight into its lines. Every
- * step is stable and the records start in ring-index (name) order, so
- * equal positions end up in name order. The records live in sc (reused by
- * the next ring). Returns 0, -1 when out of memory,
- * 1 when the lines did not fit in cap (or a header field overflowed): the
- * caller retries with more buckets. */
+ * bits as final 4-byte entries straight into its lines. Partitions are
+ * scattered in groups of at most router_place_scratch_max records (one
+ * pass over the points each), in order, so the lines fill in ring order
+ * as with one group. Every step is stable and the records start in
+ * ring-index (name) order, so equal positions end up in name order. The
+ * records live in sc (reused by the next ring). Returns 0, -1 when out of
+ * memory, 1 when the lines did not fit in cap (or a header field
+ * overflowed): the caller retries with more buckets. */
 static int sort_points(const struct router_dir *d, struct router_ring *r, const uint64_t *nh, size_t cap,
                        struct place_scratch *sc)
 {
 	unsigned cbits = r->bits < COARSE_BITS ? r->bits : COARSE_BITS;
 	uint32_t ncoarse = 1u << cbits, nb = 1u << r->bits, rmask = UINT32_MAX >> r->bits, big = 0;
 	uint32_t nfine = nb >> cbits, fshift = 32 - r->bits, *count = NULL;
-	size_t *addr = NULL;
+	size_t *addr = NULL, room;
 	bool full = false;
 	uint32_t *cstart = calloc((size_t)ncoarse + 1, sizeof(uint32_t));
+	uint32_t *gstart = malloc(((size_t)ncoarse + 1) * sizeof(uint32_t));
 	uint32_t *cursor = malloc((size_t)(ncoarse > 4096 ? ncoarse : 4096) * sizeof(uint32_t));
-	uint64_t *rec = scratch_recs(sc, r->npoints), *tmp = NULL;
+	uint64_t *rec = NULL, *tmp = NULL;
 	uint64_t *wcbuf = ring_alloc((size_t)ncoarse * WC_RECS * sizeof(uint64_t));
 	struct line_writer lw = { .line = r->line, .cap = cap };
 	int ret = -1;
 
-	if (!cstart || !cursor || !rec || !wcbuf)
+	if (!cstart || !gstart || !cursor || !wcbuf)
 		goto out_free;
 	for (uint32_t k = 0; k < r->distinct; k++) {
-		uint32_t pts = d->targets[r->node[k]].weight * ROUTER_POINTS_PER_WEIGHT;
+		uint32_t pts = router_ring_points(d->targets[r->node[k]].weight, d->ring_scale);
 
 		for (uint32_t j = 0; j < pts; j++)
 			cstart[point_pos(nh[k], j) >> (32 - cbits)]++;
@@ -288,42 +359,54 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 		cstart[c] = sum;
 		sum += n;
 	}
-	memcpy(cursor, cstart, ncoarse * sizeof(uint32_t));
-	for (uint32_t k = 0; k < r->distinct; k++) {
-		uint32_t pts = d->targets[r->node[k]].weight * ROUTER_POINTS_PER_WEIGHT;
-
-		for (uint32_t j = 0; j < pts; j++) {
-			uint32_t p = point_pos(nh[k], j);
-
-			wc_put(rec, wcbuf, cursor, cstart, p >> (32 - cbits), (uint64_t)p << 32 | k);
-		}
-	}
-	wc_flush(rec, wcbuf, cursor, cstart, ncoarse);
+	/* Room for a group: the cap, or one partition bigger than it, plus
+	 * the 7 records a group may start into its first line (below). */
+	room = r->npoints < router_place_scratch_max ? r->npoints : router_place_scratch_max;
+	room = (room > big ? room : big) + WC_RECS;
+	rec = scratch_recs(sc, room);
 	tmp = malloc(((size_t)big + 1) * sizeof(*tmp));
 	count = malloc((size_t)nfine * sizeof(*count));
 	addr = malloc((size_t)nfine * sizeof(*addr));
-	if (!tmp || !count || !addr)
+	if (!rec || !tmp || !count || !addr)
 		goto out_free;
-	for (uint32_t c = 0; c < ncoarse && !full; c++) {
-		uint32_t lo = cstart[c], m = cstart[c + 1] - lo;
-		const uint64_t *srt = sort_partition(rec + lo, tmp, m, 32 - r->bits, cursor);
+	for (uint32_t g0 = 0, g1; g0 < ncoarse && !full; g0 = g1) {
+		/* Partitions g0..g1-1, their records at rec[cstart[c] - base]:
+		 * base keeps record indices 64-byte aligned as in one group. */
+		uint32_t base = cstart[g0] & ~(uint32_t)(WC_RECS - 1);
 
-		/* srt is in (low bits, ring index) order: a stable counting
-		 * scatter on the bucket bits puts it in ring order, straight
-		 * into the lines. */
-		memset(count, 0, (size_t)nfine * sizeof(*count));
-		for (uint32_t i = 0; i < m; i++)
-			count[(uint32_t)(srt[i] >> 32) >> fshift & (nfine - 1)]++;
-		if (!lay_out(&lw, (size_t)c * nfine, nfine, count, addr)) {
-			full = true;
-			break;
-		}
-		for (uint32_t i = 0; i < m; i++) {
-			uint32_t p = (uint32_t)(srt[i] >> 32), f = p >> fshift & (nfine - 1);
-			size_t a = addr[f];
+		for (g1 = g0 + 1; g1 < ncoarse && cstart[g1 + 1] - base + WC_RECS <= room; g1++)
+			;
+		for (uint32_t c = g0; c <= g1; c++)
+			gstart[c] = cstart[c] - base;
+		memcpy(cursor + g0, gstart + g0, (g1 - g0) * sizeof(uint32_t));
+		if (g0 == 0 && g1 == ncoarse)
+			scatter(d, r, nh, cbits, 0, ncoarse, true, rec, wcbuf, cursor, gstart);
+		else
+			scatter(d, r, nh, cbits, g0, g1, false, rec, wcbuf, cursor, gstart);
+		wc_flush(rec, wcbuf + (size_t)g0 * WC_RECS, cursor + g0, gstart + g0, g1 - g0);
+		for (uint32_t c = g0; c < g1 && !full; c++) {
+			uint32_t lo = gstart[c], m = gstart[c + 1] - lo;
+			/* (cursor, done with for this group, is the sort's count
+			 * array: the next group sets its own entries again) */
+			const uint64_t *srt = sort_partition(rec + lo, tmp, m, 32 - r->bits, cursor);
 
-			r->line[a++] = (p & rmask) << r->ibits | (uint32_t)srt[i];
-			addr[f] = a + (a % ROUTER_LINE_WORDS == 0);
+			/* srt is in (low bits, ring index) order: a stable counting
+			 * scatter on the bucket bits puts it in ring order, straight
+			 * into the lines. */
+			memset(count, 0, (size_t)nfine * sizeof(*count));
+			for (uint32_t i = 0; i < m; i++)
+				count[(uint32_t)(srt[i] >> 32) >> fshift & (nfine - 1)]++;
+			if (!lay_out(&lw, (size_t)c * nfine, nfine, count, addr)) {
+				full = true;
+				break;
+			}
+			for (uint32_t i = 0; i < m; i++) {
+				uint32_t p = (uint32_t)(srt[i] >> 32), f = p >> fshift & (nfine - 1);
+				size_t a = addr[f];
+
+				r->line[a++] = (p & rmask) << r->ibits | (uint32_t)srt[i];
+				addr[f] = a + (a % ROUTER_LINE_WORDS == 0);
+			}
 		}
 	}
 	/* Lines past the last bucket: the end of a spill chain, then at least
@@ -344,12 +427,25 @@ static int sort_points(const struct router_dir *d, struct router_ring *r, const 
 	ret = full ? 1 : 0;
 out_free:
 	free(cstart);
+	free(gstart);
 	free(cursor);
 	free(wcbuf);
 	free(tmp);
 	free(count);
 	free(addr);
 	return ret;
+}
+
+/* The directory's ring-scale and a dc's ring points (router.h): set by
+ * the parser whether or not the rings are built. */
+int router_dir_ring_scale(const struct router_dir *d)
+{
+	return d->ring_scale;
+}
+
+uint64_t router_dir_ring_points(const struct router_dir *d, unsigned dc)
+{
+	return dc < d->ndcs ? d->dcs[dc].points : 0;
 }
 
 /* Builds the ring of datacenter dc. Returns 0, or -1 with err set. */
@@ -376,8 +472,10 @@ static int build_ring(struct router_dir *d, unsigned dc, struct place_scratch *s
 		if (d->targets[t].dc == dc && d->targets[t].kind == ROUTER_NODE) {
 			nodes[k].name = d->targets[t].name;
 			nodes[k++].target = t;
-			total += (uint64_t)d->targets[t].weight * ROUTER_POINTS_PER_WEIGHT;
+			total += router_ring_points(d->targets[t].weight, d->ring_scale);
 		}
+	/* The parser refused more than ROUTER_RING_POINTS_MAX points; this
+	 * only guards the 32-bit point count should that limit ever grow. */
 	if (total > UINT32_MAX / 2) {
 		snprintf(err, errlen, "dc '%s' has too much weight for one ring", d->dcs[dc].name);
 		goto out_free;
@@ -425,15 +523,21 @@ out_free:
 	return ret;
 }
 
-/* Builds every datacenter's ring into the snapshot; -1 with err set. */
-int router_place_build(struct router_dir *d, char *err, size_t errlen)
+/* Builds every datacenter's ring into the snapshot; -1 with err set.
+ * With ROUTER_LOAD_NO_RINGS builds nothing: a process that never routes
+ * (healthcheckd, seedctl check) then pays neither the time nor the memory,
+ * and d->rings stays false so placement calls refuse the snapshot. */
+int router_place_build(struct router_dir *d, unsigned flags, char *err, size_t errlen)
 {
 	struct place_scratch sc = { 0 };
 	int ret = 0;
 
+	if (flags & ROUTER_LOAD_NO_RINGS)
+		return 0;
 	for (unsigned dc = 0; dc < d->ndcs && ret == 0; dc++)
 		ret = build_ring(d, dc, &sc, err, errlen);
 	free(sc.rec);
+	d->rings = ret == 0;
 	return ret;
 }
 
@@ -588,13 +692,13 @@ size_t router_preference(const struct router_dir *d, const uint8_t id[16], unsig
                          unsigned *targets, size_t max, bool *pinned)
 {
 	uint64_t h = router_project_hash(id);
-	const struct router_pin *pin = router_pin_find(d, id, h);
+	const struct router_pin *pin = d->rings ? router_pin_find(d, id, h) : NULL;
 	size_t n = 0;
 
 	if (pinned)
 		*pinned = pin != NULL;
-	if (local_dc >= d->ndcs)
-		return 0;
+	if (local_dc >= d->ndcs || !d->rings)
+		return 0;       /* loaded without rings: no placement at all, pins included */
 	if (pin) {
 		for (int pass = 0; pass < 2; pass++)
 			for (uint32_t k = 0; k < pin->count && n < max; k++) {

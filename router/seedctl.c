@@ -36,14 +36,14 @@ static void usage(FILE *f)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 }
 
-struct router_dir *seedctl_load(const char *path)
+struct router_dir *seedctl_load(const char *path, unsigned flags)
 {
 	char err[512];
 	struct router_dir *d;
 
 	if (sd_is_etcd(path))
-		return seedctl_load_etcd(path, 0);
-	d = router_dir_load(path, err, sizeof(err));
+		return seedctl_load_etcd(path, flags);
+	d = router_dir_load_flags(path, flags, err, sizeof(err));
 	if (!d)
 		fprintf(stderr, "%s\n", err);
 	return d;

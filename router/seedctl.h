@@ -33,7 +33,7 @@ int seedctl_register(int argc, char **argv);
 /* Loads a seed directory: a file, or etcd://HOST:PORT[,...]/PREFIX (read
  * at one revision). On error prints "file:line: message" (or
  * "KEY: message") on stderr and returns NULL. */
-struct router_dir *seedctl_load(const char *path);
+struct router_dir *seedctl_load(const char *path, unsigned flags /* ROUTER_LOAD_* */);
 struct router_dir *seedctl_load_etcd(const char *spec, unsigned flags);
 
 /* ---- etcd (seedctl_etcd.c); every function prints its own errors */

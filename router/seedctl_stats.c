@@ -3,7 +3,10 @@
  *
  * Places N pseudo-random project ids (a fixed sequence, so two runs agree)
  * and prints each node's share of primaries next to the share its weight
- * asks for: what ops look at before adding or re-weighting nodes.
+ * asks for: what ops look at before adding or re-weighting nodes. Also
+ * prints the directory's ring-scale and each dc's ring points: changing
+ * ring-scale moves about half of the primaries for each step of it (see
+ * docs/seed-directory.md), so ops see which scale a file places with.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -16,7 +19,9 @@ static void stats_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl stats --seed FILE [--samples N] [--dc D]\n"
 	        "Places N ids (default 100000) and prints, per node of each dc (or of D):\n"
-	        "node, weight, primaries, share %%, share its weight asks for %%, ratio.\n");
+	        "node, weight, primaries, share %%, share its weight asks for %%, ratio; and each\n"
+	        "dc's ring points at the directory's ring-scale (each step of ring-scale\n"
+	        "moves about half of the primaries).\n");
 }
 
 /* splitmix64: a fixed, portable id sequence. */
@@ -59,8 +64,11 @@ static void stats_dc(const struct router_dir *d, unsigned dc, unsigned long samp
 			nodes++;
 		}
 	}
-	printf("# dc %s: %lu nodes, %lu samples\n# node\tweight\tprimaries\tshare%%\tweight-share%%\tratio\n",
-	       router_dir_dc_name(d, dc), nodes, samples);
+	printf("# dc %s: %lu nodes, %lu samples\n", router_dir_dc_name(d, dc), nodes, samples);
+	printf("# ring %s: ring-scale %d (%u points per unit of weight), %llu points; each step of "
+	       "ring-scale moves about half of the primaries\n", router_dir_dc_name(d, dc), router_dir_ring_scale(d),
+	       1u << router_dir_ring_scale(d), (unsigned long long)router_dir_ring_points(d, dc));
+	printf("# node\tweight\tprimaries\tshare%%\tweight-share%%\tratio\n");
 	for (unsigned t = 0; t < ntargets; t++) {
 		const struct router_target *tg = router_dir_target(d, t);
 		double share, want;
@@ -109,7 +117,7 @@ int seedctl_stats(int argc, char **argv)
 		stats_usage(stderr);
 		return 2;
 	}
-	d = seedctl_load(seed);
+	d = seedctl_load(seed, 0);
 	if (!d)
 		return 1;
 	count = calloc(router_dir_target_count(d) + 1, sizeof(*count));

@@ -87,7 +87,7 @@ int seedctl_where(int argc, char **argv)
 		where_usage(stderr);
 		return 2;
 	}
-	d = seedctl_load(seed);
+	d = seedctl_load(seed, 0);
 	if (!d)
 		return 1;
 	dc = seedctl_dc(d, dcname);

@@ -6,6 +6,7 @@ their next usable entry), and the generated backends are loaded by HAProxy.
 """
 import os
 import random
+import resource
 import subprocess
 
 import pytest
@@ -73,6 +74,54 @@ def test_check_good_and_bad(stack):
     assert r.stderr.startswith(f"{bad}:3: bad port '99999'"), r.stderr
     r = seedctl("check", stack.path("missing.conf"))
     assert r.returncode == 1 and "missing.conf" in r.stderr
+
+
+def run_limited(args, limit_mb):
+    """seedctl ARGS in an address space of limit_mb (not under ASan, whose
+    shadow memory needs terabytes of it)."""
+    limit = limit_mb << 20
+    pre = None if harness.ASAN else (lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    return subprocess.run([harness.bin_path("seedctl"), *map(str, args)], capture_output=True, text=True,
+                          timeout=60 * harness.SLOW, preexec_fn=pre)
+
+
+def big_seed(stack, name, nodes, weight=None, scale=None):
+    lines = ([f"ring-scale {scale}"] if scale is not None else []) + ["dc a"]
+    w = f" weight={weight}" if weight else ""
+    lines += [f"node n{i:06d} 10.{i >> 16}.{(i >> 8) & 255}.{i & 255}:6000 dc=a{w}" for i in range(nodes)]
+    return stack.write(name, "\n".join(lines) + "\n")
+
+
+def test_check_refuses_over_budget(stack):
+    """8000 nodes of weight=256 need 524 M ring points (8.3 GB of rings once):
+    the parser refuses the file from arithmetic alone, with the fix, before
+    building anything: check (no rings) and where (rings) both fail with the
+    message inside a 32 MB address space."""
+    seed = big_seed(stack, "over.conf", 8000, weight=256)
+    want = (f"{seed}:1: dc 'a' needs 524288000 ring points (the directory 524288000 in all), over the "
+            "budget of 33554432 (2^25): lower weights or set `ring-scale N`; N=4 would fit\n")
+    r = run_limited(["check", seed], 32)
+    assert r.returncode == 1 and r.stderr == want, r.stderr
+    r = run_limited(["where", "--seed", seed, "2f1c3d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"], 32)
+    assert r.returncode == 1 and r.stderr == want, r.stderr
+
+
+def test_big_dir_with_ring_scale(stack):
+    """100k default-weight nodes need 256 M points at the default scale and
+    are refused (N=5 would fit); with `ring-scale 3` (8 M points) check
+    accepts them within 64 MB of address space (it builds no rings) and
+    where, which builds the ring, within 256 MB."""
+    seed = big_seed(stack, "big.conf", 100000)
+    r = run_limited(["check", seed], 64)
+    assert r.returncode == 1 and "needs 256000000 ring points" in r.stderr and "N=5 would fit" in r.stderr, \
+        r.stderr
+    seed = big_seed(stack, "scaled.conf", 100000, scale=3)
+    r = run_limited(["check", seed], 64)
+    assert r.returncode == 0, r.stderr
+    assert "ok: 1 datacenters, 0 hubs, 100000 nodes" in r.stdout
+    r = run_limited(["where", "--seed", seed, "2f1c3d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"], 256)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("2f1c3d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f\tn0"), r.stdout
 
 
 def test_where_lists_and_down(stack):
@@ -152,6 +201,12 @@ def test_stats(stack):
         assert 0.85 < float(row[5]) < 1.15
     r = seedctl("stats", "--seed", seed, "--samples", "1000")
     assert r.stdout.count("# dc ") == 4
+    # the ring-scale the file places with (docs/seed-directory.md)
+    assert ("# ring east: ring-scale 8 (256 points per unit of weight), 25600 points; each step of "
+            "ring-scale moves about half of the primaries\n") in r.stdout, r.stdout
+    seed = stack.write("scaled.conf", "ring-scale 5\n" + seed_text())
+    r = seedctl("stats", "--seed", seed, "--samples", "1000", "--dc", "west")
+    assert "# ring west: ring-scale 5 (32 points per unit of weight), 3200 points;" in r.stdout, r.stdout
 
 
 def test_haproxy_backends_load(stack):

@@ -1,15 +1,23 @@
 /*
  * test_router_place.c — placement properties, each printing its figure:
  * balance, determinism (file order, a golden list), stability when a node
- * leaves or joins, weights, multi-dc order, pins, small datacenters.
+ * leaves or joins (in a small dc, and at every ring-scale), weights,
+ * ring-scale (the default places exactly as before the keyword existed,
+ * at every size; other scales move projects by the documented amount), the
+ * point budget (an over-budget directory refused with the scale that would
+ * fit, with or without rings), balance and memory of a 10k-node dc,
+ * multi-dc order, pins, small datacenters, and a directory loaded without
+ * rings.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "test_router_util.h"
+#include "router_int.h"
 
 #define IDS 100000
 /* Computed once (x86-64) and fixed by XXH3's specification since. */
@@ -28,6 +36,59 @@ static const char *primary(const struct router_dir *d, const uint8_t id[16])
 	size_t n = router_preference(d, id, 0, list, ROUTER_PREF_MAX, NULL);
 
 	return n ? router_dir_target(d, list[0])->name : NULL;
+}
+
+/* Seed text of big_dir (below): one dc "a", replicas 2, nodes
+ * n00000..n(N-1) of one weight (0: weights 1 + i % 23), node skip (-1:
+ * none) left out, a `ring-scale` line unless scale is -1. */
+static void big_text(struct tr_buf *b, unsigned nodes, unsigned weight, int skip, int scale)
+{
+	tr_printf(b, "replicas 2\n");
+	if (scale >= 0)
+		tr_printf(b, "ring-scale %d\n", scale);
+	tr_printf(b, "dc a\nhub h1 127.0.0.1:5001 dc=a\n");
+	for (unsigned i = 0; i < nodes; i++)
+		if ((int)i != skip)
+			tr_printf(b, "node n%05u 10.%u.%u.%u:6000 dc=a weight=%u\n", i, i >> 16, (i >> 8) & 255,
+			          i & 255, weight ? weight : 1 + i % 23);
+}
+
+/* big_text loaded with flags; NULL (error printed) if refused. */
+static struct router_dir *big_dir(unsigned nodes, unsigned weight, int skip, int scale, unsigned flags)
+{
+	struct tr_buf b = { 0 };
+	struct router_dir *d;
+	char err[512];
+
+	big_text(&b, nodes, weight, skip, scale);
+	d = router_dir_parse_flags(b.p, b.len, "big.conf", flags, err, sizeof(err));
+	if (!d)
+		fprintf(stderr, "parse failed: %s\n", err);
+	free(b.p);
+	return d;
+}
+
+/* big_text's error: parsing must fail; the message goes to err. */
+static void big_err(unsigned nodes, unsigned weight, int scale, unsigned flags, char *err, size_t errlen)
+{
+	struct tr_buf b = { 0 };
+	struct router_dir *d;
+
+	big_text(&b, nodes, weight, -1, scale);
+	d = router_dir_parse_flags(b.p, b.len, "big.conf", flags, err, errlen);
+	free(b.p);
+	assert_null(d);
+	printf("refused: %s\n", err);
+}
+
+/* The first two entries of id's list in dc 0, as node names. */
+static void first_two(const struct router_dir *d, const uint8_t id[16], const char **a, const char **b)
+{
+	unsigned list[4];
+
+	assert_int_equal(router_preference(d, id, 0, list, 4, NULL), 2);
+	*a = router_dir_target(d, list[0])->name;
+	*b = router_dir_target(d, list[1])->name;
 }
 
 /* 50 equal nodes, 100k random ids: busiest node <= 1.10 x mean. Five
@@ -282,6 +343,382 @@ static void test_empty_dc(void **state)
 	router_dir_release(&d);
 }
 
+/* Leave and join at ring-scale 0, 3 and 8 (10, 80 and 2560 points a
+ * node of weight 10): the scale never moves by itself, so at any scale a
+ * leave changes only the lists that held the node and a join moves about
+ * 1/(N+1) of the primaries, all to the new node. */
+static void test_scale_leave_join(void **state)
+{
+	static const int scales[] = { 0, 3, 8 };
+
+	for (size_t k = 0; k < sizeof(scales) / sizeof(scales[0]); k++) {
+		int sc = scales[k];
+		struct router_dir *mid = big_dir(600, 10, -1, sc, 0), *left = big_dir(600, 10, 123, sc, 0);
+		struct router_dir *joined = big_dir(601, 10, -1, sc, 0);
+		unsigned bad = 0, held = 0, moved = 0, elsewhere = 0;
+		uint64_t s = 13;
+		double frac;
+
+		assert_non_null(mid);
+		assert_non_null(left);
+		assert_non_null(joined);
+		assert_int_equal(router_dir_ring_scale(mid), sc);
+		for (unsigned i = 0; i < IDS; i++) {
+			uint8_t id[16];
+			const char *m0, *m1, *l0, *l1, *j0, *j1;
+
+			tr_id(&s, id);
+			first_two(mid, id, &m0, &m1);
+			first_two(left, id, &l0, &l1);
+			first_two(joined, id, &j0, &j1);
+			if (strcmp(m0, "n00123") && strcmp(m1, "n00123"))
+				bad += strcmp(l0, m0) || strcmp(l1, m1);
+			else
+				held++, bad += strcmp(l0, strcmp(m0, "n00123") ? m0 : m1) != 0;
+			if (strcmp(j0, m0)) {
+				moved++;
+				elsewhere += strcmp(j0, "n00600") != 0;
+			}
+		}
+		frac = (double)moved / IDS;
+		printf("ring-scale %d (%u points a node): leave 600 -> 599: %u lists held the node, %u violations; "
+		       "join 600 -> 601: %.3f%% of primaries moved (limit %.3f%%), %u not to the new node\n", sc,
+		       10u << sc, held, bad, 100 * frac, 100 * (1.0 / 601 + 0.005), elsewhere);
+		assert_int_equal(bad, 0);
+		assert_true(frac <= 1.0 / 601 + 0.005);
+		assert_int_equal(elsewhere, 0);
+		router_dir_release(&mid);
+		router_dir_release(&left);
+		router_dir_release(&joined);
+	}
+}
+
+/* FNV-1a over the names of the lists of 20000 ids in dc 0. */
+static uint64_t place_digest(const struct router_dir *d)
+{
+	uint64_t h = 1469598103934665603ull, s = 23;
+
+	for (unsigned i = 0; i < 20000; i++) {
+		uint8_t id[16];
+		unsigned l[4];
+		size_t n;
+
+		tr_id(&s, id);
+		n = router_preference(d, id, 0, l, 4, NULL);
+		for (size_t k = 0; k < n; k++)
+			for (const char *c = router_dir_target(d, l[k])->name; *c; c++)
+				h = (h ^ (uint8_t)*c) * 1099511628211ull;
+	}
+	return h;
+}
+
+/* Without a ring-scale line (and with `ring-scale 8`) placement is the
+ * one of commit a3de705, before any ring budget: 256 points per unit of
+ * weight at every size. The digests were computed with that commit's
+ * librouter on these directories (weights 1-23 mixed, 100 to 5000 nodes,
+ * up to 15 M points), so a directory that worked keeps every project
+ * where it was. */
+static void test_default_scale_is_main(void **state)
+{
+	static const struct {
+		unsigned nodes;
+		uint64_t digest;
+	} want[] = {
+		{ 100, 0xfc245d663f3c16a6ull },
+		{ 2000, 0xa9c5bbe89eff8fc9ull },
+		{ 5000, 0x07d1094a699f6f38ull },
+	};
+
+	for (size_t k = 0; k < sizeof(want) / sizeof(want[0]); k++) {
+		struct router_dir *d = big_dir(want[k].nodes, 0, -1, -1, 0);
+		uint64_t got;
+
+		assert_non_null(d);
+		assert_int_equal(router_dir_ring_scale(d), ROUTER_RING_SCALE_DEFAULT);
+		got = place_digest(d);
+		printf("default scale, %u nodes of weights 1-23: digest %016llx (a3de705: %016llx)\n", want[k].nodes,
+		       (unsigned long long)got, (unsigned long long)want[k].digest);
+		assert_true(got == want[k].digest);
+		router_dir_release(&d);
+		if (want[k].nodes <= 2000) {
+			d = big_dir(want[k].nodes, 0, -1, 8, 0);
+			assert_non_null(d);
+			assert_true(place_digest(d) == want[k].digest);
+			router_dir_release(&d);
+		}
+	}
+}
+
+/* Changing ring-scale is an operator's decision that moves projects, by
+ * the documented amount: each node keeps the first 2^S' of its 2^S points
+ * a unit of weight, so lowering the scale by k moves about 1 - 2^-k of the
+ * primaries (one step: about half). */
+static void test_scale_moves(void **state)
+{
+	static const struct {
+		int scale;
+		double lo, hi;
+	} steps[] = { { 7, 0.45, 0.55 }, { 6, 0.70, 0.80 }, { 4, 0.89, 0.98 } };
+	struct router_dir *ref = big_dir(1000, 10, -1, -1, 0);
+
+	assert_non_null(ref);
+	for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+		struct router_dir *d = big_dir(1000, 10, -1, steps[k].scale, 0);
+		unsigned moved = 0;
+		uint64_t s = 17;
+		double frac;
+
+		assert_non_null(d);
+		for (unsigned i = 0; i < IDS; i++) {
+			uint8_t id[16];
+
+			tr_id(&s, id);
+			moved += strcmp(primary(ref, id), primary(d, id)) != 0;
+		}
+		frac = (double)moved / IDS;
+		printf("ring-scale 8 -> %d, 1000 nodes of weight 10: %.1f%% of primaries moved (about %.1f%%)\n",
+		       steps[k].scale, 100 * frac, 100 * (1 - 1.0 / (1u << (8 - steps[k].scale))));
+		assert_true(frac >= steps[k].lo && frac <= steps[k].hi);
+		router_dir_release(&d);
+	}
+	router_dir_release(&ref);
+}
+
+/* The keyword itself: 0..8, at most once, clear errors. */
+static void test_ring_scale_keyword(void **state)
+{
+	static const struct {
+		const char *text, *err;
+	} bad[] = {
+		{ "ring-scale 9\n", "k.conf:1: bad ring-scale '9' (0-8)" },
+		{ "ring-scale -1\n", "k.conf:1: bad ring-scale '-1' (0-8)" },
+		{ "ring-scale 3x\n", "k.conf:1: bad ring-scale '3x' (0-8)" },
+		{ "ring-scale\n", "k.conf:1: usage: ring-scale S" },
+		{ "ring-scale 2 3\n", "k.conf:1: usage: ring-scale S" },
+		{ "ring-scale 2\ndc a\nring-scale 2\n", "k.conf:3: ring-scale already set on line 1" },
+	};
+	static const char ok[] = "dc a\nring-scale 0\nnode n1 10.0.0.1:1 dc=a weight=1\n"
+	                         "node n2 10.0.0.2:1 dc=a weight=1\nnode n3 10.0.0.3:1 dc=a weight=2\n";
+	char err[512];
+	struct router_dir *d;
+	unsigned l[4];
+	uint8_t id[16];
+	uint64_t s = 3;
+
+	for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+		d = router_dir_parse(bad[k].text, strlen(bad[k].text), "k.conf", err, sizeof(err));
+		assert_null(d);
+		assert_string_equal(err, bad[k].err);
+	}
+	/* ring-scale 0: one point per unit of weight still places */
+	d = router_dir_parse(ok, sizeof(ok) - 1, "k.conf", err, sizeof(err));
+	assert_non_null(d);
+	assert_int_equal(router_dir_ring_scale(d), 0);
+	assert_int_equal(router_dir_ring_points(d, 0), 4);
+	for (unsigned i = 0; i < 1000; i++) {
+		tr_id(&s, id);
+		assert_int_equal(router_preference(d, id, 0, l, 4, NULL), 2);
+		assert_int_not_equal(l[0], l[1]);
+	}
+	router_dir_release(&d);
+}
+
+/* The point budget: a directory whose rings would need more than 2^25
+ * points is refused before anything is built, rings or not, with the dc,
+ * the points, the budget and the ring-scale that would fit; exactly 2^25
+ * is accepted. */
+static void test_point_budget(void **state)
+{
+	static const char two_dcs[] = "dc a\ndc b\n";
+	char err[512];
+	struct router_dir *d;
+	struct tr_buf b = { 0 };
+
+	/* 8000 nodes of weight=256 (524 M points, 8.3 GB of rings before) */
+	big_err(8000, 256, -1, 0, err, sizeof(err));
+	assert_string_equal(err, "big.conf:2: dc 'a' needs 524288000 ring points (the directory 524288000 in "
+	                         "all), over the budget of 33554432 (2^25): lower weights or set `ring-scale N`; "
+	                         "N=4 would fit");
+	big_err(8000, 256, -1, ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	assert_non_null(strstr(err, "N=4 would fit"));
+	d = big_dir(8000, 256, -1, 4, ROUTER_LOAD_NO_RINGS);
+	assert_non_null(d);
+	router_dir_release(&d);
+
+	/* exactly the budget, then one unit of weight over it */
+	d = big_dir(512, 256, -1, -1, ROUTER_LOAD_NO_RINGS);
+	assert_non_null(d);
+	assert_int_equal(router_dir_ring_points(d, 0), ROUTER_RING_POINTS_MAX);
+	router_dir_release(&d);
+	big_err(513, 256, -1, ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	assert_non_null(strstr(err, "N=7 would fit"));
+
+	/* 10k nodes of weight 10 fit at the default scale (25.6 M points,
+	 * test_balance_10k builds them); 100k do not, ring-scale 5 fits */
+	big_err(100000, 10, -1, ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	assert_non_null(strstr(err, "dc 'a' needs 256000000 ring points"));
+	assert_non_null(strstr(err, "N=5 would fit"));
+	big_err(100000, 10, 6, ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	assert_non_null(strstr(err, "N=5 would fit"));
+	d = big_dir(100000, 10, -1, 5, ROUTER_LOAD_NO_RINGS);
+	assert_non_null(d);
+	assert_int_equal(router_dir_ring_points(d, 0), 32000000);
+	router_dir_release(&d);
+
+	/* the budget is for the whole directory: two dcs that fit alone do
+	 * not together; the message names the bigger one, on its dc line */
+	tr_printf(&b, "%s", two_dcs);
+	for (unsigned i = 0; i < 550; i++)
+		tr_printf(&b, "node n%u 10.0.%u.%u:1 dc=%s weight=256\n", i, i >> 8, i & 255, i % 11 < 5 ? "a" : "b");
+	d = router_dir_parse_flags(b.p, b.len, "two.conf", ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	assert_null(d);
+	printf("refused: %s\n", err);
+	assert_string_equal(err, "two.conf:2: dc 'b' needs 19660800 ring points (the directory 36044800 in all), "
+	                         "over the budget of 33554432 (2^25): lower weights or set `ring-scale N`; N=7 "
+	                         "would fit");
+	free(b.p);
+
+	/* more total weight than 2^25: no scale fits */
+	big_err(131073, 256, 0, ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	assert_non_null(strstr(err, "even at `ring-scale 0`: lower weights"));
+}
+
+/* Exact shares of primaries from the ring's arcs: the arc before each
+ * point belongs to its node. Returns the busiest node's share over its
+ * weight's share; checks that the walk met every point. */
+static double busiest(const struct router_dir *d, unsigned dc)
+{
+	const struct router_ring *r = &d->dcs[dc].ring;
+	uint32_t imask = (1u << r->ibits) - 1, seen = 0, first_k = 0, k = 0;
+	uint64_t first = 0, prev = 0, wsum = 0;
+	double *arc = calloc(r->distinct, sizeof(*arc)), worst = 0;
+
+	assert_non_null(arc);
+	for (uint64_t b = 0; b < (uint64_t)1 << r->bits; b++) {
+		uint32_t head = r->line[b * ROUTER_LINE_WORDS], skip = head & 0xffff, n = head >> 16;
+		size_t a = (b + skip / ROUTER_LINE_SLOTS) * ROUTER_LINE_WORDS + 1 + skip % ROUTER_LINE_SLOTS;
+
+		for (; n; n--) {
+			uint32_t e = r->line[a];
+			uint64_t pos = b << (32 - r->bits) | e >> r->ibits;
+
+			k = e & imask;
+			if (seen++ == 0)
+				first = pos, first_k = k;
+			else
+				arc[k] += (double)(pos - prev);
+			prev = pos;
+			a++;
+			a += a % ROUTER_LINE_WORDS == 0;
+		}
+	}
+	assert_int_equal(seen, r->npoints);
+	arc[first_k] += (double)(first + ((uint64_t)1 << 32) - prev);
+	for (k = 0; k < r->distinct; k++)
+		wsum += d->targets[r->node[k]].weight;
+	for (k = 0; k < r->distinct; k++) {
+		double ratio = arc[k] / 4294967296.0 / ((double)d->targets[r->node[k]].weight / (double)wsum);
+
+		worst = ratio > worst ? ratio : worst;
+	}
+	free(arc);
+	return worst;
+}
+
+/* 10k nodes of weight 10 at the default scale: accepted (25.6 M points),
+ * the busiest node's share at most 1.10 x the mean (exact, from the arcs),
+ * memory as docs/seed-directory.md states it. */
+static void test_balance_10k(void **state)
+{
+	struct router_dir *d = big_dir(10000, 10, -1, -1, 0), *small = big_dir(10000, 10, -1, 4, 0);
+	double b, bs;
+
+	assert_non_null(d);
+	assert_non_null(small);
+	assert_int_equal(d->dcs[0].ring.npoints, 25600000);
+	b = busiest(d, 0);
+	bs = busiest(small, 0);
+	printf("balance: 10000 nodes of weight 10: ring-scale 8: busiest %.3f x mean (limit 1.10), %.1f MB; "
+	       "ring-scale 4: busiest %.3f, %.1f MB\n", b, router_dir_memory(d) / 1048576.0, bs,
+	       router_dir_memory(small) / 1048576.0);
+	assert_true(b <= 1.10);
+	assert_true(router_dir_memory(d) < 140u << 20);
+	router_dir_release(&d);
+	router_dir_release(&small);
+}
+
+/* ROUTER_LOAD_NO_RINGS: everything but placement is there; placement
+ * refuses cleanly (0 entries, -1), pins included; the rings' memory is
+ * not spent. */
+static void test_no_rings(void **state)
+{
+	static const char pin[] = "00000000-0000-0000-0000-000000000001";
+	char err[256], path[] = "/tmp/test_router_place.XXXXXX";
+	struct router_dir *full = router_dir_parse(multi_dc, sizeof(multi_dc) - 1, "m.conf", err, sizeof(err));
+	struct router_dir *bare = router_dir_parse_flags(multi_dc, sizeof(multi_dc) - 1, "m.conf",
+	                                                 ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	struct router_dir *big = big_dir(8000, 256, -1, 4, ROUTER_LOAD_NO_RINGS), *file;
+	struct router_decision dec;
+	unsigned l[ROUTER_PREF_MAX];
+	uint8_t id[16];
+	bool pinned = true;
+	FILE *f;
+	int fd;
+
+	assert_non_null(full);
+	assert_non_null(bare);
+	assert_non_null(big);
+	assert_true(router_dir_has_rings(full));
+	assert_false(router_dir_has_rings(bare));
+	assert_int_equal(router_dir_target_count(bare), router_dir_target_count(full));
+	assert_int_equal(router_dir_pin_count(bare), 1);
+	assert_int_equal(router_dir_node_count(bare, 0), 3);
+	assert_int_equal(router_dir_target_find(bare, "w2"), router_dir_target_find(full, "w2"));
+	assert_true(router_dir_memory(bare) < router_dir_memory(full));
+
+	assert_int_equal(router_project_parse(pin, 36, id), 0);
+	assert_int_equal(router_preference(bare, id, 0, l, ROUTER_PREF_MAX, &pinned), 0);
+	assert_false(pinned);
+	id[15] = 2;
+	assert_int_equal(router_preference(bare, id, 0, l, ROUTER_PREF_MAX, NULL), 0);
+	assert_int_equal(router_decide_project(bare, 0, id, NULL, &dec), -1);
+	assert_null(dec.backend);
+	assert_int_equal(dec.target, -1);
+	assert_int_equal(router_decide(bare, 0, "/00000000-0000-0000-0000-000000000001/x", 39, NULL, &dec), -1);
+	assert_null(dec.backend);
+	assert_null(dec.server);
+	assert_int_equal(router_decide(bare, 0, "/", 1, NULL, &dec), -1);
+	assert_null(dec.backend);
+
+	printf("no rings: 8000 nodes of weight 256 at ring-scale 4: %.2f MB (its rings: 32.8 M points)\n",
+	       router_dir_memory(big) / 1048576.0);
+	assert_int_equal(router_dir_ring_scale(big), 4);
+	assert_int_equal(router_dir_ring_points(big, 0), 8000ull * 256 * 16);
+	assert_true(router_dir_memory(big) < 2u << 20);
+	assert_int_equal(router_preference(big, id, 0, l, ROUTER_PREF_MAX, NULL), 0);
+
+	/* the file loader passes the flag on */
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(multi_dc, 1, sizeof(multi_dc) - 1, f), sizeof(multi_dc) - 1);
+	assert_int_equal(fclose(f), 0);
+	file = router_dir_load_flags(path, ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+	assert_non_null(file);
+	assert_false(router_dir_has_rings(file));
+	router_dir_release(&file);
+	file = router_dir_load_flags(path, 0, err, sizeof(err));
+	assert_non_null(file);
+	assert_true(router_dir_has_rings(file));
+	router_dir_release(&file);
+	unlink(path);
+
+	router_dir_release(&full);
+	router_dir_release(&bare);
+	router_dir_release(&big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -293,6 +730,13 @@ int main(void)
 		cmocka_unit_test(test_multi_dc_order),
 		cmocka_unit_test(test_pin),
 		cmocka_unit_test(test_empty_dc),
+		cmocka_unit_test(test_scale_leave_join),
+		cmocka_unit_test(test_default_scale_is_main),
+		cmocka_unit_test(test_scale_moves),
+		cmocka_unit_test(test_ring_scale_keyword),
+		cmocka_unit_test(test_point_budget),
+		cmocka_unit_test(test_balance_10k),
+		cmocka_unit_test(test_no_rings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,6 +67,8 @@ static uint32_t ref_pos(uint64_t nh, uint64_t j)
 static void ref_build(const struct router_dir *d, unsigned dc, struct ref_ring *rr)
 {
 	size_t total = 0, n = 0;
+	uint64_t wsum = 0;
+	int scale = router_dir_ring_scale(d);
 
 	rr->nnodes = 0;
 	rr->target = malloc(router_dir_target_count(d) * sizeof(unsigned));
@@ -76,9 +78,11 @@ static void ref_build(const struct router_dir *d, unsigned dc, struct ref_ring *
 
 		if (tg->kind == ROUTER_NODE && tg->dc == dc) {
 			rr->target[rr->nnodes++] = t;
-			total += (size_t)tg->weight * ROUTER_POINTS_PER_WEIGHT;
+			wsum += tg->weight;
 		}
 	}
+	total = wsum << scale;
+	assert_int_equal(total, router_dir_ring_points(d, dc));
 	sort_dir = d;
 	qsort(rr->target, rr->nnodes, sizeof(unsigned), cmp_target_name);
 	rr->p = malloc((total ? total : 1) * sizeof(*rr->p));
@@ -87,7 +91,7 @@ static void ref_build(const struct router_dir *d, unsigned dc, struct ref_ring *
 		const struct router_target *tg = router_dir_target(d, rr->target[k]);
 		uint64_t nh = XXH3_64bits(tg->name, strlen(tg->name));
 
-		for (uint32_t j = 0; j < tg->weight * ROUTER_POINTS_PER_WEIGHT; j++) {
+		for (uint32_t j = 0; j < (uint32_t)tg->weight << scale; j++) {
 			rr->p[n].pos = ref_pos(nh, j);
 			rr->p[n++].rank = k;
 		}
@@ -209,13 +213,15 @@ static void check_dc(const struct router_dir *d, unsigned dc, size_t step, const
 
 /* Seed text: replicas R, dcs a and b; nodes of dc a get weights from the
  * list (cycled), dc b gets nb nodes of weight 1. */
+static const char *ring_extra = "";      /* a line ring_dir adds, e.g. "ring-scale 3\n" */
+
 static struct router_dir *ring_dir(unsigned replicas, unsigned na, const unsigned *weights, unsigned nw,
                                    unsigned nb)
 {
 	struct tr_buf b = { 0 };
 	struct router_dir *d;
 
-	tr_printf(&b, "replicas %u\ndc a\ndc b\nhub h 127.0.0.1:5001 dc=a\n", replicas);
+	tr_printf(&b, "%sreplicas %u\ndc a\ndc b\nhub h 127.0.0.1:5001 dc=a\n", ring_extra, replicas);
 	for (unsigned i = 0; i < na; i++)
 		tr_printf(&b, "node a%u 10.0.%u.%u:80 dc=a weight=%u\n", i, i >> 8, i & 255, weights[i % nw]);
 	for (unsigned i = 0; i < nb; i++)
@@ -265,11 +271,43 @@ static void test_ring_big(void **state)
 	router_dir_release(&d);
 }
 
+/* A ring too big for the build's scratch records is scattered in several
+ * passes over its points, a group of partitions each: every ring above,
+ * built again with the cap made tiny so that they take up to 31 passes
+ * (as rings of 8 M points and more do in production), must be the same. */
+static void test_ring_multipass(void **state)
+{
+	size_t saved = router_place_scratch_max;
+
+	router_place_scratch_max = 25000;
+	printf("multi-pass builds (at most %zu records at once):\n", router_place_scratch_max);
+	test_ring_small(state);
+	test_ring_big(state);
+	router_place_scratch_max = saved;
+}
+
+/* The rings at ring-scale 0 (one point per unit of weight: nodes of weight
+ * 1 own a single point, fewer points than buckets) and 3. */
+static void test_ring_scales(void **state)
+{
+	static const char *const lines[] = { "ring-scale 0\n", "ring-scale 3\n" };
+
+	for (size_t k = 0; k < 2; k++) {
+		ring_extra = lines[k];
+		printf("%s", lines[k]);
+		test_ring_small(state);
+		test_ring_big(state);
+	}
+	ring_extra = "";
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ring_small),
 		cmocka_unit_test(test_ring_big),
+		cmocka_unit_test(test_ring_multipass),
+		cmocka_unit_test(test_ring_scales),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
