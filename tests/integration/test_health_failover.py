@@ -204,7 +204,9 @@ def test_http_500_hang_and_flapping(stack):
     hu.server_mode(addrs[other], "ok")
     w.wait_state(other, "up", timeout=3)
 
-    # flapping: 500/ok every 400 ms; the 4th change within 10 s holds it down
+    # flapping: 500/ok every 400 ms. The first change is not a flap (nothing
+    # came before it in the window); from the 4th flap on, a change to up is
+    # held: for a target that started up, that is its 6th change.
     flapper = "node21"
     for _ in range(3):
         hu.server_mode(addrs[flapper], "500")
