@@ -29,3 +29,9 @@ $(foreach t,$(basename $(notdir $(wildcard tests/unit/test_sd_*.c))),\
 ifneq ($(wildcard tests/fuzz/fuzz_sd_layout.c),)
 $(eval $(call fuzz_target,sd_layout,$(SEEDDIR_LIB) $(B)/librouter.a,$(XXH_LIBS),seeddir/sd_layout.c $(sort $(wildcard router/router_*.c))))
 endif
+
+# Fuzz target: what the etcd sync engine reads from etcd (watch stream
+# messages, range answers, base64).
+ifneq ($(wildcard tests/fuzz/fuzz_sd_watch.c),)
+$(eval $(call fuzz_target,sd_watch,$(SEEDDIR_LIB),$(SEEDDIR_LIBS) $(EV_LIBS),seeddir/sd_sync.c seeddir/sd_http.c))
+endif

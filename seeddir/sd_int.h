@@ -54,6 +54,12 @@ void sd_sync_built(struct sd_sync *y);                /* the listed directory wa
 void sd_sync_relist(struct sd_sync *y, bool force);   /* list again (SIGHUP: force a build) */
 void sd_sync_free(struct sd_sync **y);
 
+/* The fuzz target's way in (tests/fuzz/fuzz_sd_watch.c): bytes of a watch
+ * stream as if etcd sent them (-1: the watch would end), and one range
+ * answer of a listing step (0 PREFIX/current, 1 the generation, 2 live/). */
+int sd_sync_feed_watch(struct sd_sync *y, const char *buf, size_t len);
+void sd_sync_feed_list(struct sd_sync *y, int step, const char *body, size_t len);
+
 /* base64 (the gateway's encoding of keys and values). */
 char *sd_b64_encode(const char *in, size_t len);      /* malloc'd, NUL-terminated */
 int sd_b64_decode(const char *in, size_t len, char *out, size_t *outlen); /* out >= len*3/4+3 */

@@ -408,6 +408,7 @@ static void list_page(struct sd_sync *y, struct json_object *o)
 		char *k = get_b64(kv, "key", &klen, &bad), *v = get_b64(kv, "value", &vlen, &bad);
 
 		if (bad || !k || sd_recs_add(&y->recs, k, klen, v ? v : "", vlen) == -1) {
+			free(kbuf);
 			free(k);
 			free(v);
 			list_fail(y, bad || !k ? "range answer with a bad key or value encoding" : "out of memory",
@@ -851,6 +852,20 @@ void sd_sync_relist(struct sd_sync *y, bool force)
 	if (force)
 		y->force = true;
 	list_begin(y);
+}
+
+/* See sd_int.h. */
+int sd_sync_feed_watch(struct sd_sync *y, const char *buf, size_t len)
+{
+	return watch_data(y, buf, len);
+}
+
+/* See sd_int.h. */
+void sd_sync_feed_list(struct sd_sync *y, int step, const char *body, size_t len)
+{
+	y->listing = true;
+	y->step = step;
+	list_done(y, 200, NULL, body, len);
 }
 
 /* See sd_int.h. */
