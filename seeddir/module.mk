@@ -33,5 +33,5 @@ endif
 # Fuzz target: what the etcd sync engine reads from etcd (watch stream
 # messages, range answers, base64).
 ifneq ($(wildcard tests/fuzz/fuzz_sd_watch.c),)
-$(eval $(call fuzz_target,sd_watch,$(SEEDDIR_LIB),$(SEEDDIR_LIBS) $(EV_LIBS),seeddir/sd_sync.c seeddir/sd_http.c))
+$(eval $(call fuzz_target,sd_watch,$(SEEDDIR_LIB),$(SEEDDIR_LIBS) $(EV_LIBS),seeddir/sd_sync.c seeddir/sd_http.c seeddir/sd_b64.c))
 endif

@@ -60,8 +60,6 @@ void sd_sync_free(struct sd_sync **y);
 int sd_sync_feed_watch(struct sd_sync *y, const char *buf, size_t len);
 void sd_sync_feed_list(struct sd_sync *y, int step, const char *body, size_t len);
 
-/* base64 (the gateway's encoding of keys and values). */
-char *sd_b64_encode(const char *in, size_t len);      /* malloc'd, NUL-terminated */
-int sd_b64_decode(const char *in, size_t len, char *out, size_t *outlen); /* out >= len*3/4+3 */
+#include "sd_b64.h"
 
 #endif /* SEEDGATE_SD_INT_H */
