@@ -76,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(text, data, size);
 	text[size] = '\0';           /* the HTTP layer hands NUL-terminated bodies */
-	for (int step = 0; step < 3; step++) {
+	for (int step = 0; step <= 20; step += 10) {   /* current, a slice, live/ */
 		y = sd_sync_new(loop, &spec, 0.03, &ops, NULL, err, sizeof(err));
 		if (!y)
 			break;
