@@ -12,9 +12,11 @@ malformed values (bad record, unknown dc, garbage bytes, key/name
 mismatch) are reported with their key and change nothing.
 """
 import os
+import random
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -241,3 +243,61 @@ def test_malformed_values_are_reported_with_their_key(stack, cluster, key, value
     harness.wait_until(lambda: ru.metric(agent.metrics(), "seedgate_seed_reloads_total", result="ok") >= 1,
                        5.0, what="good directory again")
     assert decisions(agent, ids) == before
+
+
+@pytest.mark.parametrize("rng_seed", [12, 34, 56])
+def test_incremental_updates_match_a_fresh_listing(stack, cluster, rng_seed):
+    """Changes are applied to the last listing, not re-listed: after a
+    random series of puts and deletes (nodes, pins, drains, registered
+    nodes under live/), in bursts and one by one, the agent routes exactly
+    like an agent that listed the final directory from scratch."""
+    rng = random.Random(rng_seed)
+    ids = ru.random_ids(300, seed=13)
+    text = seed()
+    cluster.write_directory(PREFIX, text)
+    agent = start_etcd_agent(stack, cluster)
+    g = f"{PREFIX}/g/1"
+    nodes = {line.split()[1]: line for line in text.splitlines() if line.startswith("node ")}
+    extra, pins, live = [], {}, []
+    port = 21500
+    rev = 0
+    for step in range(40):
+        op = rng.choice(["add", "del", "pin", "unpin", "drain", "live", "unlive"])
+        if op == "add":
+            port += 1
+            name = f"x{port}"
+            extra.append(name)
+            rev = cluster.put(f"{g}/node/{name}", f"node {name} 127.0.0.1:{port} dc={rng.choice(['us-east', 'eu-west'])}")
+        elif op == "del" and extra:
+            name = extra.pop(rng.randrange(len(extra)))
+            if any(name in v for v in pins.values()):
+                extra.append(name)
+                continue
+            rev = cluster.delete(f"{g}/node/{name}")
+        elif op == "pin":
+            pid = rng.choice(ids)
+            pins[pid] = rng.sample(sorted(nodes), 2)
+            rev = cluster.put(f"{g}/project/{pid}", f"project {pid} {' '.join(pins[pid])}")
+        elif op == "unpin" and pins:
+            pid = rng.choice(sorted(pins))
+            del pins[pid]
+            rev = cluster.delete(f"{g}/project/{pid}")
+        elif op == "drain":
+            name = rng.choice(sorted(nodes))
+            st = rng.choice(["", " state=drain"])
+            rev = cluster.put(f"{g}/node/{name}", nodes[name] + st)
+        elif op == "live":
+            port += 1
+            name = f"l{port}"
+            live.append(name)
+            rev = cluster.put(f"{PREFIX}/live/node/{name}", f"node {name} 127.0.0.1:{port} dc=us-east")
+        elif op == "unlive" and live:
+            rev = cluster.delete(f"{PREFIX}/live/node/{live.pop(rng.randrange(len(live)))}")
+        if rng.random() < 0.3:
+            time.sleep(0.08)     # let some changes be applied one by one, others in bursts
+    rev = max(rev, cluster.put(f"{g}/replicas", "replicas 3"))
+    wait_revision(agent, rev, timeout=10.0)
+    fresh = start_etcd_agent(stack, cluster, name="route-agent-fresh")
+    assert revision_metric(fresh) == revision_metric(agent) == rev
+    assert decisions(agent, ids) == decisions(fresh, ids)
+    assert "seed reload failed" not in agent.log()
