@@ -796,7 +796,7 @@ static int watch_message(struct sd_sync *y, const char *line, size_t len)
 {
 	struct json_object *o = NULL, *res, *hdr, *evs, *v;
 	struct json_tokener *tok = json_tokener_new();
-	bool hit = false;
+	bool hit = false, created;
 	int rc = 0;
 	size_t n;
 
@@ -838,7 +838,8 @@ static int watch_message(struct sd_sync *y, const char *line, size_t len)
 		rc = -1;
 		goto out;
 	}
-	if (json_object_object_get_ex(res, "created", &v) && json_object_get_boolean(v)) {
+	created = json_object_object_get_ex(res, "created", &v) && json_object_get_boolean(v);
+	if (created) {
 		y->watch_created = true;
 		y->watch_backoff = SYNC_BACKOFF_MIN;
 		if (!y->up) {
@@ -878,11 +879,11 @@ static int watch_message(struct sd_sync *y, const char *line, size_t len)
 		}
 		free(k);
 	}
-	if (n == 0 && !y->watch_created)
-		goto out;
-	if (n == 0 && json_object_object_get_ex(res, "header", &hdr)) {
-		/* a progress notification: nothing before this revision is
-		 * left to deliver */
+	if (n == 0 && !created && y->watch_created && json_object_object_get_ex(res, "header", &hdr)) {
+		/* A progress notification: nothing before this revision is
+		 * left to deliver. Not the "created" answer: its header holds
+		 * the current revision while the events since watch_from may
+		 * still be on their way (a resumed watch catching up). */
 		int64_t rev = get_i64(hdr, "revision");
 
 		if (rev >= y->watch_from)
