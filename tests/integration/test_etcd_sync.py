@@ -301,3 +301,31 @@ def test_incremental_updates_match_a_fresh_listing(stack, cluster, rng_seed):
     assert revision_metric(fresh) == revision_metric(agent) == rev
     assert decisions(agent, ids) == decisions(fresh, ids)
     assert "seed reload failed" not in agent.log()
+
+
+def test_file_source_deleted_file_and_metrics(stack):
+    """The same source serves --seed FILE: a deleted seed file is logged
+    once and the last good directory stays; both daemons show the seed
+    metrics (a generation counter, the last error) on /metrics."""
+    ids = ru.random_ids(50, seed=14)
+    path = stack.write("seed.conf", seed())
+    agent = ru.start_agent(stack, path)
+    hc_stats = harness.free_port()
+    hc = health_util.start_healthcheckd(stack, path, feed=stack.path("feed.sock"), stats_port=hc_stats)
+    before = decisions(agent, ids)
+    os.unlink(path)
+    msg = f"seed file {path} deleted: keeping the last good directory"
+    agent.wait_log(re.escape(msg))
+    harness.wait_until(lambda: msg in hc.log(), 5.0, what="healthcheckd says the file is gone")
+    assert decisions(agent, ids) == before
+    for m in (agent.metrics(), ru.read_metrics(hc_stats)):
+        assert ru.metric(m, "seedgate_seed_source_info", kind="file") == 1
+        assert ru.metric(m, "seedgate_seed_revision") == 1
+        assert ru.metric(m, "seedgate_seed_sync_errors_total") >= 1
+        assert ru.metric(m, "seedgate_seed_last_error_info", error=msg) == 1
+    agent.proc.signal(signal.SIGHUP)         # still gone: not said again
+    time.sleep(0.3)
+    assert agent.log().count(msg) == 1
+    stack.write("seed.conf", seed())
+    harness.wait_until(lambda: ru.metric(agent.metrics(), "seedgate_seed_revision") == 2, 5.0,
+                       what="file back")
