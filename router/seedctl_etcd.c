@@ -350,8 +350,10 @@ static void drop_generation(struct seedctl_etcd *e, const char *gen)
 
 /* Writes recs as generation gen in batches; the first batch only if the
  * generation is still empty (two imports that picked the same number:
- * one stops here). 0, 1 = generation taken, -1 = error (printed). */
-static int write_generation(struct seedctl_etcd *e, const char *gen, const struct sd_record *recs, size_t n)
+ * one stops here). 0, 1 = generation taken, -1 = error (printed).
+ * *started: the first batch is in, the generation is ours to remove. */
+static int write_generation(struct seedctl_etcd *e, const char *gen, const struct sd_record *recs, size_t n,
+                            bool *started)
 {
 	struct sd_op ops[SD_TXN_MAX_OPS];
 	char gkey[512], err[2048];
@@ -373,6 +375,7 @@ static int write_generation(struct seedctl_etcd *e, const char *gen, const struc
 		}
 		if (!ok)
 			return 1;
+		*started = true;
 		i += k;
 	}
 	return 0;
@@ -426,7 +429,13 @@ int seedctl_import(int argc, char **argv)
 	/* The read revision names the generation: it grows with every write,
 	 * so it is new unless another import read at the same revision (then
 	 * the empty-generation guard stops one of them). */
-	snprintf(gen, sizeof(gen), "%" PRId64, s.rev);
+	{
+		/* ...and above the one in use even when PREFIX/current was set
+		 * by hand to a number from the future */
+		long long in_use = s.have_gen ? strtoll(s.gen, NULL, 10) : 0;
+
+		snprintf(gen, sizeof(gen), "%lld", s.rev > in_use ? (long long)s.rev : in_use + 1);
+	}
 	had_old = s.have_gen;
 	snprintf(old, sizeof(old), "%s", s.gen);
 	if (sd_records_from_text(e.spec.prefix, gen, text, len, file, &recs, &n, err, sizeof(err)) == -1) {
@@ -435,14 +444,13 @@ int seedctl_import(int argc, char **argv)
 	}
 	if (seedctl_validate(&e, gen, recs, n, s.live.recs, s.live.n) == -1)
 		goto out;
-	w = write_generation(&e, gen, recs, n);
+	w = write_generation(&e, gen, recs, n, &wrote);
 	if (w) {
 		if (w == 1)
 			fprintf(stderr, "seedctl: another import is writing generation %s of %s at the same "
 			        "time: nothing switched, PREFIX/current left as it was\n", gen, e.name);
 		goto out;
 	}
-	wrote = true;
 	for (int tries = 0; ; tries++) {
 		struct sd_cmp cmps[2];
 		char gkeys[2][512];

@@ -162,8 +162,13 @@ static int still_there(struct reg *r)
 	int64_t ttl = 0;
 	int ret;
 
-	if (sd_etcd_lease_keepalive(r->e.c, r->lease, &ttl, err, sizeof(err)) == -1 ||
-	    sd_etcd_range(r->e.c, r->key, false, 0, &kvs, err, sizeof(err)) == -1) {
+	if (sd_etcd_lease_keepalive(r->e.c, r->lease, &ttl, err, sizeof(err)) == -1) {
+		if (strstr(err, "lease not found"))
+			return 0;                  /* gone: some etcd versions say it this way */
+		fprintf(stderr, "seedctl: register: %s\n", err);
+		return -1;
+	}
+	if (sd_etcd_range(r->e.c, r->key, false, 0, &kvs, err, sizeof(err)) == -1) {
 		fprintf(stderr, "seedctl: register: %s\n", err);
 		return -1;
 	}

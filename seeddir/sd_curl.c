@@ -413,6 +413,7 @@ int sd_etcd_range(struct sd_etcd *c, const char *key, bool prefix, int64_t revis
 	memcpy(next, key, klen);
 	for (;;) {
 		struct json_object *req = json_object_new_object(), *resp = NULL, *kvs = NULL, *more = NULL, *hdr;
+		bool has_more;
 		size_t nkv;
 
 		if (!req || j_add_bytes(req, "key", next, nlen) == -1 ||
@@ -438,8 +439,9 @@ int sd_etcd_range(struct sd_etcd *c, const char *key, bool prefix, int64_t revis
 				snprintf(err, errlen, "etcd: malformed range answer (or out of memory)");
 				goto out;
 			}
-		json_object_put(resp);
-		if (!prefix || !more || !json_object_get_boolean(more) || nkv == 0)
+		has_more = more && json_object_get_boolean(more);
+		json_object_put(resp);               /* kvs and more belong to it */
+		if (!prefix || !has_more || nkv == 0)
 			break;
 		/* next page: just after the last key read */
 		{
