@@ -329,3 +329,28 @@ def test_file_source_deleted_file_and_metrics(stack):
     stack.write("seed.conf", seed())
     harness.wait_until(lambda: ru.metric(agent.metrics(), "seedgate_seed_revision") == 2, 5.0,
                        what="file back")
+
+
+def test_silent_watch_is_reopened_elsewhere(stack, cluster):
+    """A member that stops answering without closing anything (SIGSTOP:
+    the kernel keeps its TCP connections, even keepalives, alive) leaves
+    the agent's watch silent. After 30 s without a byte the agent reopens
+    the watch on the next member from its last revision, and follows the
+    change made meanwhile."""
+    ids = ru.random_ids(20, seed=15)
+    text = seed()
+    cluster.write_directory(PREFIX, text)
+    agent = start_etcd_agent(stack, cluster)      # lists and watches on member 0
+    pid = ids[0]
+    node = agent.decide("/" + pid)["server"]
+    cluster.signal(0, signal.SIGSTOP)
+    try:
+        # write through the live members only (member 0 would not answer)
+        rev = cluster.put(f"{PREFIX}/g/1/node/{node}", node_line(text, node) + " state=drain",
+                          members=[1, 2], timeout=30.0)
+        ru.wait_decision(agent, "/" + pid, lambda x: x.get("server") not in (None, node), timeout=45.0,
+                         what="change followed after the silence bound")
+        wait_revision(agent, rev)
+        assert "seed reload failed" not in agent.log()
+    finally:
+        cluster.signal(0, signal.SIGCONT)
