@@ -15,6 +15,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -354,3 +355,26 @@ def test_silent_watch_is_reopened_elsewhere(stack, cluster):
         assert "seed reload failed" not in agent.log()
     finally:
         cluster.signal(0, signal.SIGCONT)
+
+
+def test_sigterm_during_the_first_sync_is_honoured(stack):
+    """etcd accepts connections but never answers: the first sync waits
+    (up to 10 s), then the agent starts from its local copy. A SIGTERM
+    sent meanwhile stops it then, instead of being lost."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)                 # the kernel accepts; nobody answers
+    stack.defer(silent.close)
+    cache = stack.write("copy.seed", seed())
+    port = harness.free_port()
+    p = stack.start("route-agent", [harness.bin_path("route-agent"), "--listen", f"127.0.0.1:{port}",
+                                    "--seed", f"etcd://127.0.0.1:{silent.getsockname()[1]}{PREFIX}",
+                                    "--seed-cache", cache])
+    # its first request arriving proves its signal handlers are in place
+    silent.settimeout(10 * SLOW)
+    conn, _ = silent.accept()
+    stack.defer(conn.close)
+    p.signal(signal.SIGTERM)
+    assert p.popen.wait(30 * SLOW) == 0
+    log = p.log()
+    assert "starting from the local copy" in log and "stopping (SIGTERM)" in log, log
