@@ -174,9 +174,11 @@ def test_restart_while_etcd_is_down_starts_from_the_local_copy(stack, cluster):
     text = seed()
     rev = cluster.write_directory(PREFIX, text)
     agent = start_etcd_agent(stack, cluster)
+    hc_args = ["--seed-cache", stack.path("hc.seed-cache")]
+    hc = health_util.start_healthcheckd(stack, cluster.spec(PREFIX), feed=stack.path("feed.sock"), args=hc_args)
     before = decisions(agent, ids)
-    harness.wait_until(lambda: os.path.exists(stack.path("route-agent.seed-cache")), 5.0,
-                       what="local copy written")
+    harness.wait_until(lambda: os.path.exists(stack.path("route-agent.seed-cache"))
+                       and os.path.exists(stack.path("hc.seed-cache")), 5.0, what="local copies written")
     cluster.kill_all()
     # the running agent keeps serving and says etcd is gone
     harness.wait_until(lambda: ru.metric(agent.metrics(), "seedgate_seed_etcd_connected") == 0, 5.0)
@@ -193,6 +195,13 @@ def test_restart_while_etcd_is_down_starts_from_the_local_copy(stack, cluster):
     m = agent2.metrics()
     assert ru.metric(m, "seedgate_seed_from_local_copy") == 1
     assert ru.metric(m, "seedgate_seed_revision") == rev
+    # healthcheckd too (its copy has no rings to build: ROUTER_LOAD_NO_RINGS)
+    hc.stop()
+    hc2 = health_util.start_healthcheckd(stack, cluster.spec(PREFIX), feed=stack.path("feed2.sock"),
+                                         args=hc_args, name="healthcheckd-2")
+    harness.wait_until(lambda: re.search(r"starting from the local copy .*hc\.seed-cache \(etcd revision %d\)"
+                                         % rev, hc2.log()), 5.0, what="healthcheckd from its local copy")
+    assert "checking 8 targets" in hc2.log()
     # etcd returns: the agent syncs and follows changes again
     cluster.restart_all()
     harness.wait_until(lambda: ru.metric(agent2.metrics(), "seedgate_seed_etcd_connected") == 1, 15.0,
