@@ -54,6 +54,8 @@ void sd_sync_start(struct sd_sync *y);                /* the first list (then th
 void sd_sync_built(struct sd_sync *y);                /* the listed directory was handled */
 void sd_sync_relist(struct sd_sync *y, bool force);   /* list again (SIGHUP: force a build) */
 void sd_sync_free(struct sd_sync **y);
+/* Range answers received so far: the first sync waits on while they come. */
+uint64_t sd_sync_pages(const struct sd_sync *y);
 
 /* The fuzz target's way in (tests/fuzz/fuzz_sd_watch.c): bytes of a watch
  * stream as if etcd sent them (-1: the watch would end), and one range

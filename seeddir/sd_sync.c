@@ -102,6 +102,7 @@ struct sd_sync {
 	int64_t watch_from;              /* first revision the watch must deliver */
 	bool watch_created, watch_relist;
 	bool up;                         /* what ops->connected last said */
+	uint64_t pages;                  /* range answers received, ever */
 	char watch_err[256];
 	char *line;
 	size_t llen, lcap;
@@ -700,6 +701,7 @@ static void list_done(void *udata, long status, const char *err, const char *bod
 		list_fail(y, "range answer is not JSON", true);
 		return;
 	}
+	y->pages++;
 	list_page(y, o);
 	json_object_put(o);
 }
@@ -1081,6 +1083,12 @@ void sd_sync_relist(struct sd_sync *y, bool force)
 	if (force)
 		y->force = true;
 	list_begin(y);
+}
+
+/* See sd_int.h. */
+uint64_t sd_sync_pages(const struct sd_sync *y)
+{
+	return y->pages;
 }
 
 /* See sd_int.h. */
