@@ -91,6 +91,7 @@ struct sd_sync {
 	 * the watch delivered that are not applied yet */
 	struct sd_recs base;
 	bool have_base, relist_needed, apply_wanted;
+	int64_t relist_rev;              /* revision of the event that needs it */
 	int64_t base_rev;
 	char base_gen[24];
 	struct sd_event *pend;
@@ -314,12 +315,35 @@ int sd_recs_copy(struct sd_recs *dst, const struct sd_recs *src)
 		sd_recs_free(dst);
 		return -1;
 	}
-	memcpy(dst->pool, src->pool, src->plen);
-	memcpy(dst->off, src->off, src->n * 2 * sizeof(*dst->off));
+	if (src->plen)
+		memcpy(dst->pool, src->pool, src->plen);
+	if (src->n)
+		memcpy(dst->off, src->off, src->n * 2 * sizeof(*dst->off));
 	dst->n = dst->cap = src->n;
 	dst->plen = dst->pcap = src->plen;
 	sd_recs_finish(dst);
 	return dst->rec || !src->n ? 0 : -1;
+}
+
+/* An event at revision rev cannot be applied: list again, at rev or later. */
+static void need_relist(struct sd_sync *y, int64_t rev)
+{
+	y->relist_needed = true;
+	if (rev > y->relist_rev)
+		y->relist_rev = rev;
+}
+
+/* PREFIX/current, PREFIX/g/... or PREFIX/live/...: the directory's keys. */
+static bool in_dir(const struct sd_sync *y, const char *k, size_t klen)
+{
+	size_t pl = strlen(y->spec.prefix);
+
+	if (klen <= pl + 1 || memcmp(k, y->spec.prefix, pl) != 0 || k[pl] != '/')
+		return false;
+	k += pl + 1;
+	klen -= pl + 1;
+	return (klen == 7 && memcmp(k, "current", 7) == 0) || (klen > 2 && memcmp(k, "g/", 2) == 0) ||
+	       (klen > 5 && memcmp(k, "live/", 5) == 0);
 }
 
 static bool is_current(const struct sd_sync *y, const char *k, size_t klen)
@@ -541,7 +565,10 @@ static void list_finish(struct sd_sync *y)
 	} else {
 		y->have_base = false;   /* out of memory: the next change re-lists */
 	}
-	y->relist_needed = false;
+	/* an event that asked for a listing (PREFIX/current switched...)
+	 * after the revision this one read still needs one */
+	if (y->relist_rev <= y->list_rev)
+		y->relist_needed = false;
 	events_drop_upto(y, y->list_rev);
 	if (!y->watch_req) {
 		/* The listing holds everything up to list_rev: the watch
@@ -864,9 +891,14 @@ static int watch_message(struct sd_sync *y, const char *line, size_t len)
 			y->watch_from = mod + 1;
 		k = get_b64(kv, "key", &klen, &bad);
 		if (bad || !k) {
-			y->relist_needed = true;     /* cannot tell what changed */
+			need_relist(y, mod);         /* cannot tell what changed */
 			hit = true;
-		} else if (relevant(y, k, klen)) {
+		} else if (in_dir(y, k, klen)) {
+			/* Kept even for another generation: a listing of the
+			 * generation PREFIX/current just switched to may be
+			 * under way, and its later writes must not be lost
+			 * (apply_events keeps only the listed generation's).
+			 * Only changes to what is in use arm the debounce. */
 			struct json_object *t;
 			bool del = json_object_object_get_ex(json_object_array_get_idx(evs, i), "type", &t) &&
 				   strcmp(json_object_get_string(t), "DELETE") == 0;
@@ -874,9 +906,10 @@ static int watch_message(struct sd_sync *y, const char *line, size_t len)
 			char *val = del ? NULL : get_b64(kv, "value", &vlen, &bad);
 
 			if (is_current(y, k, klen) || bad || event_add(y, k, klen, val, vlen, mod, del) == -1)
-				y->relist_needed = true;
+				need_relist(y, mod);
 			free(val);
-			hit = true;
+			if (relevant(y, k, klen) || bad)
+				hit = true;
 		}
 		free(k);
 	}

@@ -387,3 +387,23 @@ def test_sigterm_during_the_first_sync_is_honoured(stack):
     assert p.popen.wait(30 * SLOW) == 0
     log = p.log()
     assert "starting from the local copy" in log and "stopping (SIGTERM)" in log, log
+
+
+def test_writes_right_after_a_generation_switch_are_kept(stack, cluster):
+    """A new generation imported (written beside the one in use, then
+    PREFIX/current switched, then the old one deleted) and written to at
+    once: whatever the timing against the agent's re-list, the agent ends
+    routing like a fresh listing of the final directory."""
+    ids = ru.random_ids(200, seed=16)
+    text = seed()
+    cluster.write_directory(PREFIX, text)
+    agent = start_etcd_agent(stack, cluster)
+    nodes = {line.split()[1]: line for line in text.splitlines() if line.startswith("node ")}
+    for gen in ("2", "3", "4"):
+        cluster.write_directory(PREFIX, text, gen=gen)
+        for k, name in enumerate(sorted(nodes)[:4]):
+            rev = cluster.put(f"{PREFIX}/g/{gen}/node/{name}",
+                              nodes[name] + (" state=drain" if (k + int(gen)) % 2 else ""))
+    wait_revision(agent, rev, timeout=10.0)
+    fresh = start_etcd_agent(stack, cluster, name="route-agent-fresh")
+    assert decisions(agent, ids) == decisions(fresh, ids)
