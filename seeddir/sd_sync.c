@@ -261,7 +261,6 @@ static void list_begin(struct sd_sync *y);
 static void watch_begin(struct sd_sync *y);
 static void events_drop_upto(struct sd_sync *y, int64_t rev);
 static void after_work(struct sd_sync *y);
-static bool relevant(const struct sd_sync *y, const char *k, size_t klen);
 
 /* The key range [key, end) read by listing step `step` (1..STEP_RANGES).
  *
@@ -739,7 +738,6 @@ static void list_send(struct sd_sync *y)
 	char key[SD_PREFIX_MAX + 64], end[SD_PREFIX_MAX + 64], url[SD_ENDPOINT_MAX + 32], err[128];
 	char *bkey = NULL, *bend = NULL, *body = NULL;
 	struct sd_http_opts o = { .connect_timeout = SYNC_CONNECT, .timeout = SYNC_REQ_TIMEOUT };
-	size_t blen;
 
 	if (y->step == STEP_CURRENT) {
 		snprintf(key, sizeof(key), "%s/current", y->spec.prefix);
@@ -757,8 +755,6 @@ static void list_send(struct sd_sync *y)
 	}
 	free(bkey);
 	free(bend);
-	blen = body ? strlen(body) : 0;
-	(void)blen;
 	snprintf(url, sizeof(url), "%s/v3/kv/range", y->spec.endpoint[y->ep]);
 	if (!body || !(y->list_req = sd_http_post(y->http, url, body, &o, list_done, y, err, sizeof(err))))
 		list_fail(y, "out of memory", false);
