@@ -206,7 +206,10 @@ def test_restart_while_etcd_is_down_starts_from_the_local_copy(stack, cluster):
     cluster.restart_all()
     harness.wait_until(lambda: ru.metric(agent2.metrics(), "seedgate_seed_etcd_connected") == 1, 15.0,
                        what="agent reconnected")
-    assert ru.metric(agent2.metrics(), "seedgate_seed_from_local_copy") == 0
+    # the watch runs as soon as the listing is in; the directory built from
+    # it replaces the local copy a moment later
+    harness.wait_until(lambda: ru.metric(agent2.metrics(), "seedgate_seed_from_local_copy") == 0, 10.0,
+                       what="agent on etcd's directory again")
     pid = ids[0]
     node = agent2.decide("/" + pid)["server"]
     cluster.put(f"{PREFIX}/g/1/node/{node}", node_line(text, node) + " state=drain")
