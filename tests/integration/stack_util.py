@@ -17,10 +17,13 @@ else seed_path); HAProxy in
 master-worker mode; stunnel in front when asked. Processes belong to the
 `stack` fixture, which stops them by PID and prints their logs on failure.
 """
+import http.client
 import os
 import signal
 import socket
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -268,3 +271,47 @@ def agent_decisions(info):
             if line.startswith("seedgate_route_decisions_total"):
                 total += int(float(line.rsplit(" ", 1)[1]))
     return total
+
+
+def served_by(port, path):
+    """X-Served-By of one GET through HAProxy on a fresh connection; the
+    status must be 200."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5 * harness.SLOW)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        assert r.status == 200, (path, r.status, body[:200])
+        return r.getheader("X-Served-By")
+    finally:
+        c.close()
+
+
+class Load(threading.Thread):
+    """GETs in a loop (fresh connection each) until stopped: counts the
+    good ones, records every failure (time, path, error) and who served
+    each path last. Register stop() with stack.defer as well."""
+
+    def __init__(self, port, paths):
+        super().__init__(daemon=True)
+        self.port, self.paths = port, paths
+        self.stop_evt = threading.Event()
+        self.ok = 0
+        self.failures = []
+        self.last = {}
+
+    def run(self):
+        i = 0
+        while not self.stop_evt.is_set():
+            path = self.paths[i % len(self.paths)]
+            i += 1
+            try:
+                self.last[path] = served_by(self.port, path)
+                self.ok += 1
+            except Exception as exc:  # noqa: BLE001 - every failure is reported
+                self.failures.append((time.monotonic(), path, repr(exc)))
+
+    def stop(self):
+        self.stop_evt.set()
+        if self.is_alive():
+            self.join(10)
