@@ -17,7 +17,7 @@ SHELL         := /bin/bash
 DEBIAN_PACKAGES := build-essential pkg-config \
 	libev-dev libc-ares-dev libssl-dev openssl libwolfssl-dev \
 	libxxhash-dev libcmocka-dev libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client \
-	haproxy stunnel4 wrk curl socat python3 python3-pytest procps iproute2 util-linux valgrind
+	haproxy stunnel4 hitch wrk curl socat python3 python3-pytest procps iproute2 util-linux valgrind
 
 # ---------------------------------------------------------------------------
 # Toolchain and flags
