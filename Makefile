@@ -120,8 +120,8 @@ asan: deps ## build into build/asan with ASan+UBSan and run the whole suite ther
 	$(MAKE) B=build/asan SAN=1 all
 	SEEDGATE_BUILD=$(abspath build/asan) SEEDGATE_ASAN=1 tests/run-all.sh
 
-demo: deps all ## run the whole stack on loopback (SEED=file for another seed directory)
-	SEEDGATE_BUILD=$(abspath $(B)) haproxy-conf/demo.sh $(if $(SEED),--seed $(SEED))
+demo: deps all ## run the whole stack on loopback (SEED=file for another seed directory, TLS_FRONT=stunnel|hitch|haproxy)
+	SEEDGATE_BUILD=$(abspath $(B)) haproxy-conf/demo.sh $(if $(SEED),--seed $(SEED)) $(if $(TLS_FRONT),--tls-front $(TLS_FRONT))
 
 bench: deps all ## benchmarks (minutes); results go to bench/results/
 	SEEDGATE_BUILD=$(abspath $(B)) bench/run-all.sh

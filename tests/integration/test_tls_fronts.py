@@ -22,6 +22,7 @@ What it proves, with `openssl s_client` and Python's ssl as clients:
 import http.client
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -350,3 +351,36 @@ def test_hitch_refuses_to_start_without_valid_ticket_keys(stack):
                        capture_output=True, text=True, env=env, timeout=30 * harness.SLOW)
     assert r.returncode != 0, r.stdout + r.stderr
     assert "want two lines of 64 hex digits" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("front", ["hitch", "haproxy"])
+def test_demo_tls_front_switch(stack, front):
+    """`make demo TLS_FRONT=...` (demo.sh --tls-front): the chosen front
+    serves TLS on --https with the demo's certificates, a project reaches
+    its node with HSTS, and the demo stops it with everything else.
+    (stunnel, the default, is covered by test_demo_make.py.)"""
+    need(front)
+    import test_demo_make as dm
+    seed = dm.write_seed(stack)
+    run = stack.path("demo")
+    http_port, https_port = free_port(), free_port()
+    demo = dm.start_demo(stack, dm.demo_argv(seed, run, http_port, https_port) + ["--tls-front", front])
+    dm.wait_ready(demo)
+    assert f"TLS front: {front}" in demo.log(), demo.log()
+    node = stack_util_where(seed, dm.PROJECT)
+    status, hdrs, body, version = https_get(https_port, f"/{dm.PROJECT}/x",
+                                            ca=os.path.join(run, "certs", "ca.crt"), source="127.0.0.2")
+    assert status == 200 and hdrs["x-served-by"] == node, (hdrs, body)
+    assert hdrs.get("strict-transport-security") == "max-age=63072000", hdrs
+    assert not os.path.exists(os.path.join(run, "stunnel.pid"))
+    procs = [front] if front == "hitch" else []
+    pids = {n: int(open(os.path.join(run, f"{n}.pid")).read()) for n in procs + ["haproxy"]}
+    demo.signal(signal.SIGTERM)
+    assert demo.popen.wait(60 * harness.SLOW) == 0, demo.log()
+    for n, pid in pids.items():
+        assert not dm.pid_alive(pid), f"{n} ({pid}) still running"
+
+
+def stack_util_where(seed, project):
+    import stack_util
+    return stack_util.where(seed, project)
