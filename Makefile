@@ -135,7 +135,7 @@ soak: deps all ## faults under load for SOAK_SECONDS (default 240): zero failed 
 #   bin/                         route-agent healthcheckd seedctl
 #   share/seedgate/haproxy-conf/ haproxy.cfg spoe-route.conf run-haproxy.sh
 #                                gen-backends.sh seed-targets.sh seed.conf (example)
-#   share/seedgate/tls/          make-certs.sh stunnel-conf.sh stunnel-run.sh stunnel.conf.in
+#   share/seedgate/tls/          make-certs.sh ticket-keys.sh stunnel-conf.sh stunnel-run.sh hitch-conf.sh stunnel.conf.in
 #   share/doc/seedgate/          README.md, docs/*.md, haproxy-conf and tls READMEs
 # Installed copies point at $(PREFIX), never at the build tree: haproxy.cfg's
 # default SG_CONF_DIR is the installed haproxy-conf/, and the scripts find
@@ -146,7 +146,7 @@ SG_DOC          := $(PREFIX)/share/doc/seedgate
 INSTALL_CONF    := haproxy-conf/haproxy.cfg haproxy-conf/spoe-route.conf haproxy-conf/seed.conf
 INSTALL_CONF_SH := haproxy-conf/run-haproxy.sh haproxy-conf/seed-targets.sh $(wildcard haproxy-conf/gen-backends.sh)
 INSTALL_TLS     := tls/stunnel.conf.in
-INSTALL_TLS_SH  := tls/make-certs.sh tls/stunnel-conf.sh tls/stunnel-run.sh
+INSTALL_TLS_SH  := tls/make-certs.sh tls/ticket-keys.sh tls/stunnel-conf.sh tls/stunnel-run.sh tls/hitch-conf.sh
 INSTALL_DOCS    := README.md $(wildcard docs/*.md)
 INSTALLED_FILES := $(addprefix bin/,$(notdir $(BINS))) \
 	$(addprefix share/seedgate/,$(INSTALL_CONF) $(INSTALL_CONF_SH) $(INSTALL_TLS) $(INSTALL_TLS_SH)) \

@@ -282,6 +282,11 @@ plain_c=$(cmed ka_plain)
 		echo "| $f | $(cell rs_${f}_-tls1_3) | $(smed rs_${f}_-tls1_3) | $(cell rs_${f}_-tls1_2) | $(smed rs_${f}_-tls1_2) |"
 	done
 	echo
+	echo "Where stunnel's time goes (tls/README.md) was measured on the same setup with"
+	echo "\`perf record -g -p <stunnel pid> -- sleep 4\` and \`strace -c -f -p <stunnel pid>\` (3 s)"
+	echo "during \`wrk -t1 -c64 -d7s https://127.0.0.1:<port>/\`, and Nagle / log-level variants"
+	echo "of tls/stunnel.conf.in alternated under \`wrk -t1 -c64 -d3s\`, counting server CPU ticks."
+	echo
 	echo "Command: \`${STUNNEL_EXTRA:+STUNNEL_EXTRA='$STUNNEL_EXTRA' }ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=$CLIENTS CONNS=$CONNS bench/bench-tls.sh\`"
 } >"$OUT"
 cat "$OUT"

@@ -1,14 +1,18 @@
 """Helpers for the TLS integration tests (tests/integration/test_tls_*.py).
 
     certs = make_certs(stack)                       # tls/make-certs.sh into <tmp>/certs
-    front = start_front(stack)                      # echo backend + HAProxy (accept-proxy,
-                                                    # forwardfor, HSTS) + stunnel in front
+    front = start_front(stack, front="hitch")       # echo backend + HAProxy (accept-proxy,
+                                                    # forwardfor, HSTS on TLS) + the TLS front:
+                                                    # stunnel, hitch or HAProxy's own TLS
+    restart_front(stack, front); roll_certificate(front)
+    info, https_port, ca = start_stack_tls(stack, seed, "haproxy")   # the product haproxy.cfg
     rc, out = s_client(front.https_port, "-tls1_2", ca=front.ca_file)
     status, headers, body = https_get(front.https_port, "/", ca=front.ca_file,
                                       source="127.0.0.2")
 
-stunnel is configured by tls/stunnel-conf.sh and started by tls/stunnel-run.sh,
-exactly as the demo does. Every listener is started by start_listener(),
+stunnel and hitch are configured by tls/stunnel-conf.sh / tls/hitch-conf.sh and
+started by tls/stunnel-run.sh / tls/hitch-run.sh, exactly as the demo does;
+HAProxy's own TLS uses the bind line of haproxy.cfg's TLS FRONT block. Every listener is started by start_listener(),
 which waits until that very process holds the listening socket (checked in
 /proc) and moves to a fresh port if another process took the one it got. The backend is a small Python HTTP server that
 answers with the X-Forwarded-For it received, so tests can see which client
