@@ -248,7 +248,13 @@ def start_echo_backend(stack):
 
 def start_haproxy(stack, cfg_template, name="haproxy", **ports):
     """HAProxy -db on a config whose {proxy_port} is chosen here; checked
-    with -c first. Returns (Proc, proxy_port)."""
+    with -c first. Returns (Proc, proxy_port). FRONT_HAPROXY's other
+    fields default to: no TLS bind, a fresh plain port, the test's dir."""
+    ports.setdefault("tls_bind", "")
+    ports.setdefault("run_dir", stack.dir)
+    if "plain_port" not in ports:
+        ports["plain_port"] = harness.free_port()
+
     def argv(p):
         cfg = stack.write(f"{name}-{p}.cfg", cfg_template.format(proxy_port=p, **ports))
         chk = subprocess.run([harness.HAPROXY, "-c", "-f", cfg], capture_output=True, text=True)
