@@ -17,7 +17,7 @@ SHELL         := /bin/bash
 DEBIAN_PACKAGES := build-essential pkg-config \
 	libev-dev libc-ares-dev libssl-dev openssl libwolfssl-dev \
 	libxxhash-dev libcmocka-dev libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client \
-	haproxy stunnel4 wrk curl socat python3 python3-pytest procps iproute2 util-linux valgrind
+	haproxy stunnel4 hitch wrk curl socat python3 python3-pytest procps iproute2 util-linux valgrind
 
 # ---------------------------------------------------------------------------
 # Toolchain and flags
@@ -120,8 +120,8 @@ asan: deps ## build into build/asan with ASan+UBSan and run the whole suite ther
 	$(MAKE) B=build/asan SAN=1 all
 	SEEDGATE_BUILD=$(abspath build/asan) SEEDGATE_ASAN=1 tests/run-all.sh
 
-demo: deps all ## run the whole stack on loopback (SEED=file for another seed directory)
-	SEEDGATE_BUILD=$(abspath $(B)) haproxy-conf/demo.sh $(if $(SEED),--seed $(SEED))
+demo: deps all ## run the whole stack on loopback (SEED=file for another seed directory, TLS_FRONT=stunnel|hitch|haproxy)
+	SEEDGATE_BUILD=$(abspath $(B)) haproxy-conf/demo.sh $(if $(SEED),--seed $(SEED)) $(if $(TLS_FRONT),--tls-front $(TLS_FRONT))
 
 bench: deps all ## benchmarks (minutes); results go to bench/results/
 	SEEDGATE_BUILD=$(abspath $(B)) bench/run-all.sh
@@ -135,7 +135,7 @@ soak: deps all ## faults under load for SOAK_SECONDS (default 240): zero failed 
 #   bin/                         route-agent healthcheckd seedctl
 #   share/seedgate/haproxy-conf/ haproxy.cfg spoe-route.conf run-haproxy.sh
 #                                gen-backends.sh seed-targets.sh seed.conf (example)
-#   share/seedgate/tls/          make-certs.sh stunnel-conf.sh stunnel-run.sh stunnel.conf.in
+#   share/seedgate/tls/          make-certs.sh ticket-keys.sh stunnel-conf.sh stunnel-run.sh hitch-conf.sh stunnel.conf.in
 #   share/doc/seedgate/          README.md, docs/*.md, haproxy-conf and tls READMEs
 # Installed copies point at $(PREFIX), never at the build tree: haproxy.cfg's
 # default SG_CONF_DIR is the installed haproxy-conf/, and the scripts find
@@ -146,7 +146,7 @@ SG_DOC          := $(PREFIX)/share/doc/seedgate
 INSTALL_CONF    := haproxy-conf/haproxy.cfg haproxy-conf/spoe-route.conf haproxy-conf/seed.conf
 INSTALL_CONF_SH := haproxy-conf/run-haproxy.sh haproxy-conf/seed-targets.sh $(wildcard haproxy-conf/gen-backends.sh)
 INSTALL_TLS     := tls/stunnel.conf.in
-INSTALL_TLS_SH  := tls/make-certs.sh tls/stunnel-conf.sh tls/stunnel-run.sh
+INSTALL_TLS_SH  := tls/make-certs.sh tls/ticket-keys.sh tls/stunnel-conf.sh tls/stunnel-run.sh tls/hitch-conf.sh
 INSTALL_DOCS    := README.md $(wildcard docs/*.md)
 INSTALLED_FILES := $(addprefix bin/,$(notdir $(BINS))) \
 	$(addprefix share/seedgate/,$(INSTALL_CONF) $(INSTALL_CONF_SH) $(INSTALL_TLS) $(INSTALL_TLS_SH)) \

@@ -3,22 +3,26 @@
 #
 #   haproxy-conf/demo.sh [--seed FILE] [--dir DIR] [--http PORT] [--https PORT]
 #                        [--proxy PORT] [--agents PORT,PORT] [--agent-stats PORT,PORT]
-#                        [--hc-stats PORT] [--cache]
+#                        [--hc-stats PORT] [--cache] [--tls-front stunnel|hitch|haproxy]
 #
 #   --seed         seed directory (default haproxy-conf/seed.conf)
 #   --dir          runtime directory: logs, <name>.pid, sockets, certificates,
 #                  generated backends (default $SEEDGATE_BUILD/demo)
 #   --http         HAProxy's plain HTTP port (default 8080)
-#   --https        stunnel's TLS port (default 8443)
-#   --proxy        HAProxy's PROXY-protocol port that stunnel uses (default 8081)
+#   --https        the TLS port (default 8443)
+#   --proxy        HAProxy's PROXY-protocol port that stunnel/hitch use (default 8081)
 #   --agents       the two route agents' SPOP ports (default 12345,12346)
 #   --agent-stats  their /metrics ports (default 9101,9102)
 #   --hc-stats     healthcheckd's stats port (default 9110)
 #   --cache        route with the decision cache (SG_ROUTE_CACHE=1)
+#   --tls-front    who terminates TLS on --https (default $TLS_FRONT, else
+#                  stunnel): stunnel or hitch (PROXY protocol to HAProxy),
+#                  or haproxy (its own `bind ... ssl`, SG_HTTPS_BIND). All
+#                  use the certificates and ticket keys of tls/ (tls/README.md)
 #
 # Starts one demo server per hub and node of the seed (on the seed's
 # addresses), healthcheckd, two route agents, HAProxy (master-worker) and
-# stunnel; prints the URLs to try; stays in the foreground until Ctrl-C or
+# the TLS front; prints the URLs to try; stays in the foreground until Ctrl-C or
 # SIGTERM, then stops everything it started, by PID, and exits 0. If any of
 # its processes dies meanwhile, it says which and stops the rest (exit 1).
 # One demo per DIR: DIR/demo.lock is held for the demo's lifetime and
@@ -31,11 +35,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 build=${SEEDGATE_BUILD:-$root/build}
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
 seed=$here/seed.conf dir= http=8080 https=8443 proxy=8081 agents=12345,12346
-agent_stats=9101,9102 hc_stats=9110 cache=0
+agent_stats=9101,9102 hc_stats=9110 cache=0 tls_front=${TLS_FRONT:-stunnel}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--seed) seed=${2:?}; shift 2 ;;
@@ -47,11 +51,13 @@ while [ $# -gt 0 ]; do
 	--agent-stats) agent_stats=${2:?}; shift 2 ;;
 	--hc-stats) hc_stats=${2:?}; shift 2 ;;
 	--cache) cache=1; shift ;;
+	--tls-front) tls_front=${2:?}; shift 2 ;;
 	-h|--help) usage 0 ;;
 	*) echo "demo: unknown argument $1" >&2; usage 1 >&2 ;;
 	esac
 done
 dir=${dir:-$build/demo}
+case "$tls_front" in stunnel|hitch|haproxy) ;; *) die "--tls-front must be stunnel, hitch or haproxy, not '$tls_front'" ;; esac
 seed=$(cd "$(dirname "$seed")" && pwd)/$(basename "$seed")
 IFS=, read -r agent1 agent2 <<<"$agents"
 IFS=, read -r astats1 astats2 <<<"$agent_stats"
@@ -70,9 +76,18 @@ if [ ! -x "$build/healthcheckd" ]; then
 	have_hc=0
 	echo "demo: NOTE: $build/healthcheckd is not built: no health checks (every node counts as up)" >&2
 fi
-if [ ! -x "$root/tls/make-certs.sh" ] || [ ! -x "$root/tls/stunnel-conf.sh" ] || ! command -v stunnel4 >/dev/null; then
+# The TLS front's own program: stunnel4, hitch (and the ticket-key
+# library it preloads), or nothing more for HAProxy's own TLS.
+tls_missing=
+[ -x "$root/tls/make-certs.sh" ] && [ -x "$root/tls/ticket-keys.sh" ] || tls_missing="tls/make-certs.sh"
+case "$tls_front" in
+stunnel) command -v stunnel4 >/dev/null || tls_missing="stunnel4 (Debian package stunnel4)" ;;
+hitch) { command -v hitch >/dev/null || [ -x /usr/sbin/hitch ]; } || tls_missing="hitch (Debian package hitch)"
+       [ -f "$build/libsg-ticketkeys.so" ] || tls_missing="$build/libsg-ticketkeys.so (run make)" ;;
+esac
+if [ -n "$tls_missing" ]; then
 	have_tls=0
-	echo "demo: NOTE: tls/make-certs.sh, tls/stunnel-conf.sh or stunnel4 missing: no TLS on :$https" >&2
+	echo "demo: NOTE: $tls_missing missing: no TLS ($tls_front) on :$https" >&2
 fi
 "$build/seedctl" check "$seed" >/dev/null || die "$seed does not check (see above)"
 
@@ -187,9 +202,19 @@ local_dc=$("$here/seed-targets.sh" "$seed" | awk '$1 == "dc" { print $2; exit }'
 if [ $have_tls = 1 ]; then
 	"$root/tls/make-certs.sh" "$dir/certs" >"$dir/make-certs.log" 2>&1 ||
 		die "tls/make-certs.sh failed (see $dir/make-certs.log)"
+	"$root/tls/ticket-keys.sh" "$dir" || die "tls/ticket-keys.sh failed"
+	case "$tls_front" in
 	# --out writes it 0600: it carries the session ticket secrets.
-	"$root/tls/stunnel-conf.sh" --accept "127.0.0.1:$https" --connect "127.0.0.1:$proxy" \
-		--certs "$dir/certs" --run "$dir" --out "$dir/stunnel.conf" || die "tls/stunnel-conf.sh failed"
+	stunnel) "$root/tls/stunnel-conf.sh" --accept "127.0.0.1:$https" --connect "127.0.0.1:$proxy" \
+		--certs "$dir/certs" --run "$dir" --out "$dir/stunnel.conf" || die "tls/stunnel-conf.sh failed" ;;
+	hitch) "$root/tls/hitch-conf.sh" --accept "127.0.0.1:$https" --connect "127.0.0.1:$proxy" \
+		--certs "$dir/certs" --run "$dir" --out "$dir/hitch.conf" || die "tls/hitch-conf.sh failed" ;;
+	esac
+fi
+# HAProxy's own TLS: its TLS FRONT block, switched on by SG_HTTPS_BIND.
+tls_env=()
+if [ $have_tls = 1 ] && [ "$tls_front" = haproxy ]; then
+	tls_env=(SG_HTTPS_BIND=127.0.0.1:$https SG_TLS_CRT=$dir/certs/server.pem SG_TLS_TICKETS=$dir/ticket.keys.haproxy)
 fi
 
 # --- processes ------------------------------------------------------------------
@@ -222,11 +247,14 @@ wait_tcp "$agent2" route-agent-2
 start haproxy env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$dir SG_CONF_DIR=$here \
 	SG_USER=root SG_GROUP=root \
 	SG_AGENT1=127.0.0.1:$agent1 SG_AGENT2=127.0.0.1:$agent2 SG_DC=$local_dc SG_ROUTE_CACHE=$cache \
-	"$here/run-haproxy.sh" "$dir/backends.cfg"
+	"${tls_env[@]}" "$here/run-haproxy.sh" "$dir/backends.cfg"
 wait_tcp "$http" haproxy
 if [ $have_tls = 1 ]; then
-	start stunnel "$root/tls/stunnel-run.sh" "$dir/stunnel.conf"
-	wait_tcp "$https" stunnel
+	case "$tls_front" in
+	stunnel) start stunnel "$root/tls/stunnel-run.sh" "$dir/stunnel.conf" ;;
+	hitch) start hitch env SEEDGATE_BUILD="$build" "$root/tls/hitch-run.sh" "$dir/hitch.conf" "$dir" ;;
+	esac
+	if [ "$tls_front" = haproxy ]; then wait_tcp "$https" haproxy; else wait_tcp "$https" "$tls_front"; fi
 fi
 
 # --- what to try ------------------------------------------------------------------
@@ -241,7 +269,7 @@ seedgate demo is running (seed $seed, datacenter $local_dc; runtime files in $di
   curl -si http://127.0.0.1:$http/$project/           # project -> node $node (seedctl where)
 EOF
 if [ $have_tls = 1 ]; then
-	echo "  curl -si --cacert $dir/certs/ca.crt https://127.0.0.1:$https/$project/"
+	echo "  curl -si --cacert $dir/certs/ca.crt https://127.0.0.1:$https/$project/   # TLS front: $tls_front"
 fi
 cat <<EOF
   $build/seedctl where --seed $seed $project      # its preference list

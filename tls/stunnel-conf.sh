@@ -61,13 +61,10 @@ name=server; [ "$rsa" = 1 ] && name=server-rsa
 [ -s "$certs/$name.crt" ] && [ -s "$certs/$name.key" ] ||
 	die "$certs/$name.crt or .key missing (run tls/make-certs.sh $certs)"
 
-# Ticket keys: 32 random bytes each, hex, written once and reused.
+# Ticket keys: shared by every front, made once and reused (ticket-keys.sh).
 keys=$run/ticket.keys
-if [ ! -s "$keys" ]; then
-	( umask 077; { openssl rand -hex 32; openssl rand -hex 32; } >"$keys.tmp" && mv "$keys.tmp" "$keys" )
-fi
+"$here/ticket-keys.sh" "$run" || die "cannot make $keys"
 { read -r tkey; read -r tmac; } <"$keys"
-[ ${#tkey} = 64 ] && [ ${#tmac} = 64 ] || die "$keys: want two lines of 64 hex digits"
 
 output= setuid="; setuid: not set (runs as the user who starts it)" setgid="; setgid: not set"
 [ "$log" = 1 ] && output="output = $run/stunnel.log"
