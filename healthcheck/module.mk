@@ -13,7 +13,7 @@
 HC_LIB_SRCS := healthcheck/hc_feed_codec.c healthcheck/hc_line.c healthcheck/hc_feed_client.c \
                healthcheck/hc_status.c healthcheck/hc_state.c healthcheck/hc_http.c \
                healthcheck/hc_metrics.c healthcheck/hc_escape.c \
-               healthcheck/hc_limits.c
+               healthcheck/hc_limits.c healthcheck/hc_sdnotify.c
 HC_LIB      := $(B)/libhc.a
 
 $(eval $(call static_lib,hc,$(HC_LIB_SRCS)))

@@ -25,6 +25,7 @@
 #include "route_health.h"
 #include "route_log.h"
 #include "route_view.h"
+#include "hc_sdnotify.h"
 #include "hc_feed.h"
 #include "hc_metrics.h"
 #include "sd_source.h"
@@ -779,7 +780,11 @@ int main(int argc, char **argv)
 		  d.nofile, st.idle_timeout_ms / 1000.0,
 		  d.opt.stats ? "; stats on " : "", d.opt.stats ? d.opt.stats : "",
 		  d.opt.health ? "; health feed " : "", d.opt.health ? d.opt.health : "");
+	/* listening with a directory loaded: what Type=notify units wait for */
+	if (hc_sd_notify("READY=1") == -1)
+		route_log(LOG_WARNING, "sd_notify READY: %s", strerror(errno));
 	ev_run(d.loop, 0);
+	hc_sd_notify("STOPPING=1");
 	route_log(LOG_NOTICE, "stopping (%s)", d.stop_signal ? d.stop_signal : "loop ended");
 out:
 	daemon_teardown(&d);
