@@ -18,7 +18,7 @@ DEBIAN_PACKAGES := build-essential pkg-config \
 	libev-dev libc-ares-dev libssl-dev openssl libwolfssl-dev \
 	libxxhash-dev libcmocka-dev libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client \
 	haproxy stunnel4 wrk curl socat python3 python3-pytest procps iproute2 util-linux valgrind \
-	debhelper dpkg-dev fakeroot adduser systemd man-db prometheus gnuplot-nox
+	debhelper dpkg-dev fakeroot adduser systemd man-db prometheus gnuplot-nox debootstrap
 
 # ---------------------------------------------------------------------------
 # Toolchain and flags
@@ -88,7 +88,7 @@ include bench/module.mk
 
 # ---------------------------------------------------------------------------
 .PHONY: all help deps clang-build test test-unit test-fuzz test-integration asan demo bench soak fuzz install uninstall clean \
-	install-service man deb test-chroot
+	install-service man deb test-chroot bench-plot
 
 all: $(BINS) $(TOOLS) $(UNIT_TESTS) $(FUZZ_REPLAYS) ## build everything into build/
 
@@ -127,6 +127,9 @@ demo: deps all ## run the whole stack on loopback (SEED=file for another seed di
 
 bench: deps all ## benchmarks (minutes); results go to bench/results/
 	SEEDGATE_BUILD=$(abspath $(B)) bench/run-all.sh
+
+bench-plot: ## draw bench/results/*.png from the results there (gnuplot; make bench does it too)
+	/usr/bin/python3 bench/plot.py
 
 soak: deps all ## faults under load for SOAK_SECONDS (default 240): zero failed GETs, no leaks
 	SEEDGATE_BUILD=$(abspath $(B)) SEEDGATE_SOAK=1 SEEDGATE_SOAK_SECONDS=$(or $(SOAK_SECONDS),240) \
@@ -187,13 +190,14 @@ uninstall: ## remove what make install wrote under DESTDIR/PREFIX
 #   $(PREFIX)/libexec/seedgate/haproxy-admin-socket
 #   $(SYSCONFDIR)/seedgate/      seed.conf (the example), *.env, register.env.example
 #   $(PREFIX)/share/man/man{5,7,8}/            the pages of man/
-#   share/seedgate/monitoring/   Prometheus alert rules, Grafana dashboard
+#   share/seedgate/monitoring/   Prometheus alert rules, scrape jobs, Grafana dashboard
+#   share/seedgate/haproxy-conf/prometheus.cfg  HAProxy's exporter (the drop-in loads it)
 UNITDIR    ?= /lib/systemd/system
 SYSCONFDIR ?= /etc
 MAN_PAGES  := $(wildcard man/*.[0-9])
 UNITS      := systemd/route-agent@.service systemd/healthcheckd.service systemd/seedctl-register@.service
 ETC_FILES  := etc/route-agent-1.env etc/route-agent-2.env etc/healthcheckd.env etc/haproxy.env etc/register.env.example
-MONITORING := $(wildcard monitoring/*.yml monitoring/*.json)
+MONITORING := monitoring/seedgate-alerts.yml monitoring/seedgate-dashboard.json monitoring/prometheus-scrape.yml
 
 install-service: ## install units, /etc/seedgate, man pages and monitoring files under DESTDIR
 	install -d $(DESTDIR)$(UNITDIR)/haproxy.service.d $(DESTDIR)$(PREFIX)/lib/tmpfiles.d \
@@ -203,7 +207,9 @@ install-service: ## install units, /etc/seedgate, man pages and monitoring files
 	install -m 0644 systemd/seedgate.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/seedgate.conf
 	install -m 0755 systemd/haproxy-admin-socket $(DESTDIR)$(PREFIX)/libexec/seedgate/
 	install -m 0644 haproxy-conf/seed.conf $(ETC_FILES) $(DESTDIR)$(SYSCONFDIR)/seedgate/
-	$(if $(MONITORING),install -m 0644 $(MONITORING) $(DESTDIR)$(SG_SHARE)/monitoring/)
+	install -m 0644 $(MONITORING) $(DESTDIR)$(SG_SHARE)/monitoring/
+	install -d $(DESTDIR)$(SG_SHARE)/haproxy-conf
+	install -m 0644 monitoring/haproxy-prometheus.cfg $(DESTDIR)$(SG_SHARE)/haproxy-conf/prometheus.cfg
 	@set -e; for p in $(MAN_PAGES); do s=$${p##*.}; install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
 	    install -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
 
