@@ -414,7 +414,7 @@ def test_chroot_fresh_debian_install_and_purge(deb, tmp_path):
         def sh(cmd):
             return run(["chroot", root, "sh", "-c", cmd], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
                        timeout=1800)
-        sh("apt-get update -q && cd /root && apt-get install -y ./build/seedgate_*.deb systemd")
+        sh("apt-get update -q && cd /root && apt-get install -y ./build/seedgate_*.deb systemd man-db")
         for f in PKG_FILES:
             assert os.path.exists(os.path.join(root, f)), f
         sh("id seedgate && test -d /run/seedgate && test -s /etc/seedgate/backends.cfg")
