@@ -780,10 +780,14 @@ int main(int argc, char **argv)
 		  d.nofile, st.idle_timeout_ms / 1000.0,
 		  d.opt.stats ? "; stats on " : "", d.opt.stats ? d.opt.stats : "",
 		  d.opt.health ? "; health feed " : "", d.opt.health ? d.opt.health : "");
-	/* listening with a directory loaded: what Type=notify units wait for */
-	if (hc_sd_notify("READY=1") == -1)
-		route_log(LOG_WARNING, "sd_notify READY: %s", strerror(errno));
-	ev_run(d.loop, 0);
+	/* A SIGTERM that came while the first etcd sync ran the loop is
+	 * already recorded: honour it rather than run on. */
+	if (!d.stop_signal) {
+		/* listening with a directory loaded: what Type=notify units wait for */
+		if (hc_sd_notify("READY=1") == -1)
+			route_log(LOG_WARNING, "sd_notify READY: %s", strerror(errno));
+		ev_run(d.loop, 0);
+	}
 	hc_sd_notify("STOPPING=1");
 	route_log(LOG_NOTICE, "stopping (%s)", d.stop_signal ? d.stop_signal : "loop ended");
 out:
