@@ -221,7 +221,7 @@ man: ## check every man page (man/*.[578]) renders without a warning
 # The package is built from a copy of the tree (tracked and new files) under
 # $(B)/deb-src, so dpkg-buildpackage's outputs never land beside the clone.
 DEB_SRC := $(B)/deb-src/seedgate
-deb: ## build the Debian package $(B)/seedgate_*.deb (dpkg-buildpackage, debhelper)
+deb: ## build the Debian package build/seedgate_*.deb (dpkg-buildpackage, debhelper)
 	rm -rf $(B)/deb-src && mkdir -p $(DEB_SRC)
 	git ls-files -co --exclude-standard -z | grep -zv '^build/' | xargs -0 cp --parents -t $(DEB_SRC)
 	cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc --no-pre-clean >../build.log 2>&1 \
