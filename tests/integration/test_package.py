@@ -12,7 +12,8 @@
   started as written in them (environment files, ExecStartPre, ExecStart,
   User=, Type=notify readiness on a NOTIFY_SOCKET, Debian's haproxy.service
   with seedgate's drop-in), a request is routed to the node `seedctl where`
-  names, then `apt-get purge` leaves nothing behind. There is no systemd
+  names, the agent's ExecReload reloads its directory, then `apt-get
+  purge` leaves nothing behind. There is no systemd
   running here, so the sandboxing directives are checked by verify only.
   `make test-chroot` (not in make test: it downloads Debian) does the same
   install in a fresh debootstrap'ed Debian 12.
@@ -233,14 +234,14 @@ def read_env_file(path):
     return env
 
 
-def unit_service(root, name, instance=None):
+def unit_service(root, name, instance=None, extra_env=None):
     """The [Service] settings of unit NAME in ROOT, drop-ins applied, %i and the
     environment expanded as systemd does: ${VAR} is one word, a lone $VAR
     is split into words. Returns (env, {'ExecStartPre': [argv...], ...}, user)."""
     unit_dir = root.p("/lib/systemd/system")
     files = [os.path.join(unit_dir, name)]
     files += sorted(glob.glob(os.path.join(unit_dir, name.replace("@" + (instance or ""), "@") + ".d", "*.conf")))
-    env, cmds, user, section = {}, {}, None, None
+    env, cmds, user, section = dict(extra_env or {}), {}, None, None
     for f in files:
         for raw in open(f):
             line = raw.strip()
@@ -375,6 +376,16 @@ def test_readme_deploy_with_the_package(deb, stack):
     status, hdrs, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(
         http_get(ports["http"], f"/{PROJECT}/files")), 15, interval=0.1, what="routed request")
     assert hdrs["x-served-by"] == node, (hdrs, body)
+    # `systemctl reload route-agent@1`: the unit's ExecReload, with its
+    # $MAINPID, reloads the directory.
+    def reloads_ok():
+        text = http_get(ports["s1"], "/metrics")[2].decode()
+        return int(re.search(r'^seedgate_seed_reloads_total\{result="ok"\} (\d+)', text, re.M).group(1))
+    before = reloads_ok()
+    _, cmds, _ = unit_service(root, "route-agent@.service", "1", {"MAINPID": str(procs[1].pid)})
+    for argv in cmds["ExecReload"]:
+        run(["chroot", root.path] + argv)
+    wait_until(lambda: reloads_ok() > before, 10, what="route-agent@1 reloaded by ExecReload")
     # Every /metrics of the deployment answers, HAProxy's exporter included.
     for k in ("s1", "s2", "hc", "prom"):
         status, _, body = http_get(ports[k], "/metrics")
