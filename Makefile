@@ -17,7 +17,8 @@ SHELL         := /bin/bash
 DEBIAN_PACKAGES := build-essential pkg-config \
 	libev-dev libc-ares-dev libssl-dev openssl libwolfssl-dev \
 	libxxhash-dev libcmocka-dev libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client \
-	haproxy stunnel4 hitch wrk curl socat python3 python3-pytest procps iproute2 util-linux valgrind
+	haproxy stunnel4 hitch wrk curl socat python3 python3-pytest procps iproute2 util-linux valgrind \
+	debhelper dpkg-dev fakeroot adduser systemd man-db prometheus gnuplot-nox debootstrap
 
 # ---------------------------------------------------------------------------
 # Toolchain and flags
@@ -86,7 +87,8 @@ include bench/module.mk
 -include $(ALL_OBJS:.o=.d)
 
 # ---------------------------------------------------------------------------
-.PHONY: all help deps clang-build test test-unit test-fuzz test-integration asan demo bench soak fuzz install uninstall clean
+.PHONY: all help deps clang-build test test-unit test-fuzz test-integration asan demo bench soak fuzz install uninstall clean \
+	install-service man deb test-chroot bench-plot
 
 all: $(BINS) $(TOOLS) $(UNIT_TESTS) $(FUZZ_REPLAYS) ## build everything into build/
 
@@ -125,6 +127,9 @@ demo: deps all ## run the whole stack on loopback (SEED=file for another seed di
 
 bench: deps all ## benchmarks (minutes); results go to bench/results/
 	SEEDGATE_BUILD=$(abspath $(B)) bench/run-all.sh
+
+bench-plot: ## draw bench/results/*.png from the results there (gnuplot; make bench does it too)
+	/usr/bin/python3 bench/plot.py
 
 soak: deps all ## faults under load for SOAK_SECONDS (default 240): zero failed GETs, no leaks
 	SEEDGATE_BUILD=$(abspath $(B)) SEEDGATE_SOAK=1 SEEDGATE_SOAK_SECONDS=$(or $(SOAK_SECONDS),240) \
@@ -176,6 +181,57 @@ install: $(BINS) ## install binaries, haproxy-conf/, tls/ scripts and docs under
 uninstall: ## remove what make install wrote under DESTDIR/PREFIX
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED_FILES))
 	-rmdir $(DESTDIR)$(SG_SHARE)/haproxy-conf $(DESTDIR)$(SG_SHARE)/tls $(DESTDIR)$(SG_SHARE) $(DESTDIR)$(SG_DOC) 2>/dev/null
+
+# ---------------------------------------------------------------------------
+# Running as a service (the Debian package uses these; see debian/rules):
+#   $(UNITDIR)/                  route-agent@.service healthcheckd.service
+#                                seedctl-register@.service haproxy.service.d/seedgate.conf
+#   $(PREFIX)/lib/tmpfiles.d/seedgate.conf    /run/seedgate
+#   $(PREFIX)/libexec/seedgate/haproxy-admin-socket
+#   $(SYSCONFDIR)/seedgate/      seed.conf (the example), *.env, register.env.example
+#   $(PREFIX)/share/man/man{5,7,8}/            the pages of man/
+#   share/seedgate/monitoring/   Prometheus alert rules, scrape jobs, Grafana dashboard
+#   share/seedgate/haproxy-conf/prometheus.cfg  HAProxy's exporter (the drop-in loads it)
+UNITDIR    ?= /lib/systemd/system
+SYSCONFDIR ?= /etc
+MAN_PAGES  := $(wildcard man/*.[0-9])
+UNITS      := systemd/route-agent@.service systemd/healthcheckd.service systemd/seedctl-register@.service
+ETC_FILES  := etc/route-agent-1.env etc/route-agent-2.env etc/healthcheckd.env etc/haproxy.env etc/register.env.example
+MONITORING := monitoring/seedgate-alerts.yml monitoring/seedgate-dashboard.json monitoring/prometheus-scrape.yml
+
+install-service: ## install units, /etc/seedgate, man pages and monitoring files under DESTDIR
+	install -d $(DESTDIR)$(UNITDIR)/haproxy.service.d $(DESTDIR)$(PREFIX)/lib/tmpfiles.d \
+		$(DESTDIR)$(PREFIX)/libexec/seedgate $(DESTDIR)$(SYSCONFDIR)/seedgate $(DESTDIR)$(SG_SHARE)/monitoring
+	install -m 0644 $(UNITS) $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/haproxy.service.d/seedgate.conf $(DESTDIR)$(UNITDIR)/haproxy.service.d/
+	install -m 0644 systemd/seedgate.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/seedgate.conf
+	install -m 0755 systemd/haproxy-admin-socket $(DESTDIR)$(PREFIX)/libexec/seedgate/
+	install -m 0644 haproxy-conf/seed.conf $(ETC_FILES) $(DESTDIR)$(SYSCONFDIR)/seedgate/
+	install -m 0644 $(MONITORING) $(DESTDIR)$(SG_SHARE)/monitoring/
+	install -d $(DESTDIR)$(SG_SHARE)/haproxy-conf
+	install -m 0644 monitoring/haproxy-prometheus.cfg $(DESTDIR)$(SG_SHARE)/haproxy-conf/prometheus.cfg
+	@set -e; for p in $(MAN_PAGES); do s=$${p##*.}; install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
+	    install -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+
+man: ## check every man page (man/*.[578]) renders without a warning
+	@set -e; for p in $(MAN_PAGES); do \
+	    out=$$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l $$p 2>&1 >/dev/null); \
+	    if [ -n "$$out" ]; then echo "$$p: $$out"; exit 1; fi; echo "  $$p: ok"; done
+
+# The package is built from a copy of the tree (tracked and new files) under
+# $(B)/deb-src, so dpkg-buildpackage's outputs never land beside the clone.
+DEB_SRC := $(B)/deb-src/seedgate
+deb: ## build the Debian package build/seedgate_*.deb (dpkg-buildpackage, debhelper)
+	rm -rf $(B)/deb-src && mkdir -p $(DEB_SRC)
+	git ls-files -co --exclude-standard -z | grep -zv '^build/' | xargs -0 cp --parents -t $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc --no-pre-clean >../build.log 2>&1 \
+		|| { tail -40 ../build.log; exit 1; }
+	rm -f $(B)/seedgate_*.deb && cp $(B)/deb-src/seedgate_*.deb $(B)/
+	@ls -l $(B)/seedgate_*.deb
+
+test-chroot: deb ## install the package with apt in a fresh debootstrap'ed Debian 12 (minutes, needs the archive)
+	SEEDGATE_BUILD=$(abspath $(B)) SEEDGATE_CHROOT=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+		tests/integration/test_package.py -k chroot
 
 clean: ## remove build/
 	rm -rf build

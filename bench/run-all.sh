@@ -12,4 +12,6 @@ for s in bench/bench-*.sh; do
 	echo "== bench $name"
 	if ! bash "$s"; then echo "bench $name FAILED"; rc=1; fi
 done
+# The pictures (bench/results/*.png) from whatever results are there now.
+/usr/bin/python3 bench/plot.py || rc=1
 exit $rc

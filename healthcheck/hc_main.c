@@ -22,6 +22,7 @@
 #include "hc_daemon.h"
 #include "hc_escape.h"
 #include "hc_metrics.h"
+#include "hc_sdnotify.h"
 #include "sd_source.h"
 #include "tls.h"
 
@@ -550,7 +551,11 @@ int main(int argc, char **argv)
 	/* libev (without EVFLAG_NOSIGMASK) leaves the mask alone: unblock. */
 	sigprocmask(SIG_UNBLOCK, &early_sigs, NULL);
 
+	/* feed listening, directory loaded: what Type=notify units wait for */
+	if (hc_sd_notify("READY=1") == -1)
+		hcd_log("sd_notify READY: %s", strerror(errno));
 	ev_run(d->loop, 0);
+	hc_sd_notify("STOPPING=1");
 	exit_code = 0;
 
 	ev_timer_stop(d->loop, &d->initial_timer);

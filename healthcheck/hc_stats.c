@@ -8,6 +8,7 @@
 #include "hc_daemon.h"
 #include "hc_escape.h"
 #include "hc_metrics.h"
+#include "hc_procmetrics.h"
 #include "sd_source.h"
 
 static const char *const latency_le[12] = { "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
@@ -40,13 +41,16 @@ void hcd_stats_render(void *udata, struct hc_text *o)
 	hc_text_printf(o, "# HELP seedgate_hc_state_changes_total Published state changes.\n"
 	               "# TYPE seedgate_hc_state_changes_total counter\nseedgate_hc_state_changes_total %llu\n",
 	               (unsigned long long)k->state_changes);
-	hc_text_printf(o, "# TYPE seedgate_hc_seed_reloads_total counter\n"
-	               "seedgate_hc_seed_reloads_total{result=\"ok\"} %llu\n"
-	               "seedgate_hc_seed_reloads_total{result=\"error\"} %llu\n",
+	/* the same family as route-agent's: one name for one meaning */
+	hc_text_printf(o, "# HELP seedgate_seed_reloads_total Seed directory reloads by result.\n"
+	               "# TYPE seedgate_seed_reloads_total counter\n"
+	               "seedgate_seed_reloads_total{result=\"ok\"} %llu\n"
+	               "seedgate_seed_reloads_total{result=\"error\"} %llu\n",
 	               (unsigned long long)k->reloads_ok, (unsigned long long)k->reloads_error);
 	if (d->seeds)       /* revision, last sync, sync errors, etcd connected */
 		sd_source_metrics(d->seeds, o);
-	hc_text_printf(o, "# TYPE seedgate_hc_dns_resolutions_total counter\n"
+	hc_text_printf(o, "# HELP seedgate_hc_dns_resolutions_total Host name resolutions of targets, by result.\n"
+	               "# TYPE seedgate_hc_dns_resolutions_total counter\n"
 	               "seedgate_hc_dns_resolutions_total{result=\"ok\"} %llu\n"
 	               "seedgate_hc_dns_resolutions_total{result=\"error\"} %llu\n",
 	               (unsigned long long)k->dns_ok, (unsigned long long)k->dns_fail);
@@ -56,26 +60,38 @@ void hcd_stats_render(void *udata, struct hc_text *o)
 	for (unsigned r = 0; r < HCD_SKIP_N; r++)
 		hc_text_printf(o, "seedgate_hc_checks_skipped_total{reason=\"%s\"} %llu\n",
 		               hcd_skip_name((enum hcd_skip)r), (unsigned long long)k->checks_skipped[r]);
-	hc_text_printf(o, "# TYPE seedgate_hc_feed_subscribers gauge\nseedgate_hc_feed_subscribers %u\n"
+	hc_text_printf(o, "# HELP seedgate_hc_feed_subscribers Health feed subscribers connected now.\n"
+	               "# TYPE seedgate_hc_feed_subscribers gauge\nseedgate_hc_feed_subscribers %u\n"
 	               "# HELP seedgate_hc_feed_subscribers_max Subscribers the open-files limit leaves room for.\n"
 	               "# TYPE seedgate_hc_feed_subscribers_max gauge\nseedgate_hc_feed_subscribers_max %u\n"
+	               "# HELP seedgate_hc_feed_refused_total Feed subscribers refused at the open-files cap.\n"
 	               "# TYPE seedgate_hc_feed_refused_total counter\nseedgate_hc_feed_refused_total %llu\n",
 	               d->feed ? hcd_feed_subscribers(d->feed) : 0, hcd_feed_cap(d),
 	               (unsigned long long)k->feed_refused);
-	hc_text_printf(o, "# TYPE seedgate_hc_haproxy_connected gauge\n");
-	for (unsigned i = 0; i < d->opts.n_haproxy; i++) {
-		/* a socket path is any bytes: escaped as a label value must be */
-		char sock[HC_ESCAPE_ROOM(256)];
+	/* one family at a time: the text format wants each family's samples
+	 * together, after its HELP and TYPE */
+	static const struct {
+		const char *name, *type, *help;
+	} hap[] = {
+		{ "seedgate_hc_haproxy_connected", "gauge", "1 while the HAProxy runtime API socket is connected." },
+		{ "seedgate_hc_haproxy_commands_total", "counter", "Runtime API commands sent to HAProxy." },
+		{ "seedgate_hc_haproxy_connects_total", "counter", "Connections made to the HAProxy runtime API socket." },
+		{ "seedgate_hc_haproxy_messages_total", "counter", "Runtime API answers that were not a success (refused commands)." },
+	};
+	for (unsigned f = 0; f < sizeof(hap) / sizeof(hap[0]); f++) {
+		hc_text_printf(o, "# HELP %s %s\n# TYPE %s %s\n", hap[f].name, hap[f].help, hap[f].name, hap[f].type);
+		for (unsigned i = 0; i < d->opts.n_haproxy; i++) {
+			/* a socket path is any bytes: escaped as a label value must be */
+			char sock[HC_ESCAPE_ROOM(256)];
+			const struct hcd_haproxy *h = d->haproxy[i];
+			unsigned long long v = f == 0 ? (unsigned long long)hcd_haproxy_connected(h)
+			                     : f == 1 ? (unsigned long long)hcd_haproxy_commands(h)
+			                     : f == 2 ? (unsigned long long)hcd_haproxy_connects(h)
+			                     : (unsigned long long)hcd_haproxy_errors(h);
 
-		hc_escape_label(sock, sizeof(sock), hcd_haproxy_path(d->haproxy[i]));
-		hc_text_printf(o, "seedgate_hc_haproxy_connected{socket=\"%s\"} %d\n"
-		               "seedgate_hc_haproxy_commands_total{socket=\"%s\"} %llu\n"
-		               "seedgate_hc_haproxy_connects_total{socket=\"%s\"} %llu\n"
-		               "seedgate_hc_haproxy_messages_total{socket=\"%s\"} %llu\n",
-		               sock, hcd_haproxy_connected(d->haproxy[i]),
-		               sock, (unsigned long long)hcd_haproxy_commands(d->haproxy[i]),
-		               sock, (unsigned long long)hcd_haproxy_connects(d->haproxy[i]),
-		               sock, (unsigned long long)hcd_haproxy_errors(d->haproxy[i]));
+			hc_escape_label(sock, sizeof(sock), hcd_haproxy_path(h));
+			hc_text_printf(o, "%s{socket=\"%s\"} %llu\n", hap[f].name, sock, v);
+		}
 	}
 	hcd_haproxy_stats(d, o);
 	hc_text_printf(o, "# HELP seedgate_hc_target_up 1 when the target is up (or draining), 0 when down.\n"
@@ -97,8 +113,10 @@ void hcd_stats_render(void *udata, struct hc_text *o)
 		               hc_escape_label(kind, sizeof(kind), t->kind_str),
 		               hc_escape_label(dc, sizeof(dc), t->dc), is_up);
 	}
-	hc_text_printf(o, "# TYPE seedgate_hc_targets gauge\nseedgate_hc_targets{state=\"up\"} %llu\n"
+	hc_text_printf(o, "# HELP seedgate_hc_targets Targets by published state.\n"
+	               "# TYPE seedgate_hc_targets gauge\nseedgate_hc_targets{state=\"up\"} %llu\n"
 	               "seedgate_hc_targets{state=\"drain\"} %llu\n"
 	               "seedgate_hc_targets{state=\"down\"} %llu\n", (unsigned long long)up,
 	               (unsigned long long)drain, (unsigned long long)(d->ntargets - up - drain));
+	hc_metrics_process(o, "healthcheckd");
 }

@@ -13,10 +13,13 @@
 HC_LIB_SRCS := healthcheck/hc_feed_codec.c healthcheck/hc_line.c healthcheck/hc_feed_client.c \
                healthcheck/hc_status.c healthcheck/hc_state.c healthcheck/hc_http.c \
                healthcheck/hc_metrics.c healthcheck/hc_escape.c \
-               healthcheck/hc_limits.c
+               healthcheck/hc_limits.c healthcheck/hc_sdnotify.c healthcheck/hc_procmetrics.c
 HC_LIB      := $(B)/libhc.a
 
 $(eval $(call static_lib,hc,$(HC_LIB_SRCS)))
+# seedgate_build_info's version: the package's (debian/changelog, first line)
+SEEDGATE_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog 2>/dev/null)
+$(B)/obj/healthcheck/hc_procmetrics.o: EXTRA_CFLAGS += -DSEEDGATE_VERSION='"$(or $(SEEDGATE_VERSION),unknown)"'
 
 HCD_SRCS := healthcheck/hc_main.c healthcheck/hc_target.c healthcheck/hc_probe.c \
             healthcheck/hc_dns.c healthcheck/hc_feed_server.c healthcheck/hc_haproxy.c \

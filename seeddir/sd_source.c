@@ -1010,6 +1010,7 @@ void sd_source_metrics(struct sd_source *s, struct hc_text *t)
 		hc_text_printf(t, "# HELP seedgate_seed_last_error_info The last sync or load error.\n"
 				  "# TYPE seedgate_seed_last_error_info gauge\n"
 				  "seedgate_seed_last_error_info{error=\"%s\"} 1\n"
+				  "# HELP seedgate_seed_last_error_timestamp_seconds When the last sync or load error happened (unix time).\n"
 				  "# TYPE seedgate_seed_last_error_timestamp_seconds gauge\n"
 				  "seedgate_seed_last_error_timestamp_seconds %.0f\n", e, s->last_error_time);
 	}

@@ -25,8 +25,10 @@
 #include "route_health.h"
 #include "route_log.h"
 #include "route_view.h"
+#include "hc_sdnotify.h"
 #include "hc_feed.h"
 #include "hc_metrics.h"
+#include "hc_procmetrics.h"
 #include "sd_source.h"
 
 #define MAX_LISTEN       16
@@ -471,14 +473,22 @@ static void render_metrics(void *udata, struct hc_text *t)
 		       (unsigned long long)s.conns_max, (unsigned long long)s.conns_refused,
 		       (unsigned long long)s.accept_errors, (unsigned long long)s.hello_timeouts,
 		       s.idle_timeout_ms / 1000.0, d->nofile, (unsigned long long)s.log_suppressed);
-	hc_text_printf(t, "# TYPE seedgate_spop_hellos_total counter\nseedgate_spop_hellos_total %llu\n"
+	hc_text_printf(t, "# HELP seedgate_spop_hellos_total HAPROXY-HELLO frames received.\n"
+			  "# TYPE seedgate_spop_hellos_total counter\nseedgate_spop_hellos_total %llu\n"
+			  "# HELP seedgate_spop_healthchecks_total HAPROXY-HELLO frames that were health checks (option spop-check).\n"
 			  "# TYPE seedgate_spop_healthchecks_total counter\nseedgate_spop_healthchecks_total %llu\n"
+			  "# HELP seedgate_spop_notifies_total NOTIFY frames received.\n"
 			  "# TYPE seedgate_spop_notifies_total counter\nseedgate_spop_notifies_total %llu\n"
+			  "# HELP seedgate_spop_acks_total ACK frames sent.\n"
 			  "# TYPE seedgate_spop_acks_total counter\nseedgate_spop_acks_total %llu\n"
+			  "# HELP seedgate_spop_messages_total SPOE messages received (a NOTIFY may carry several).\n"
 			  "# TYPE seedgate_spop_messages_total counter\nseedgate_spop_messages_total %llu\n"
+			  "# HELP seedgate_spop_haproxy_disconnects_total HAPROXY-DISCONNECT frames received.\n"
 			  "# TYPE seedgate_spop_haproxy_disconnects_total counter\nseedgate_spop_haproxy_disconnects_total %llu\n"
-			  "# TYPE seedgate_spop_bytes_in_total counter\nseedgate_spop_bytes_in_total %llu\n"
-			  "# TYPE seedgate_spop_bytes_out_total counter\nseedgate_spop_bytes_out_total %llu\n",
+			  "# HELP seedgate_spop_received_bytes_total Bytes read from SPOP connections.\n"
+			  "# TYPE seedgate_spop_received_bytes_total counter\nseedgate_spop_received_bytes_total %llu\n"
+			  "# HELP seedgate_spop_sent_bytes_total Bytes written to SPOP connections.\n"
+			  "# TYPE seedgate_spop_sent_bytes_total counter\nseedgate_spop_sent_bytes_total %llu\n",
 		       (unsigned long long)s.hellos, (unsigned long long)s.healthchecks,
 		       (unsigned long long)s.notifies, (unsigned long long)s.acks,
 		       (unsigned long long)s.messages, (unsigned long long)s.haproxy_disconnects,
@@ -491,8 +501,10 @@ static void render_metrics(void *udata, struct hc_text *t)
 			  "# HELP seedgate_seed_generation Good seed directories loaded since start (1 = the initial one).\n"
 			  "# TYPE seedgate_seed_generation gauge\n"
 			  "seedgate_seed_generation %llu\n"
+			  "# HELP seedgate_seed_last_reload_success_timestamp_seconds When the directory in use was loaded (unix time).\n"
 			  "# TYPE seedgate_seed_last_reload_success_timestamp_seconds gauge\n"
 			  "seedgate_seed_last_reload_success_timestamp_seconds %.0f\n"
+			  "# HELP seedgate_seed_targets Hubs and nodes in the directory in use.\n"
 			  "# TYPE seedgate_seed_targets gauge\n"
 			  "seedgate_seed_targets %u\n",
 		       (unsigned long long)d->reloads_ok, (unsigned long long)d->reloads_error,
@@ -508,9 +520,11 @@ static void render_metrics(void *udata, struct hc_text *t)
 			  "# HELP seedgate_health_targets_drain Targets of the current directory the feed reports draining.\n"
 			  "# TYPE seedgate_health_targets_drain gauge\n"
 			  "seedgate_health_targets_drain %u\n"
+			  "# HELP seedgate_route_workers SPOP worker threads (--workers).\n"
 			  "# TYPE seedgate_route_workers gauge\n"
 			  "seedgate_route_workers %u\n",
 		       d->feed_connected ? 1 : 0, d->current->ndown - d->ndrain, d->ndrain, d->opt.workers);
+	hc_metrics_process(t, "route-agent");
 }
 
 /* SIGTERM / SIGINT: leave the main loop; main() stops the runtime. */
@@ -781,8 +795,13 @@ int main(int argc, char **argv)
 		  d.opt.health ? "; health feed " : "", d.opt.health ? d.opt.health : "");
 	/* A SIGTERM that came while the first etcd sync ran the loop is
 	 * already recorded: honour it rather than run on. */
-	if (!d.stop_signal)
+	if (!d.stop_signal) {
+		/* listening with a directory loaded: what Type=notify units wait for */
+		if (hc_sd_notify("READY=1") == -1)
+			route_log(LOG_WARNING, "sd_notify READY: %s", strerror(errno));
 		ev_run(d.loop, 0);
+	}
+	hc_sd_notify("STOPPING=1");
 	route_log(LOG_NOTICE, "stopping (%s)", d.stop_signal ? d.stop_signal : "loop ended");
 out:
 	daemon_teardown(&d);

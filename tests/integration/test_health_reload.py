@@ -58,20 +58,20 @@ def test_reload_adds_forgets_and_keeps_state(stack):
     assert w2.get("n2") == "down" and w2.since["n2"] == since_n2, (w2.state, w2.since)
 
     ru.write_in_place(seed, "replicas 2\ndc a\nbogus line\n")
-    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_hc_seed_reloads_total",
+    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_seed_reloads_total",
                                          result="error") >= 1, 3, what="broken seed counted")
     assert "seed.conf:3" in hc.log()
     assert set(hu.Feed(feed).state) == {"h1", "n2", "n3"}
 
-    ok = ru.metric(ru.read_metrics(stats), "seedgate_hc_seed_reloads_total", result="ok")
+    ok = ru.metric(ru.read_metrics(stats), "seedgate_seed_reloads_total", result="ok")
     write_seed(seed, [line["h1"], line["n2"], line["n3"]])
     # Let the reload this edit triggers finish first: a SIGHUP during a
     # reload is folded into it ("changed during a reload").
-    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_hc_seed_reloads_total",
+    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_seed_reloads_total",
                                          result="ok") > ok, 3, what="reload after the fix")
-    ok = ru.metric(ru.read_metrics(stats), "seedgate_hc_seed_reloads_total", result="ok")
+    ok = ru.metric(ru.read_metrics(stats), "seedgate_seed_reloads_total", result="ok")
     hc.signal(signal.SIGHUP)
-    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_hc_seed_reloads_total",
+    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_seed_reloads_total",
                                          result="ok") > ok, 3, what="SIGHUP reload")
     assert "reloaded the seed directory (SIGHUP)" in hc.log()
 
