@@ -7,7 +7,9 @@ on 127.0.0.2 and 127.0.0.3, every daemon started with
 What it proves:
 * both proxies serve 1000 project ids by the same node, the node `seedctl
   where --seed etcd://...` names, and every daemon of both proxies reports
-  the same directory revision in /metrics;
+  the same directory revision in /metrics (seedgate_seed_revision), and the
+  agents of each proxy the same seedgate_health_epoch once a drain
+  verdict was applied;
 * a change written with `seedctl import` (a re-weighted node), `seedctl
   drain` and `seedctl put` of a new node is followed by both proxies; the
   new node's server appears in both HAProxys through the runtime API (same
@@ -127,7 +129,9 @@ def test_two_proxies_decide_identically_and_follow_changes(stack):
     check_served(proxies, {pid: after[pid] for pid in moved})
     text, want = new_text, after
 
-    # (b2) `seedctl drain`: node11's projects go to their replicas
+    # (b2) `seedctl drain`: node11's projects go to their replicas; every
+    # agent applies healthcheckd's drain verdict (seedgate_health_epoch)
+    epochs = pu.metric_all(proxies, "seedgate_health_epoch")
     new_text = "\n".join(l + " state=drain" if l.startswith("node node11 ") else l
                          for l in text.splitlines()) + "\n"
     after = where(stack, new_text, ids)
@@ -137,6 +141,13 @@ def test_two_proxies_decide_identically_and_follow_changes(stack):
     follow(proxies, probes, t0, f"`seedctl drain node11` ({len(moved)} of 1000 move)")
     check_served(proxies, {pid: after[pid] for pid in moved})
     text, want = new_text, after
+    harness.wait_until(lambda: all(a > b for a, b in zip(pu.metric_all(proxies, "seedgate_health_epoch"), epochs)),
+                       5.0, what="seedgate_health_epoch moved on every daemon")
+    for px in proxies:      # the agents of one proxy heard the same feed
+        harness.wait_until(lambda px=px: len(set(pu.metric_all([px], "seedgate_health_epoch")[:2])) == 1, 5.0,
+                           what=f"{px.name}: both agents at one health epoch")
+    print(f"seedgate_health_epoch (agent 1, agent 2, healthcheckd per proxy): before the drain {epochs}, "
+          f"after {pu.metric_all(proxies, 'seedgate_health_epoch')}")
 
     # (b3) `seedctl put` of a new node: its server appears in both HAProxys
     # (runtime API, same worker) and its projects reach it
