@@ -18,6 +18,15 @@
  * healthcheckd never removes it. */
 #define HC_FALLBACK_SERVER "sg_hubs_fallback"
 
+/* Options every hub and node server carries, in the backends file and on
+ * "add server" alike. pool-purge-delay: HAProxy refuses "del server" while
+ * a server still holds idle keep-alive connections, and with the default
+ * (5 s, closing a share of them per period) a removed node could linger in
+ * maintenance for 20 s and more; 1 s empties the pool of a server that gets
+ * no more requests within a few seconds, at the cost of a reconnect now and
+ * then on busy servers. */
+#define HC_SERVER_OPTS "pool-purge-delay 1s"
+
 /* The backend a target's server lives in: hubs_<dc> or nodes_<dc>. */
 static inline const char *hc_backend_of(const struct router_dir *d, const struct router_target *t)
 {

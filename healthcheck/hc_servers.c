@@ -74,7 +74,7 @@ static void server_add(struct hcd *d, struct hcd_haproxy *h, const struct router
 	 * gets 0.0.0.0 (in maintenance, it is never used) until the resolver's
 	 * address arrives (hcd_target_addr_changed) */
 	snprintf(placeholder, sizeof(placeholder), "0.0.0.0:%u", rt->port);
-	hcd_haproxy_command_flags(h, pending ? HCD_CMD_EXISTS_OK : 0, "add server %s/%s %s weight %u", be,
+	hcd_haproxy_command_flags(h, pending ? HCD_CMD_EXISTS_OK : 0, "add server %s/%s %s weight %u " HC_SERVER_OPTS, be,
 	                          rt->name, ip ? rt->addr : resolved ? t->addr : placeholder,
 	                          hc_server_weight(rt));
 	if (pending) {

@@ -51,7 +51,7 @@ static void haproxy_usage(FILE *f)
 	        "            the one server it can pick is the backup %s, which\n"
 	        "            leads to the hubs (haproxy.cfg's fe_node_fallback). Drained nodes\n"
 	        "            keep their line (the route agent stops choosing them).\n"
-	        "Servers: \"server NAME ADDR weight W init-addr last,libc,none [--server-opts]\".\n"
+	        "Servers: \"server NAME ADDR weight W init-addr last,libc,none " HC_SERVER_OPTS " [--server-opts]\".\n"
 	        "Every backend accepts servers added at run time (healthcheckd's runtime API).\n"
 	        "\n"
 	        "  --server-opts \"...\"  appended to every hub and node server line\n"
@@ -64,7 +64,8 @@ static void haproxy_usage(FILE *f)
  * resolve yet (and is harmless for IP literals). */
 static void server_line(FILE *f, const struct router_target *t, const char *opts)
 {
-	fprintf(f, "    server %s %s weight %u init-addr last,libc,none", t->name, t->addr, hc_server_weight(t));
+	fprintf(f, "    server %s %s weight %u init-addr last,libc,none " HC_SERVER_OPTS, t->name, t->addr,
+	        hc_server_weight(t));
 	if (opts && *opts)
 		fprintf(f, " %s", opts);
 	fputc('\n', f);

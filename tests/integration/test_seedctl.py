@@ -221,9 +221,9 @@ def test_haproxy_backends_load(stack):
     for be in ("hubs_east", "nodes_east", "hubs_west", "nodes_west"):
         assert f"\nbackend {be}\n" in text
     # drained hub: weight 0; nodes: always weight 0 (use-server only)
-    assert "server hub-west 127.0.0.2:5000 weight 0 init-addr last,libc,none check inter 1s" in text
-    assert "server e1 127.0.0.1:6001 weight 0 init-addr last,libc,none check inter 1s" in text
-    assert "server hub-w2 localhost:5001 weight 10 init-addr last,libc,none" in text
+    assert "server hub-west 127.0.0.2:5000 weight 0 init-addr last,libc,none pool-purge-delay 1s check inter 1s" in text
+    assert "server e1 127.0.0.1:6001 weight 0 init-addr last,libc,none pool-purge-delay 1s check inter 1s" in text
+    assert "server hub-w2 localhost:5001 weight 10 init-addr last,libc,none pool-purge-delay 1s" in text
     # the final backends: dynamic cookies, node guards and the fallback backup
     assert text.count("cookie SGHUB insert indirect nocache dynamic\n") == 2
     assert 'dynamic-cookie-key "seedgate"' in text
