@@ -18,7 +18,7 @@ SEEDDIR_SRCS  := $(sort $(wildcard seeddir/sd_*.c))
 SEEDDIR_LIB   := $(B)/libseeddir.a
 SEEDDIR_LIBS  := $(CURL_LIBS) $(JSONC_LIBS)
 
-$(call objs_of,$(SEEDDIR_SRCS)): EXTRA_CFLAGS += $(CURL_CFLAGS) $(JSONC_CFLAGS)
+$(call objs_of,$(SEEDDIR_SRCS)): EXTRA_CFLAGS += $(CURL_CFLAGS) $(JSONC_CFLAGS) $(XXH_CFLAGS)
 $(eval $(call static_lib,seeddir,$(SEEDDIR_SRCS)))
 
 # (the source tests also need libev, the /metrics text of libhc, curl and json-c)
@@ -28,4 +28,10 @@ $(foreach t,$(basename $(notdir $(wildcard tests/unit/test_sd_*.c))),\
 # Fuzz target: records (keys and values from the input) -> sd_build/sd_text.
 ifneq ($(wildcard tests/fuzz/fuzz_sd_layout.c),)
 $(eval $(call fuzz_target,sd_layout,$(SEEDDIR_LIB) $(B)/librouter.a,$(XXH_LIBS),seeddir/sd_layout.c $(sort $(wildcard router/router_*.c))))
+endif
+
+# Fuzz target: what the etcd sync engine reads from etcd (watch stream
+# messages, range answers, base64).
+ifneq ($(wildcard tests/fuzz/fuzz_sd_watch.c),)
+$(eval $(call fuzz_target,sd_watch,$(SEEDDIR_LIB),$(SEEDDIR_LIBS) $(EV_LIBS) $(XXH_LIBS),seeddir/sd_sync.c seeddir/sd_http.c seeddir/sd_b64.c))
 endif

@@ -26,6 +26,7 @@ struct sd_recs {
 int sd_recs_add(struct sd_recs *r, const char *key, size_t klen, const char *val, size_t vlen);
 void sd_recs_finish(struct sd_recs *r);      /* offsets -> pointers */
 void sd_recs_free(struct sd_recs *r);
+int sd_recs_copy(struct sd_recs *dst, const struct sd_recs *src);   /* finished copy; -1 oom */
 uint64_t sd_recs_hash(const struct sd_recs *r, const char *gen);
 
 /* What the engine tells the source. */
@@ -53,9 +54,16 @@ void sd_sync_start(struct sd_sync *y);                /* the first list (then th
 void sd_sync_built(struct sd_sync *y);                /* the listed directory was handled */
 void sd_sync_relist(struct sd_sync *y, bool force);   /* list again (SIGHUP: force a build) */
 void sd_sync_free(struct sd_sync **y);
+/* Range answers received so far: the first sync waits on while they come. */
+uint64_t sd_sync_pages(const struct sd_sync *y);
 
-/* base64 (the gateway's encoding of keys and values). */
-char *sd_b64_encode(const char *in, size_t len);      /* malloc'd, NUL-terminated */
-int sd_b64_decode(const char *in, size_t len, char *out, size_t *outlen); /* out >= len*3/4+3 */
+/* The fuzz target's way in (tests/fuzz/fuzz_sd_watch.c): bytes of a watch
+ * stream as if etcd sent them (-1: the watch would end), and one range
+ * answer of a listing step (0 PREFIX/current, 1..20 a slice of the
+ * generation or live/). */
+int sd_sync_feed_watch(struct sd_sync *y, const char *buf, size_t len);
+void sd_sync_feed_list(struct sd_sync *y, int step, const char *body, size_t len);
+
+#include "sd_b64.h"
 
 #endif /* SEEDGATE_SD_INT_H */

@@ -76,6 +76,7 @@ struct sd_source {
 	struct router_dir *initial_dir;
 	char initial_err[ERR_LEN];
 	unsigned initial_failures;
+	uint64_t initial_pages;          /* listing pages seen at the last initial tick */
 	ev_timer initial_timer;
 	char again_reason[32];
 	struct sd_job *pending_build;    /* etcd listing waiting for the thread */
@@ -731,8 +732,16 @@ static void initial_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
+	uint64_t pages = s->sync ? sd_sync_pages(s->sync) : 0;
+
 	if (s->busy || s->pending_build)
 		return;      /* a listing arrived and is being built: wait for it */
+	if (pages != s->initial_pages) {
+		/* a big directory on a slow etcd: pages keep coming, wait on
+		 * (until INITIAL_WAIT / 4 passes without one) */
+		s->initial_pages = pages;
+		return;
+	}
 	if (!s->initial_done) {
 		snprintf(s->initial_err, sizeof(s->initial_err), "no answer from etcd within %.0f s%s%.400s",
 			 INITIAL_WAIT, s->last_error[0] ? ": " : "", s->last_error);

@@ -75,8 +75,10 @@ struct sd_source_config {
 struct sd_source *sd_source_new(struct ev_loop *loop, const struct sd_source_config *cfg,
                                 char *err, size_t errlen);
 /* The first directory, synchronously (the daemon's loop is run meanwhile
- * for etcd, with nothing else of ours on it). etcd unreachable, or holding
- * an invalid directory: the local copy, said so in the log. NULL + err when
+ * for etcd, with nothing else of ours on it). etcd unreachable (every
+ * endpoint failed once, or 10 s without a complete listing and 2.5 s
+ * without a page of it), or holding an invalid directory: the local
+ * copy, said so in the log. NULL + err when
  * neither gives a good directory. */
 struct router_dir *sd_source_initial(struct sd_source *s, char *err, size_t errlen);
 /* The daemon put the initial directory in use: from now on follow the

@@ -6,9 +6,9 @@
  *
  *  1. LIST at one revision: read PREFIX/current (a linearizable read: its
  *     header revision R is committed cluster-wide), then the ranges
- *     PREFIX/g/<GEN>/ and PREFIX/live/ pinned with revision=R, in pages of
- *     SYNC_PAGE keys. A page answering "compacted" restarts the listing at
- *     a fresh revision.
+ *     PREFIX/g/<GEN>/ and PREFIX/live/ pinned with revision=R, in slices
+ *     (range_bounds) and pages of SYNC_PAGE keys. A page answering
+ *     "compacted" restarts the listing at a fresh revision.
  *  2. The source builds the directory beside the one in use and swaps it.
  *     A listing identical to the previous one (same generation, keys and
  *     values) is not rebuilt.
@@ -35,13 +35,16 @@
 
 #include <ev.h>
 #include <json-c/json.h>
+#include <stdint.h>
+#include <xxhash.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "sd_b64.h"
 #include "sd_http.h"
 
-#define SYNC_PAGE          2000     /* keys per range request */
+#define SYNC_PAGE          5000     /* keys per range request (~1 MB of JSON) */
 #define SYNC_CONNECT       2.0      /* seconds to connect to a member */
 #define SYNC_REQ_TIMEOUT   30.0     /* one range page, start to end */
 #define SYNC_SILENCE       30.0     /* watch: no byte that long = lost */
@@ -49,7 +52,16 @@
 #define SYNC_BACKOFF_MAX   5.0
 #define SYNC_LINE_MAX      (64u << 20)   /* one watch message (a huge txn) */
 
-enum { STEP_CURRENT, STEP_GEN, STEP_LIVE };
+/* Listing steps: PREFIX/current, then the ranges of range_bounds(). */
+enum { STEP_CURRENT = 0, STEP_RANGES = 20 };
+
+/* One watch event kept until it is applied. */
+struct sd_event {
+	char *key, *val;             /* one allocation: key NUL value NUL */
+	size_t klen, vlen;
+	int64_t rev;
+	bool del;
+};
 
 struct sd_sync {
 	struct ev_loop *loop;
@@ -74,12 +86,24 @@ struct sd_sync {
 	double list_backoff;
 	ev_timer list_retry, debounce_t;
 
+	/* incremental updates: the records of the directory as of base_rev
+	 * (the last listing plus the events applied since), and the events
+	 * the watch delivered that are not applied yet */
+	struct sd_recs base;
+	bool have_base, relist_needed, apply_wanted;
+	int64_t relist_rev;              /* revision of the event that needs it */
+	int64_t base_rev;
+	char base_gen[24];
+	struct sd_event *pend;
+	size_t npend, pcap;
+
 	/* watch */
 	struct sd_http_req *watch_req;
 	unsigned watch_ep;
 	int64_t watch_from;              /* first revision the watch must deliver */
 	bool watch_created, watch_relist;
 	bool up;                         /* what ops->connected last said */
+	uint64_t pages;                  /* range answers received, ever */
 	char watch_err[256];
 	char *line;
 	size_t llen, lcap;
@@ -156,67 +180,14 @@ void sd_recs_free(struct sd_recs *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* FNV-1a over the generation and the pool (keys and values in key order,
- * as ranges return them): equal listings hash equal. */
+/* A hash of the generation and the pool (keys and values in key order, as
+ * ranges return them): equal listings hash equal. XXH3: the pool of 100k
+ * pins is ~15 MB and this runs on the loop. */
 uint64_t sd_recs_hash(const struct sd_recs *r, const char *gen)
 {
-	uint64_t h = 0xcbf29ce484222325ull;
+	uint64_t seed = XXH3_64bits(gen, strlen(gen)) ^ (uint64_t)r->n;
 
-	for (const char *p = gen; *p; p++)
-		h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
-	for (size_t i = 0; i < r->plen; i++)
-		h = (h ^ (unsigned char)r->pool[i]) * 0x100000001b3ull;
-	return (h ^ r->n) * 0x100000001b3ull;
-}
-
-/* ---- base64 ---------------------------------------------------------- */
-
-static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* See sd_int.h. */
-char *sd_b64_encode(const char *in, size_t len)
-{
-	char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
-	const unsigned char *p = (const unsigned char *)in;
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < len; i += 3) {
-		unsigned v = (unsigned)p[i] << 16 | (i + 1 < len ? (unsigned)p[i + 1] << 8 : 0) |
-			     (i + 2 < len ? p[i + 2] : 0);
-
-		*o++ = b64chars[v >> 18 & 63];
-		*o++ = b64chars[v >> 12 & 63];
-		*o++ = i + 1 < len ? b64chars[v >> 6 & 63] : '=';
-		*o++ = i + 2 < len ? b64chars[v & 63] : '=';
-	}
-	*o = '\0';
-	return out;
-}
-
-/* See sd_int.h. Accepts padding or none; -1 on any other byte. */
-int sd_b64_decode(const char *in, size_t len, char *out, size_t *outlen)
-{
-	unsigned acc = 0, bits = 0;
-	size_t n = 0;
-
-	for (size_t i = 0; i < len; i++) {
-		const char *c;
-
-		if (in[i] == '=')
-			break;
-		c = in[i] ? strchr(b64chars, in[i]) : NULL;
-		if (!c)
-			return -1;
-		acc = acc << 6 | (unsigned)(c - b64chars);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[n++] = (char)(acc >> bits & 0xFF);
-		}
-	}
-	*outlen = n;
-	return 0;
+	return XXH3_64bits_withSeed(r->pool ? r->pool : "", r->plen, seed);
 }
 
 /* ---- helpers --------------------------------------------------------- */
@@ -288,6 +259,274 @@ static char *get_b64(struct json_object *o, const char *k, size_t *len, bool *ba
 
 static void list_begin(struct sd_sync *y);
 static void watch_begin(struct sd_sync *y);
+static void events_drop_upto(struct sd_sync *y, int64_t rev);
+static void after_work(struct sd_sync *y);
+
+/* The key range [key, end) read by listing step `step` (1..STEP_RANGES).
+ *
+ * Why not one range per prefix: etcd 3.4 walks its whole index range to
+ * count the keys of EVERY range request, whatever its limit, so paging
+ * through 100k pins in one range costs a walk of the rest of the range per
+ * page (measured: 0.13 s a page, 7 s for the directory). So the generation
+ * is read in slices: everything before project/, the project ids by their
+ * first character (16 hex digits and the gaps around them, so that an
+ * invalid key is read too and reported), everything after project/, and
+ * live/. Each slice is paged; a walk is never longer than its slice. */
+static void range_bounds(const struct sd_sync *y, int step, char *key, char *end, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	char g[SD_PREFIX_MAX + 32], p[SD_PREFIX_MAX + 48];
+	int i = step - 1;
+
+	snprintf(g, sizeof(g), "%s/g/%s/", y->spec.prefix, y->gen);
+	snprintf(p, sizeof(p), "%sproject/", g);
+	if (i == 0) {                             /* [g/GEN/, g/GEN/project/) */
+		snprintf(key, len, "%s", g);
+		snprintf(end, len, "%s", p);
+	} else if (i <= 17) {                     /* project/ by first character */
+		if (i == 1)
+			snprintf(key, len, "%s", p);
+		else
+			snprintf(key, len, "%s%c", p, hex[i - 2]);
+		if (i == 17)
+			prefix_end(p, end, len);
+		else
+			snprintf(end, len, "%s%c", p, hex[i - 1]);
+	} else if (i == 18) {                     /* after project/ */
+		prefix_end(p, key, len);
+		prefix_end(g, end, len);
+	} else {                                  /* live/ */
+		snprintf(key, len, "%s/live/", y->spec.prefix);
+		prefix_end(key, end, len);
+	}
+}
+
+
+/* ---- incremental updates ---------------------------------------------- */
+
+/* See sd_int.h. */
+int sd_recs_copy(struct sd_recs *dst, const struct sd_recs *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	dst->pool = malloc(src->plen ? src->plen : 1);
+	dst->off = malloc((src->n ? src->n : 1) * 2 * sizeof(*dst->off));
+	if (!dst->pool || !dst->off) {
+		sd_recs_free(dst);
+		return -1;
+	}
+	if (src->plen)
+		memcpy(dst->pool, src->pool, src->plen);
+	if (src->n)
+		memcpy(dst->off, src->off, src->n * 2 * sizeof(*dst->off));
+	dst->n = dst->cap = src->n;
+	dst->plen = dst->pcap = src->plen;
+	sd_recs_finish(dst);
+	return dst->rec || !src->n ? 0 : -1;
+}
+
+/* An event at revision rev cannot be applied: list again, at rev or later. */
+static void need_relist(struct sd_sync *y, int64_t rev)
+{
+	y->relist_needed = true;
+	if (rev > y->relist_rev)
+		y->relist_rev = rev;
+}
+
+/* PREFIX/current, PREFIX/g/... or PREFIX/live/...: the directory's keys. */
+static bool in_dir(const struct sd_sync *y, const char *k, size_t klen)
+{
+	size_t pl = strlen(y->spec.prefix);
+
+	if (klen <= pl + 1 || memcmp(k, y->spec.prefix, pl) != 0 || k[pl] != '/')
+		return false;
+	k += pl + 1;
+	klen -= pl + 1;
+	return (klen == 7 && memcmp(k, "current", 7) == 0) || (klen > 2 && memcmp(k, "g/", 2) == 0) ||
+	       (klen > 5 && memcmp(k, "live/", 5) == 0);
+}
+
+static bool is_current(const struct sd_sync *y, const char *k, size_t klen)
+{
+	size_t pl = strlen(y->spec.prefix);
+
+	return klen == pl + 8 && memcmp(k, y->spec.prefix, pl) == 0 && memcmp(k + pl, "/current", 8) == 0;
+}
+
+static int event_add(struct sd_sync *y, const char *k, size_t klen, const char *v, size_t vlen,
+		     int64_t rev, bool del)
+{
+	struct sd_event *e;
+
+	if (y->npend == y->pcap) {
+		size_t cap = y->pcap ? y->pcap * 2 : 64;
+		struct sd_event *np = realloc(y->pend, cap * sizeof(*np));
+
+		if (!np)
+			return -1;
+		y->pend = np;
+		y->pcap = cap;
+	}
+	e = &y->pend[y->npend];
+	e->key = malloc(klen + vlen + 2);
+	if (!e->key)
+		return -1;
+	memcpy(e->key, k, klen);
+	e->key[klen] = '\0';
+	e->val = e->key + klen + 1;
+	if (vlen)
+		memcpy(e->val, v, vlen);
+	e->val[vlen] = '\0';
+	e->klen = klen;
+	e->vlen = vlen;
+	e->rev = rev;
+	e->del = del;
+	y->npend++;
+	return 0;
+}
+
+/* Forgets the events a listing at revision rev already holds. */
+static void events_drop_upto(struct sd_sync *y, int64_t rev)
+{
+	size_t w = 0;
+
+	for (size_t i = 0; i < y->npend; i++) {
+		if (y->pend[i].rev <= rev)
+			free(y->pend[i].key);
+		else
+			y->pend[w++] = y->pend[i];
+	}
+	y->npend = w;
+}
+
+static int keycmp(const char *a, size_t al, const char *b, size_t bl)
+{
+	int c = memcmp(a, b, al < bl ? al : bl);
+
+	return c ? c : (al > bl) - (al < bl);
+}
+
+/* Events by key, then by revision: the last of a key's run wins. */
+static int event_cmp(const void *pa, const void *pb)
+{
+	const struct sd_event *a = pa, *b = pb;
+	int c = keycmp(a->key, a->klen, b->key, b->klen);
+
+	return c ? c : (a->rev > b->rev) - (a->rev < b->rev);
+}
+
+/* Is key inside what a listing of generation gen reads? */
+static bool in_listing(const struct sd_sync *y, const char *gen, const char *k, size_t klen)
+{
+	char g[SD_PREFIX_MAX + 32], l[SD_PREFIX_MAX + 8];
+	size_t gl = (size_t)snprintf(g, sizeof(g), "%s/g/%s/", y->spec.prefix, gen);
+	size_t ll = (size_t)snprintf(l, sizeof(l), "%s/live/", y->spec.prefix);
+
+	return (klen > gl && memcmp(k, g, gl) == 0) || (klen > ll && memcmp(k, l, ll) == 0);
+}
+
+/* base + the pending events -> out, in key order. -1: out of memory. */
+static int events_merge(struct sd_sync *y, struct sd_recs *out, int64_t *rev)
+{
+	size_t i = 0, j = 0;
+
+	memset(out, 0, sizeof(*out));
+	qsort(y->pend, y->npend, sizeof(*y->pend), event_cmp);
+	*rev = y->base_rev;
+	while (i < y->base.n || j < y->npend) {
+		const struct sd_record *r = i < y->base.n ? &y->base.rec[i] : NULL;
+		const struct sd_event *e;
+		int c;
+
+		/* the last event of a key's run, if it applies */
+		if (j < y->npend) {
+			while (j + 1 < y->npend && keycmp(y->pend[j].key, y->pend[j].klen, y->pend[j + 1].key,
+							  y->pend[j + 1].klen) == 0)
+				j++;
+			e = &y->pend[j];
+			if (e->rev <= y->base_rev || !in_listing(y, y->base_gen, e->key, e->klen)) {
+				j++;
+				continue;
+			}
+		} else {
+			e = NULL;
+		}
+		c = !e ? -1 : !r ? 1 : keycmp(r->key, r->key_len, e->key, e->klen);
+		if (c < 0) {                   /* unchanged record */
+			if (sd_recs_add(out, r->key, r->key_len, r->value, r->value_len) == -1)
+				goto oom;
+			i++;
+			continue;
+		}
+		if (e->rev > *rev)
+			*rev = e->rev;
+		if (!e->del && sd_recs_add(out, e->key, e->klen, e->val, e->vlen) == -1)
+			goto oom;
+		if (c == 0)
+			i++;                   /* replaced or deleted */
+		j++;
+	}
+	sd_recs_finish(out);
+	return 0;
+oom:
+	sd_recs_free(out);
+	return -1;
+}
+
+/* The debounce expired: apply what the watch delivered to the base and
+ * build that, or list again when it cannot be applied (PREFIX/current
+ * changed, no base yet, an undecodable event, out of memory). */
+static void apply_events(struct sd_sync *y)
+{
+	struct sd_recs next, give;
+	int64_t rev;
+	uint64_t h;
+
+	if (y->listing || y->building) {
+		y->apply_wanted = true;
+		return;
+	}
+	if (y->relist_needed || !y->have_base) {
+		list_begin(y);
+		return;
+	}
+	if (y->npend == 0)
+		return;
+	if (events_merge(y, &next, &rev) == -1) {
+		list_begin(y);
+		return;
+	}
+	events_drop_upto(y, INT64_MAX);
+	sd_recs_free(&y->base);
+	y->base = next;
+	y->base_rev = rev;
+	h = sd_recs_hash(&y->base, y->base_gen);
+	if (h == y->last_hash) {
+		y->ops->unchanged(y->udata, rev);
+		return;
+	}
+	if (sd_recs_copy(&give, &y->base) == -1) {
+		y->have_base = false;
+		list_begin(y);
+		return;
+	}
+	y->last_hash = h;
+	y->have_hash = true;
+	y->building = true;
+	y->ops->listed(y->udata, rev, y->base_gen, &give);
+}
+
+/* A listing or a build finished: run what waited for it. */
+static void after_work(struct sd_sync *y)
+{
+	if (y->relist_wanted) {
+		y->relist_wanted = false;
+		y->apply_wanted = false;
+		list_begin(y);
+	} else if (y->apply_wanted) {
+		y->apply_wanted = false;
+		apply_events(y);
+	}
+}
 
 /* ---- listing --------------------------------------------------------- */
 
@@ -315,6 +554,21 @@ static void list_finish(struct sd_sync *y)
 	y->list_backoff = SYNC_BACKOFF_MIN;
 	sd_recs_finish(&y->recs);
 	h = sd_recs_hash(&y->recs, y->gen);
+	/* the base of the next incremental updates: this listing; events
+	 * up to list_rev are in it */
+	sd_recs_free(&y->base);
+	if (sd_recs_copy(&y->base, &y->recs) == 0) {
+		y->have_base = true;
+		y->base_rev = y->list_rev;
+		snprintf(y->base_gen, sizeof(y->base_gen), "%s", y->gen);
+	} else {
+		y->have_base = false;   /* out of memory: the next change re-lists */
+	}
+	/* an event that asked for a listing (PREFIX/current switched...)
+	 * after the revision this one read still needs one */
+	if (y->relist_rev <= y->list_rev)
+		y->relist_needed = false;
+	events_drop_upto(y, y->list_rev);
 	if (!y->watch_req) {
 		/* The listing holds everything up to list_rev: the watch
 		 * starts right after it, on the endpoint that listed it. */
@@ -326,10 +580,7 @@ static void list_finish(struct sd_sync *y)
 	if (!y->force && y->have_hash && h == y->last_hash) {
 		sd_recs_free(&y->recs);
 		y->ops->unchanged(y->udata, y->list_rev);
-		if (y->relist_wanted) {
-			y->relist_wanted = false;
-			list_begin(y);
-		}
+		after_work(y);
 		return;
 	}
 	y->force = false;
@@ -395,7 +646,7 @@ static void list_page(struct sd_sync *y, struct json_object *o)
 		memcpy(y->gen, v, vlen);
 		y->gen[vlen] = '\0';
 		free(v);
-		y->step = STEP_GEN;
+		y->step = 1;
 		free(y->next_key);
 		y->next_key = NULL;
 		list_send(y);
@@ -408,6 +659,7 @@ static void list_page(struct sd_sync *y, struct json_object *o)
 		char *k = get_b64(kv, "key", &klen, &bad), *v = get_b64(kv, "value", &vlen, &bad);
 
 		if (bad || !k || sd_recs_add(&y->recs, k, klen, v ? v : "", vlen) == -1) {
+			free(kbuf);
 			free(k);
 			free(v);
 			list_fail(y, bad || !k ? "range answer with a bad key or value encoding" : "out of memory",
@@ -439,8 +691,8 @@ static void list_page(struct sd_sync *y, struct json_object *o)
 	free(kbuf);
 	free(y->next_key);
 	y->next_key = NULL;
-	if (y->step == STEP_GEN) {
-		y->step = STEP_LIVE;
+	if (y->step < STEP_RANGES) {
+		y->step++;
 		list_send(y);
 		return;
 	}
@@ -475,6 +727,7 @@ static void list_done(void *udata, long status, const char *err, const char *bod
 		list_fail(y, "range answer is not JSON", true);
 		return;
 	}
+	y->pages++;
 	list_page(y, o);
 	json_object_put(o);
 }
@@ -485,7 +738,6 @@ static void list_send(struct sd_sync *y)
 	char key[SD_PREFIX_MAX + 64], end[SD_PREFIX_MAX + 64], url[SD_ENDPOINT_MAX + 32], err[128];
 	char *bkey = NULL, *bend = NULL, *body = NULL;
 	struct sd_http_opts o = { .connect_timeout = SYNC_CONNECT, .timeout = SYNC_REQ_TIMEOUT };
-	size_t blen;
 
 	if (y->step == STEP_CURRENT) {
 		snprintf(key, sizeof(key), "%s/current", y->spec.prefix);
@@ -493,11 +745,7 @@ static void list_send(struct sd_sync *y)
 		if (bkey && asprintf(&body, "{\"key\":\"%s\"}", bkey) == -1)
 			body = NULL;
 	} else {
-		if (y->step == STEP_GEN)
-			snprintf(key, sizeof(key), "%s/g/%s/", y->spec.prefix, y->gen);
-		else
-			snprintf(key, sizeof(key), "%s/live/", y->spec.prefix);
-		prefix_end(key, end, sizeof(end));
+		range_bounds(y, y->step, key, end, sizeof(key));
 		bkey = y->next_key ? sd_b64_encode(y->next_key, y->next_len) : sd_b64_encode(key, strlen(key));
 		bend = sd_b64_encode(end, strlen(end));
 		if (bkey && bend &&
@@ -507,8 +755,6 @@ static void list_send(struct sd_sync *y)
 	}
 	free(bkey);
 	free(bend);
-	blen = body ? strlen(body) : 0;
-	(void)blen;
 	snprintf(url, sizeof(url), "%s/v3/kv/range", y->spec.endpoint[y->ep]);
 	if (!body || !(y->list_req = sd_http_post(y->http, url, body, &o, list_done, y, err, sizeof(err))))
 		list_fail(y, "out of memory", false);
@@ -542,7 +788,7 @@ static void debounce_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	list_begin(w->data);
+	apply_events(w->data);
 }
 
 /* ---- watch ----------------------------------------------------------- */
@@ -564,8 +810,6 @@ static bool relevant(const struct sd_sync *y, const char *k, size_t klen)
 		return true;
 	if (rl >= 5 && memcmp(r, "live/", 5) == 0)
 		return true;
-	if (y->listing || y->building)
-		return true;    /* the generation may be changing under us */
 	return rl > 2 + gl && memcmp(r, "g/", 2) == 0 && memcmp(r + 2, y->gen, gl) == 0 && r[2 + gl] == '/';
 }
 
@@ -576,7 +820,7 @@ static int watch_message(struct sd_sync *y, const char *line, size_t len)
 {
 	struct json_object *o = NULL, *res, *hdr, *evs, *v;
 	struct json_tokener *tok = json_tokener_new();
-	bool hit = false;
+	bool hit = false, created;
 	int rc = 0;
 	size_t n;
 
@@ -618,7 +862,8 @@ static int watch_message(struct sd_sync *y, const char *line, size_t len)
 		rc = -1;
 		goto out;
 	}
-	if (json_object_object_get_ex(res, "created", &v) && json_object_get_boolean(v)) {
+	created = json_object_object_get_ex(res, "created", &v) && json_object_get_boolean(v);
+	if (created) {
 		y->watch_created = true;
 		y->watch_backoff = SYNC_BACKOFF_MIN;
 		if (!y->up) {
@@ -641,15 +886,34 @@ static int watch_message(struct sd_sync *y, const char *line, size_t len)
 		if (mod >= y->watch_from)
 			y->watch_from = mod + 1;
 		k = get_b64(kv, "key", &klen, &bad);
-		if (bad || (k && relevant(y, k, klen)))
+		if (bad || !k) {
+			need_relist(y, mod);         /* cannot tell what changed */
 			hit = true;
+		} else if (in_dir(y, k, klen)) {
+			/* Kept even for another generation: a listing of the
+			 * generation PREFIX/current just switched to may be
+			 * under way, and its later writes must not be lost
+			 * (apply_events keeps only the listed generation's).
+			 * Only changes to what is in use arm the debounce. */
+			struct json_object *t;
+			bool del = json_object_object_get_ex(json_object_array_get_idx(evs, i), "type", &t) &&
+				   strcmp(json_object_get_string(t), "DELETE") == 0;
+			size_t vlen = 0;
+			char *val = del ? NULL : get_b64(kv, "value", &vlen, &bad);
+
+			if (is_current(y, k, klen) || bad || event_add(y, k, klen, val, vlen, mod, del) == -1)
+				need_relist(y, mod);
+			free(val);
+			if (relevant(y, k, klen) || bad)
+				hit = true;
+		}
 		free(k);
 	}
-	if (n == 0 && !y->watch_created)
-		goto out;
-	if (n == 0 && json_object_object_get_ex(res, "header", &hdr)) {
-		/* a progress notification: nothing before this revision is
-		 * left to deliver */
+	if (n == 0 && !created && y->watch_created && json_object_object_get_ex(res, "header", &hdr)) {
+		/* A progress notification: nothing before this revision is
+		 * left to deliver. Not the "created" answer: its header holds
+		 * the current revision while the events since watch_from may
+		 * still be on their way (a resumed watch catching up). */
 		int64_t rev = get_i64(hdr, "revision");
 
 		if (rev >= y->watch_from)
@@ -839,10 +1103,7 @@ void sd_sync_start(struct sd_sync *y)
 void sd_sync_built(struct sd_sync *y)
 {
 	y->building = false;
-	if (y->relist_wanted) {
-		y->relist_wanted = false;
-		list_begin(y);
-	}
+	after_work(y);
 }
 
 /* See sd_int.h. */
@@ -851,6 +1112,26 @@ void sd_sync_relist(struct sd_sync *y, bool force)
 	if (force)
 		y->force = true;
 	list_begin(y);
+}
+
+/* See sd_int.h. */
+uint64_t sd_sync_pages(const struct sd_sync *y)
+{
+	return y->pages;
+}
+
+/* See sd_int.h. */
+int sd_sync_feed_watch(struct sd_sync *y, const char *buf, size_t len)
+{
+	return watch_data(y, buf, len);
+}
+
+/* See sd_int.h. */
+void sd_sync_feed_list(struct sd_sync *y, int step, const char *body, size_t len)
+{
+	y->listing = true;
+	y->step = step;
+	list_done(y, 200, NULL, body, len);
 }
 
 /* See sd_int.h. */
@@ -867,6 +1148,9 @@ void sd_sync_free(struct sd_sync **yp)
 	ev_timer_stop(y->loop, &y->silence);
 	sd_http_free(&y->http);        /* cancels the list and the watch */
 	sd_recs_free(&y->recs);
+	sd_recs_free(&y->base);
+	events_drop_upto(y, INT64_MAX);
+	free(y->pend);
 	free(y->next_key);
 	free(y->line);
 	free(y);

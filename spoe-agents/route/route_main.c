@@ -789,7 +789,10 @@ int main(int argc, char **argv)
 		  d.nofile, st.idle_timeout_ms / 1000.0,
 		  d.opt.stats ? "; stats on " : "", d.opt.stats ? d.opt.stats : "",
 		  d.opt.health ? "; health feed " : "", d.opt.health ? d.opt.health : "");
-	ev_run(d.loop, 0);
+	/* A SIGTERM that came while the first etcd sync ran the loop is
+	 * already recorded: honour it rather than run on. */
+	if (!d.stop_signal)
+		ev_run(d.loop, 0);
 	route_log(LOG_NOTICE, "stopping (%s)", d.stop_signal ? d.stop_signal : "loop ended");
 out:
 	daemon_teardown(&d);

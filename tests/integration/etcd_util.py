@@ -225,13 +225,14 @@ class EtcdCluster:
         return int(self.call("/v3/kv/range", {"key": _b64("\0"), "count_only": True})
                    ["header"]["revision"])
 
-    def put(self, key, value, lease=0):
-        """Writes one key; value is str or bytes (any bytes). Returns the
-        revision of the write."""
+    def put(self, key, value, lease=0, members=None, timeout=10.0):
+        """Writes one key; value is str or bytes (any bytes). members: only
+        through these (e.g. around a frozen one). Returns the revision of
+        the write."""
         body = {"key": _b64(key), "value": _b64(value)}
         if lease:
             body["lease"] = str(lease)
-        return int(self.call("/v3/kv/put", body)["header"]["revision"])
+        return int(self.call("/v3/kv/put", body, members=members, timeout=timeout)["header"]["revision"])
 
     def delete(self, key, prefix=False):
         body = {"key": _b64(key)}

@@ -8,9 +8,7 @@ node leaves the directory within TTL + 1 s and its projects move to their
 replica, with 0 failed GETs through HAProxy; the directory was imported
 with `seedctl import`.
 """
-import http.client
 import subprocess
-import threading
 import time
 
 import pytest
@@ -25,44 +23,6 @@ PREFIX = "/sg/reg"
 TTL = 2
 
 pytestmark = pytest.mark.skipif(not etcd_util.have_etcd(), reason="etcd not installed")
-
-
-def served_by(port, path):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5 * SLOW)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        body = r.read()
-        assert r.status == 200, (path, r.status, body[:200])
-        return r.getheader("X-Served-By")
-    finally:
-        c.close()
-
-
-class Load(threading.Thread):
-    """GETs in a loop until stopped; records every failure."""
-
-    def __init__(self, port, paths):
-        super().__init__(daemon=True)
-        self.port, self.paths = port, paths
-        self.stop_evt = threading.Event()
-        self.ok = 0
-        self.failures = []
-
-    def run(self):
-        i = 0
-        while not self.stop_evt.is_set():
-            path = self.paths[i % len(self.paths)]
-            i += 1
-            try:
-                served_by(self.port, path)
-                self.ok += 1
-            except Exception as exc:  # noqa: BLE001 - every failure is reported
-                self.failures.append((time.monotonic(), path, repr(exc)))
-
-    def stop(self):
-        self.stop_evt.set()
-        self.join(10)
 
 
 def test_killed_register_leaves_within_ttl(stack):
@@ -89,10 +49,10 @@ def test_killed_register_leaves_within_ttl(stack):
     assert len(mine) >= 10, "nodeR should be primary for some projects"
     # registered: its projects reach it through HAProxy
     for pid in mine[:5]:
-        harness.wait_until(lambda pid=pid: served_by(info.http_port, f"/{pid}/x") == "nodeR", 10.0,
+        harness.wait_until(lambda pid=pid: stack_util.served_by(info.http_port, f"/{pid}/x") == "nodeR", 10.0,
                            what="registered node routed to")
 
-    load = Load(info.http_port, [f"/{pid}/x" for pid in mine] + ["/"])
+    load = stack_util.Load(info.http_port, [f"/{pid}/x" for pid in mine] + ["/"])
     load.start()
     stack.defer(load.stop)
     try:
@@ -100,12 +60,12 @@ def test_killed_register_leaves_within_ttl(stack):
         t0 = time.monotonic()
         reg.kill()            # SIGKILL: nothing revokes the lease, it must expire
         probe = mine[0]
-        harness.wait_until(lambda: served_by(info.http_port, f"/{probe}/x") == without_r[probe][0],
+        harness.wait_until(lambda: stack_util.served_by(info.http_port, f"/{probe}/x") == without_r[probe][0],
                            TTL + 1.0, interval=0.02, what=f"nodeR gone within TTL + 1 s ({TTL + 1} s)")
         took = time.monotonic() - t0
         assert cluster.get(f"{PREFIX}/live/node/nodeR") is None
         for pid in mine:      # every project on its replica
-            harness.wait_until(lambda pid=pid: served_by(info.http_port, f"/{pid}/x") == without_r[pid][0],
+            harness.wait_until(lambda pid=pid: stack_util.served_by(info.http_port, f"/{pid}/x") == without_r[pid][0],
                                2.0, what=f"{pid} on its replica")
         n = load.ok
         harness.wait_until(lambda: load.ok > n + 100, 20.0, what="requests after the move")

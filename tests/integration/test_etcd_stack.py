@@ -8,9 +8,6 @@ nodes), the agents report etcd as gone in /metrics; when etcd returns they
 follow changes again (a drained node's projects move, still 0 failed
 requests).
 """
-import http.client
-import threading
-import time
 
 import pytest
 
@@ -23,46 +20,6 @@ SLOW = harness.SLOW
 PREFIX = "/sg/stack"
 
 pytestmark = pytest.mark.skipif(not etcd_util.have_etcd(), reason="etcd not installed")
-
-
-def served_by(port, path):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5 * SLOW)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        body = r.read()
-        assert r.status == 200, (path, r.status, body[:200])
-        return r.getheader("X-Served-By")
-    finally:
-        c.close()
-
-
-class Load(threading.Thread):
-    """GETs in a loop (fresh connection each) until stopped; records every
-    failure and who served each path last."""
-
-    def __init__(self, port, paths):
-        super().__init__(daemon=True)
-        self.port, self.paths = port, paths
-        self.stop_evt = threading.Event()
-        self.ok = 0
-        self.failures = []
-        self.last = {}
-
-    def run(self):
-        i = 0
-        while not self.stop_evt.is_set():
-            path = self.paths[i % len(self.paths)]
-            i += 1
-            try:
-                self.last[path] = served_by(self.port, path)
-                self.ok += 1
-            except Exception as exc:  # noqa: BLE001 - every failure is reported
-                self.failures.append((time.monotonic(), path, repr(exc)))
-
-    def stop(self):
-        self.stop_evt.set()
-        self.join(10)
 
 
 def agents_metric(info, name):
@@ -80,9 +37,9 @@ def test_all_members_down_routing_goes_on(stack):
     want = ru.seedctl_where(seed, ids)
     paths = [f"/{pid}/x" for pid in ids] + ["/"]
     for pid in ids:
-        assert served_by(info.http_port, f"/{pid}/x") == want[pid][0]
+        assert stack_util.served_by(info.http_port, f"/{pid}/x") == want[pid][0]
 
-    load = Load(info.http_port, paths)
+    load = stack_util.Load(info.http_port, paths)
     load.start()
     stack.defer(load.stop)
     try:
@@ -93,7 +50,7 @@ def test_all_members_down_routing_goes_on(stack):
         n = load.ok
         harness.wait_until(lambda: load.ok > n + 200, 20.0, what="requests while etcd is down")
         for pid in ids:      # still on their nodes: the last good directory
-            assert served_by(info.http_port, f"/{pid}/x") == want[pid][0]
+            assert stack_util.served_by(info.http_port, f"/{pid}/x") == want[pid][0]
 
         cluster.restart_all()
         harness.wait_until(lambda: agents_metric(info, "seedgate_seed_etcd_connected") == [1, 1], 15.0,
@@ -105,7 +62,7 @@ def test_all_members_down_routing_goes_on(stack):
         moved = ru.seedctl_where(seed, ids, down=[node])
         harness.wait_until(lambda: min(agents_metric(info, "seedgate_seed_revision")) >= rev, 5.0,
                            what="both agents at the new revision")
-        harness.wait_until(lambda: served_by(info.http_port, f"/{ids[0]}/x") == moved[ids[0]][0], 5.0,
+        harness.wait_until(lambda: stack_util.served_by(info.http_port, f"/{ids[0]}/x") == moved[ids[0]][0], 5.0,
                            what="drain followed through HAProxy")
         n = load.ok
         harness.wait_until(lambda: load.ok > n + 100, 20.0, what="requests after the change")

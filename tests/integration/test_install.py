@@ -118,7 +118,7 @@ node n2  127.0.0.1:{p['n2']}  dc=us-east
     hap_env = dict(env, SG_HTTP_BIND=f"127.0.0.1:{http_port}", SG_PROXY_BIND=f"127.0.0.1:{free_port()}",
                    SG_RUN_DIR=run, SG_AGENT1=f"127.0.0.1:{agent_port}", SG_AGENT2=f"127.0.0.1:{agent_port}",
                    SG_DC="us-east", SG_USER="root", SG_GROUP="root",
-                   SG_SPOE_PROCESSING=f"{int(100 * harness.SLOW)}ms")
+                   SG_SPOE_PROCESSING=f"{int(500 * harness.SLOW)}ms")
     argv = [harness.HAPROXY, "-f", os.path.join(conf, "haproxy.cfg"), "-f", backends]
     r = subprocess.run([argv[0], "-c", *argv[1:]], capture_output=True, text=True, env=hap_env)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -134,7 +134,8 @@ node n2  127.0.0.1:{p['n2']}  dc=us-east
     stack.wait_port(agent_port, agent)
     hap = stack.start("haproxy", [argv[0], "-W", "-db", *argv[1:]], env=hap_env)
     stack.wait_port(http_port, hap, timeout=10.0)
-    stack_util.wait_agents_up(SimpleNamespace(admin_sock=os.path.join(run, "haproxy.sock")))
+    stack_util.wait_agents_up(SimpleNamespace(admin_sock=os.path.join(run, "haproxy.sock"), haproxy=hap,
+                                              http_port=http_port))
 
     # One routed request: the project's node, as seedctl where says.
     node = stack_util.where(seed, PROJECT)
