@@ -3,6 +3,7 @@
 #   make            build every library and binary into build/
 #   make test       install missing Debian packages, build, run every test
 #   make demo       install, build, run the whole stack on loopback
+#                   (ETCD=1: the seed directory in a local etcd)
 #   make help       list the targets
 #
 # Each component describes itself in its own module.mk (sources, libraries,
@@ -122,8 +123,8 @@ asan: deps ## build into build/asan with ASan+UBSan and run the whole suite ther
 	$(MAKE) B=build/asan SAN=1 all
 	SEEDGATE_BUILD=$(abspath build/asan) SEEDGATE_ASAN=1 tests/run-all.sh
 
-demo: deps all ## run the whole stack on loopback (SEED=file for another seed directory, TLS_FRONT=stunnel|hitch|haproxy)
-	SEEDGATE_BUILD=$(abspath $(B)) haproxy-conf/demo.sh $(if $(SEED),--seed $(SEED)) $(if $(TLS_FRONT),--tls-front $(TLS_FRONT))
+demo: deps all ## run the whole stack on loopback (SEED=file for another seed directory, TLS_FRONT=stunnel|hitch|haproxy; ETCD=1: the directory in a local etcd)
+	SEEDGATE_BUILD=$(abspath $(B)) haproxy-conf/demo.sh $(if $(SEED),--seed $(SEED)) $(if $(TLS_FRONT),--tls-front $(TLS_FRONT)) $(if $(filter-out 0,$(ETCD)),--etcd)
 
 bench: deps all ## benchmarks (minutes); results go to bench/results/
 	SEEDGATE_BUILD=$(abspath $(B)) bench/run-all.sh

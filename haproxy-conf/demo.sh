@@ -4,6 +4,7 @@
 #   haproxy-conf/demo.sh [--seed FILE] [--dir DIR] [--http PORT] [--https PORT]
 #                        [--proxy PORT] [--agents PORT,PORT] [--agent-stats PORT,PORT]
 #                        [--hc-stats PORT] [--cache] [--tls-front stunnel|hitch|haproxy]
+#                        [--etcd [--etcd-ports PORT,PORT]]
 #
 #   --seed         seed directory (default haproxy-conf/seed.conf)
 #   --dir          runtime directory: logs, <name>.pid, sockets, certificates,
@@ -19,6 +20,11 @@
 #                  stunnel): stunnel or hitch (PROXY protocol to HAProxy),
 #                  or haproxy (its own `bind ... ssl`, SG_HTTPS_BIND). All
 #                  use the certificates and ticket keys of tls/ (tls/README.md)
+#   --etcd         keep the directory in a local etcd (`make demo ETCD=1`):
+#                  starts a one-member etcd on 127.0.0.1 (data in DIR/etcd.data,
+#                  fresh each run), `seedctl import`s the seed into it and runs
+#                  every daemon with --seed etcd://127.0.0.1:PORT/seedgate/demo
+#   --etcd-ports   etcd's client and peer ports (default 2379,2380)
 #
 # Starts one demo server per hub and node of the seed (on the seed's
 # addresses), healthcheckd, two route agents, HAProxy (master-worker) and
@@ -35,11 +41,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 build=${SEEDGATE_BUILD:-$root/build}
 
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+# --help prints the comment block above, whatever its length
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-0}"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
 seed=$here/seed.conf dir= http=8080 https=8443 proxy=8081 agents=12345,12346
 agent_stats=9101,9102 hc_stats=9110 cache=0 tls_front=${TLS_FRONT:-stunnel}
+etcd=0 etcd_ports=2379,2380
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--seed) seed=${2:?}; shift 2 ;;
@@ -52,6 +60,8 @@ while [ $# -gt 0 ]; do
 	--hc-stats) hc_stats=${2:?}; shift 2 ;;
 	--cache) cache=1; shift ;;
 	--tls-front) tls_front=${2:?}; shift 2 ;;
+	--etcd) etcd=1; shift ;;
+	--etcd-ports) etcd_ports=${2:?}; shift 2 ;;
 	-h|--help) usage 0 ;;
 	*) echo "demo: unknown argument $1" >&2; usage 1 >&2 ;;
 	esac
@@ -195,8 +205,44 @@ $(log_tail "$2")"
 $(log_tail "$2")"
 }
 
+# --- etcd mode (--etcd, `make demo ETCD=1`) ---------------------------------------
+# The directory lives in a one-member etcd on 127.0.0.1 that this demo starts
+# first (so it is stopped last, with everything else): the seed file is
+# `seedctl import`ed into it and every daemon follows
+# etcd://127.0.0.1:PORT/seedgate/demo, each with its local copy in DIR. The
+# seed file is still read for the demo servers' addresses; editing it no
+# longer changes routing (use seedctl put/del/drain/register, printed below).
+seed_arg=$seed etcd_spec= cache_hc=() cache_a1=() cache_a2=()
+if [ $etcd = 1 ]; then
+	IFS=, read -r etcd_client etcd_peer <<<"$etcd_ports"
+	etcd_bin=$(command -v etcd || echo /usr/bin/etcd)
+	[ -x "$etcd_bin" ] || fail "--etcd: no etcd binary (Debian package etcd-server)"
+	etcd_spec=etcd://127.0.0.1:$etcd_client/seedgate/demo
+	rm -rf "$dir/etcd.data"      # fresh each run: the import below is the directory
+	start etcd "$etcd_bin" --name demo --data-dir "$dir/etcd.data" \
+		--listen-client-urls "http://127.0.0.1:$etcd_client" \
+		--advertise-client-urls "http://127.0.0.1:$etcd_client" \
+		--listen-peer-urls "http://127.0.0.1:$etcd_peer" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+		--initial-cluster "demo=http://127.0.0.1:$etcd_peer" \
+		--heartbeat-interval 50 --election-timeout 500 --log-level warn --logger zap
+	wait_tcp "$etcd_client" etcd
+	# listening is not leading yet: retry the import until the member has
+	# elected itself (well under a second), for at most 10 s
+	for ((i = 0; ; i++)); do
+		"$build/seedctl" import --etcd "$etcd_spec" "$seed" >"$dir/etcd-import.log" 2>&1 && break
+		[ $i -lt 50 ] && [ $stopping = 0 ] ||
+			fail "seedctl import into $etcd_spec failed: $(tail -n 3 "$dir/etcd-import.log")"
+		sleep 0.2
+	done
+	seed_arg=$etcd_spec
+	cache_hc=(--seed-cache "$dir/healthcheckd.seed-cache")
+	cache_a1=(--seed-cache "$dir/route-agent-1.seed-cache")
+	cache_a2=(--seed-cache "$dir/route-agent-2.seed-cache")
+fi
+
 # --- configuration ------------------------------------------------------------
-"$build/seedctl" haproxy --seed "$seed" --out "$dir/backends.cfg" ||
+"$build/seedctl" haproxy --seed "$seed_arg" --out "$dir/backends.cfg" ||
 	die "cannot generate $dir/backends.cfg"
 local_dc=$("$here/seed-targets.sh" "$seed" | awk '$1 == "dc" { print $2; exit }')
 if [ $have_tls = 1 ]; then
@@ -227,14 +273,14 @@ done < <("$here/seed-targets.sh" "$seed")
 
 health=()
 if [ $have_hc = 1 ]; then
-	start healthcheckd "$build/healthcheckd" --seed "$seed" --feed "$dir/health.sock" \
-		--haproxy-socket "$dir/haproxy.sock" --stats "127.0.0.1:$hc_stats"
+	start healthcheckd "$build/healthcheckd" --seed "$seed_arg" --feed "$dir/health.sock" \
+		--haproxy-socket "$dir/haproxy.sock" --stats "127.0.0.1:$hc_stats" "${cache_hc[@]}"
 	health=(--health "$dir/health.sock")
 fi
-start route-agent-1 "$build/route-agent" --listen "127.0.0.1:$agent1" --seed "$seed" \
-	--stats "127.0.0.1:$astats1" "${health[@]}"
-start route-agent-2 "$build/route-agent" --listen "127.0.0.1:$agent2" --seed "$seed" \
-	--stats "127.0.0.1:$astats2" "${health[@]}"
+start route-agent-1 "$build/route-agent" --listen "127.0.0.1:$agent1" --seed "$seed_arg" \
+	--stats "127.0.0.1:$astats1" "${health[@]}" "${cache_a1[@]}"
+start route-agent-2 "$build/route-agent" --listen "127.0.0.1:$agent2" --seed "$seed_arg" \
+	--stats "127.0.0.1:$astats2" "${health[@]}" "${cache_a2[@]}"
 
 for name in "${!server_addr[@]}"; do
 	wait_tcp "${server_addr[$name]##*:}" "$name"
@@ -260,7 +306,7 @@ fi
 # --- what to try ------------------------------------------------------------------
 project=$(awk '$1 == "project" { print $2; exit }' "$seed")
 project=${project:-2f1c6a3e-8d4b-4c7a-9e21-5b7f0c3d9a64}
-node=$("$build/seedctl" where --seed "$seed" "$project" | cut -f2)
+node=$("$build/seedctl" where --seed "$seed_arg" "$project" | cut -f2)
 cat <<EOF
 
 seedgate demo is running (seed $seed, datacenter $local_dc; runtime files in $dir)
@@ -272,11 +318,26 @@ if [ $have_tls = 1 ]; then
 	echo "  curl -si --cacert $dir/certs/ca.crt https://127.0.0.1:$https/$project/   # TLS front: $tls_front"
 fi
 cat <<EOF
-  $build/seedctl where --seed $seed $project      # its preference list
+  $build/seedctl where --seed $seed_arg $project      # its preference list
   $build/seedctl health --feed $dir/health.sock     # healthcheckd's view of every hub and node
   echo "show stat" | socat - UNIX-CONNECT:$dir/haproxy.sock   # HAProxy runtime API
   curl -s http://127.0.0.1:$astats1/metrics                 # route agent 1
   kill -USR2 \$(cat $dir/haproxy.pid)                        # hitless HAProxy reload
+EOF
+if [ $etcd = 1 ]; then
+	cat <<EOF
+
+The directory is in etcd ($etcd_spec); every daemon follows it live:
+  $build/seedctl export --etcd $etcd_spec          # the directory, as text
+  $build/tools/demo-server --name n9 --listen 127.0.0.1:7109 &   # a new node's server, then:
+  $build/seedctl put --etcd $etcd_spec "node n9 127.0.0.1:7109 dc=$local_dc weight=10"
+  $build/seedctl drain --etcd $etcd_spec $node      # its projects move (--undrain $node: back)
+  $build/seedctl register --etcd $etcd_spec --ttl 5 "node n10 127.0.0.1:7110 dc=$local_dc"   # a member while it runs
+  ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:$etcd_client get --prefix /seedgate/demo --keys-only
+  curl -s http://127.0.0.1:$astats1/metrics | grep -E '^seedgate_(seed_revision|seed_etcd|health_epoch)'
+EOF
+fi
+cat <<EOF
 
 Processes: ${names[*]}
 Demo pid $$ (in $dir/demo.pid).

@@ -41,6 +41,11 @@ void hcd_stats_render(void *udata, struct hc_text *o)
 	hc_text_printf(o, "# HELP seedgate_hc_state_changes_total Published state changes.\n"
 	               "# TYPE seedgate_hc_state_changes_total counter\nseedgate_hc_state_changes_total %llu\n",
 	               (unsigned long long)k->state_changes);
+	/* the same count under the name route agents use: ops compare one
+	 * proxy's healthcheckd and agents, and proxies, on one series */
+	hc_text_printf(o, "# HELP seedgate_health_epoch Target health changes published since start.\n"
+	               "# TYPE seedgate_health_epoch gauge\nseedgate_health_epoch %llu\n",
+	               (unsigned long long)k->state_changes);
 	/* the same family as route-agent's: one name for one meaning */
 	hc_text_printf(o, "# HELP seedgate_seed_reloads_total Seed directory reloads by result.\n"
 	               "# TYPE seedgate_seed_reloads_total counter\n"

@@ -75,6 +75,7 @@ struct route_daemon {
 	unsigned long nofile;                /* the soft open-files limit in force */
 	unsigned last_ndown;       /* down, draining not counted */
 	unsigned ndrain;           /* draining, per the feed, in the current view */
+	uint64_t health_epoch;     /* target health changes applied from the feed */
 	uint64_t reloads_ok, reloads_error, seed_generation;
 	double last_reload_ok;               /* unix time of the last good load */
 	ev_idle republish;                   /* health changed: rebuild the view once */
@@ -359,8 +360,10 @@ static void on_feed_target(void *udata, const char *name, enum hc_state st, cons
 				  st == HC_DRAIN ? ROUTE_H_DRAIN : ROUTE_H_UP);
 	if (rc == -1)
 		route_log(LOG_ERR, "health: out of memory recording %s", name);
-	else if (rc == 1)
+	else if (rc == 1) {
+		d->health_epoch++;
 		ev_idle_start(d->loop, &d->republish);
+	}
 }
 
 /* Feed: link lost or restored (the client reports each loss once, and
@@ -374,8 +377,12 @@ static void on_feed_link(void *udata, bool connected, const char *why)
 
 	d->feed_connected = connected;
 	if (connected) {
-		if (route_health_end_snapshot(d->health) > 0)
+		unsigned back_up = route_health_end_snapshot(d->health);
+
+		if (back_up > 0) {
+			d->health_epoch += back_up;
 			ev_idle_start(d->loop, &d->republish);
+		}
 		if (d->feed_ever_connected && d->feed_failures > 1)
 			route_log(LOG_NOTICE, "health feed %s connected again after %u attempts%s%s", d->opt.health,
 				  d->feed_failures, why ? ": " : "", why ? why : "");
@@ -514,6 +521,9 @@ static void render_metrics(void *udata, struct hc_text *t)
 	hc_text_printf(t, "# HELP seedgate_health_feed_connected 1 when the health feed is connected.\n"
 			  "# TYPE seedgate_health_feed_connected gauge\n"
 			  "seedgate_health_feed_connected %d\n"
+			  "# HELP seedgate_health_epoch Target health changes applied from the feed since start.\n"
+			  "# TYPE seedgate_health_epoch gauge\n"
+			  "seedgate_health_epoch %llu\n"
 			  "# HELP seedgate_health_targets_down Targets of the current directory marked down.\n"
 			  "# TYPE seedgate_health_targets_down gauge\n"
 			  "seedgate_health_targets_down %u\n"
@@ -523,7 +533,7 @@ static void render_metrics(void *udata, struct hc_text *t)
 			  "# HELP seedgate_route_workers SPOP worker threads (--workers).\n"
 			  "# TYPE seedgate_route_workers gauge\n"
 			  "seedgate_route_workers %u\n",
-		       d->feed_connected ? 1 : 0, d->current->ndown - d->ndrain, d->ndrain, d->opt.workers);
+		       d->feed_connected ? 1 : 0, (unsigned long long)d->health_epoch, d->current->ndown - d->ndrain, d->ndrain, d->opt.workers);
 	hc_metrics_process(t, "route-agent");
 }
 

@@ -219,7 +219,9 @@ def wait_agents_up(info, timeout=10.0):
         before = len(info.haproxy.log().splitlines())
         for _ in range(8):
             try:
-                harness.http_get(info.http_port, "/__sg_warmup", timeout=5 * harness.SLOW)
+                # info.host: a proxy on its own loopback address (proxy_util)
+                harness.http_get(info.http_port, "/__sg_warmup", host=getattr(info, "host", "127.0.0.1"),
+                                 timeout=5 * harness.SLOW)
             except OSError:
                 return False
         lines = [l for l in info.haproxy.log().splitlines()[before:] if "/__sg_warmup" in l]

@@ -11,7 +11,9 @@ SIGINT ignored (nohup, CI runners); a second demo on the same runtime
 directory refuses to start and names the first, which keeps running; when
 any of its processes dies the demo says which and stops all the others;
 HAProxy's own ALERT lines reach the demo's output at once; a runtime
-directory too deep for unix sockets is refused up front.
+directory too deep for unix sockets is refused up front; with --etcd
+(`make demo ETCD=1`) the directory is in a local etcd the demo starts and
+stops, and a node added with `seedctl put` serves its projects.
 
 The demo is started with SIGINT restored to its default in the child
 (preexec_fn): a test run whose parent ignores SIGINT would otherwise start
@@ -23,8 +25,12 @@ import subprocess
 import ssl
 import http.client
 
+import pytest
+
+import etcd_util
 import harness
 from harness import free_port, http_get, wait_until
+import route_util
 import stack_util
 
 DEMO = os.path.join(stack_util.CONF_DIR, "demo.sh")
@@ -243,3 +249,47 @@ def test_demo_refuses_a_runtime_dir_too_deep_for_unix_sockets(stack):
     assert f"unix socket path {os.path.join(run, 'haproxy.sock')}" in out or sock in out, out
     assert "at most 97" in out and "--dir" in out, out
     assert not os.path.exists(os.path.join(run, "route-agent-1.pid")), out
+
+
+def test_demo_etcd_mode_follows_seedctl_put(stack):
+    """`make demo ETCD=1` (demo.sh --etcd): a local etcd started by the demo
+    holds the imported seed, every daemon follows it; a project is routed
+    to the node `seedctl where --seed etcd://` names; a node added with
+    `seedctl put` serves its projects (HAProxy gets its server live); SIGTERM
+    stops everything, etcd included."""
+    if not etcd_util.have_etcd():
+        pytest.skip("etcd not installed")
+    seed = write_seed(stack)
+    run = stack.path("demo")
+    http_port, etcd_port = free_port(), free_port()
+    demo = start_demo(stack, demo_argv(seed, run, http_port) + ["--etcd", "--etcd-ports", f"{etcd_port},{free_port()}"])
+    wait_ready(demo)
+    spec = f"etcd://127.0.0.1:{etcd_port}/seedgate/demo"
+    assert f"seedctl put --etcd {spec}" in demo.log(), demo.log()
+    pids = read_pids(run)
+    assert "etcd" in pids and pid_alive(pids["etcd"])
+
+    node = stack_util.where(spec, PROJECT)
+    assert node == stack_util.where(seed, PROJECT)
+    status, hdrs, _ = http_get(http_port, f"/{PROJECT}/x")
+    assert status == 200 and hdrs["x-served-by"] == node
+
+    # a new node: its server, then one record in etcd
+    n9 = free_port()
+    stack.start("n9", [harness.bin_path("demo-server"), "--name", "n9", "--listen", f"127.0.0.1:{n9}"])
+    stack.wait_port(n9)
+    line = f"node n9 127.0.0.1:{n9} dc=us-east weight=10"
+    with open(seed) as f:
+        side = stack.write("with-n9.conf", f.read() + line + "\n")
+    ids = [pid for pid, v in route_util.seedctl_where(side, route_util.random_ids(200, seed=5)).items()
+           if v[0] == "n9"][:3]
+    assert ids, "n9 should be primary for some projects"
+    r = subprocess.run([harness.bin_path("seedctl"), "put", "--etcd", spec, line], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    for pid in ids:
+        wait_until(lambda pid=pid: http_get(http_port, f"/{pid}/x")[1].get("x-served-by") == "n9", 10,
+                   interval=0.05, what=f"{pid} served by n9")
+
+    workers = haproxy_workers(pids["haproxy"])
+    stop_and_check(demo, signal.SIGTERM, run, pids, workers)
