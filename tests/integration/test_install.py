@@ -24,7 +24,8 @@ PROJECT = "6f1d0c6e-2b7a-4f38-9a51-3c2e8d7b4a10"
 BINS = ("route-agent", "healthcheckd", "seedctl")
 CONF = ("haproxy.cfg", "spoe-route.conf", "seed.conf", "run-haproxy.sh", "gen-backends.sh",
         "seed-targets.sh")
-TLS = ("make-certs.sh", "stunnel-conf.sh", "stunnel-run.sh", "stunnel.conf.in")
+TLS = ("make-certs.sh", "ticket-keys.sh", "stunnel-conf.sh", "stunnel-run.sh", "stunnel.conf.in",
+       "hitch-conf.sh", "hitch-run.sh")
 
 
 def make(*args):
@@ -56,6 +57,10 @@ def test_destdir_layout_and_uninstall(stack):
     assert 'presetenv SG_CONF_DIR    "/usr/share/seedgate/haproxy-conf"' in cfg
     gen = open(os.path.join(share, "haproxy-conf", "gen-backends.sh")).read()
     assert "/usr/bin/seedctl" in gen
+    # hitch's ticket-key library, where the installed hitch-run.sh looks.
+    assert os.path.isfile(os.path.join(usr, "lib", "seedgate", "libsg-ticketkeys.so"))
+    hitch_run = open(os.path.join(share, "tls", "hitch-run.sh")).read()
+    assert 'so_dirs="/usr/lib/seedgate"' in hitch_run
     # Nothing installed leads back to the clone, its build tree or DESTDIR.
     for rel in files_under(share):
         text = open(os.path.join(share, rel), errors="replace").read()
@@ -146,5 +151,12 @@ node n2  127.0.0.1:{p['n2']}  dc=us-east
 
     for proc in (hap, agent, hc):
         proc.stop()
+
+    # The installed hitch launcher finds the installed ticket-key library
+    # (it then stops at the missing ticket keys: nothing is started).
+    r = subprocess.run([os.path.join(prefix, "share", "seedgate", "tls", "hitch-run.sh"),
+                        stack.path("no-hitch.conf"), run], capture_output=True, text=True, env=env)
+    if "hitch not installed" not in r.stderr:
+        assert r.returncode == 1 and "ticket.keys missing" in r.stderr, r.stderr
     make("uninstall", f"PREFIX={prefix}")
     assert files_under(prefix) == []
