@@ -134,9 +134,13 @@ def test_stunnel_runs_unprivileged(stack):
         return [os.path.join(tls_util.TLS_DIR, "stunnel-run.sh"), out]
     st, port = tls_util.start_listener(stack, "stunnel", argv)
     assert mode_of(out) == 0o640 and os.stat(out).st_gid == grp.getgrnam(group).gr_gid
-    with open(f"/proc/{st.pid}/status") as f:
-        uid = next(line for line in f if line.startswith("Uid:")).split()[1:]
-    assert all(int(u) == user.pw_uid for u in uid), uid
+
+    # stunnel-run.sh binds the port before stunnel starts: wait for the drop.
+    def uids():
+        with open(f"/proc/{st.pid}/status") as f:
+            return [int(u) for u in next(line for line in f if line.startswith("Uid:")).split()[1:]]
+    harness.wait_until(lambda: all(u == user.pw_uid for u in uids()), 10.0,
+                       what=f"stunnel running as {user.pw_name}")
     status, _h, _b, _v = tls_util.https_get(port, "/", ca=os.path.join(certs, "ca.crt"))
     assert status == 200
 
