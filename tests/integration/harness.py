@@ -14,7 +14,6 @@ import http.client
 import os
 import random
 import shutil
-import signal
 from signal import SIGKILL, SIGTERM
 import socket
 import subprocess

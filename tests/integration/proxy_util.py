@@ -190,16 +190,7 @@ def served_by(px, path, conn=None):
     """X-Served-By of one GET through px's HAProxy (200 required). On a
     fresh connection, or on conn (an http.client.HTTPConnection kept alive
     by the caller)."""
-    c = conn or http.client.HTTPConnection(px.host, px.http_port, timeout=5 * SLOW)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        body = r.read()
-        assert r.status == 200, (px.name, path, r.status, body[:200])
-        return r.getheader("X-Served-By")
-    finally:
-        if conn is None:
-            c.close()
+    return stack_util.served_by(px.http_port, path, conn, host=px.host)
 
 
 def served_many(px, ids):

@@ -275,18 +275,20 @@ def agent_decisions(info):
     return total
 
 
-def served_by(port, path):
-    """X-Served-By of one GET through HAProxy on a fresh connection; the
-    status must be 200."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5 * harness.SLOW)
+def served_by(port, path, conn=None, host="127.0.0.1"):
+    """X-Served-By of one GET through HAProxy (host:port); the status must be
+    200. On a fresh connection, or on conn (an http.client.HTTPConnection
+    the caller keeps alive)."""
+    c = conn or http.client.HTTPConnection(host, port, timeout=5 * harness.SLOW)
     try:
         c.request("GET", path)
         r = c.getresponse()
         body = r.read()
-        assert r.status == 200, (path, r.status, body[:200])
+        assert r.status == 200, (host, port, path, r.status, body[:200])
         return r.getheader("X-Served-By")
     finally:
-        c.close()
+        if conn is None:
+            c.close()
 
 
 class Load(threading.Thread):

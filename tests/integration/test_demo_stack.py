@@ -17,7 +17,6 @@ import socket
 import time
 import uuid
 
-import pytest
 
 import harness
 from harness import free_port, http_get, wait_until

@@ -15,7 +15,6 @@ What it proves:
 Checks run every 100 ms with fall 2 / rise 2 to keep the file short.
 """
 import http.client
-import signal
 import threading
 import time
 

@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 
 import harness
@@ -40,46 +39,8 @@ def ports_for(n=16):
     return [harness.free_port() for _ in range(n)]
 
 
-def served_by(port, path, conn=None):
-    """X-Served-By of one GET (on conn when given, else a fresh connection)."""
-    own = conn is None
-    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=5 * SLOW)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        body = r.read()
-        assert r.status == 200, (path, r.status, body[:200])
-        return r.getheader("X-Served-By")
-    finally:
-        if own:
-            c.close()
-
-
-class Load(threading.Thread):
-    """Requests in a loop (fresh connection each, mixed project and hub
-    paths) until stopped; records every failure."""
-
-    def __init__(self, port, paths):
-        super().__init__(daemon=True)
-        self.port, self.paths = port, paths
-        self.stop_evt = threading.Event()
-        self.ok = 0
-        self.failures = []
-
-    def run(self):
-        i = 0
-        while not self.stop_evt.is_set():
-            path = self.paths[i % len(self.paths)]
-            i += 1
-            try:
-                served_by(self.port, path)
-                self.ok += 1
-            except Exception as exc:  # noqa: BLE001 - every failure is reported
-                self.failures.append((time.monotonic(), path, repr(exc)))
-
-    def stop(self):
-        self.stop_evt.set()
-        self.join(10)
+served_by = stack_util.served_by
+Load = stack_util.Load
 
 
 def start(stack, seed_text_, **kw):

@@ -9,7 +9,6 @@ import random
 import resource
 import subprocess
 
-import pytest
 
 import harness
 

@@ -18,7 +18,6 @@ warm-up); route-agent memory not growing without bound.
 import http.client
 import os
 import random
-import signal
 import threading
 import time
 
