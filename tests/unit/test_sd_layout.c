@@ -254,6 +254,25 @@ static const char file[] =
 	"node compute2 127.0.0.1:6002 dc=eu-west\n"
 	"node compute1 127.0.0.1:6001 dc=us-east weight=20\n";
 
+/* Splits text into records and checks them against want (key, value). */
+static struct sd_record *split_as(const char *text, size_t len, const char *prefix, const char *gen,
+                                  const char *const want[][2], size_t nwant, size_t *n)
+{
+	struct sd_record *recs;
+	char err[512];
+
+	if (sd_records_from_text(prefix, gen, text, len, "f.conf", &recs, n, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(*n, nwant);
+	for (size_t i = 0; i < *n; i++) {
+		assert_int_equal(recs[i].key_len, strlen(want[i][0]));
+		assert_memory_equal(recs[i].key, want[i][0], recs[i].key_len);
+		assert_int_equal(recs[i].value_len, strlen(want[i][1]));
+		assert_memory_equal(recs[i].value, want[i][1], recs[i].value_len);
+	}
+	return recs;
+}
+
 static void test_records_from_text(void **state)
 {
 	struct sd_record *recs;
@@ -272,15 +291,7 @@ static void test_records_from_text(void **state)
 		{ "/p/q/g/12/node/compute1", "node compute1 127.0.0.1:6001 dc=us-east weight=20" },
 	};
 
-	if (sd_records_from_text("/p/q", "12", file, sizeof(file) - 1, "f.conf", &recs, &n, err, sizeof(err)))
-		fail_msg("%s", err);
-	assert_int_equal(n, sizeof(want) / sizeof(want[0]));
-	for (size_t i = 0; i < n; i++) {
-		assert_int_equal(recs[i].key_len, strlen(want[i][0]));
-		assert_memory_equal(recs[i].key, want[i][0], recs[i].key_len);
-		assert_int_equal(recs[i].value_len, strlen(want[i][1]));
-		assert_memory_equal(recs[i].value, want[i][1], recs[i].value_len);
-	}
+	recs = split_as(file, sizeof(file) - 1, "/p/q", "12", want, sizeof(want) / sizeof(want[0]), &n);
 	d = sd_build("/p/q", "12", recs, n, 0, err, sizeof(err));
 	if (!d)
 		fail_msg("%s", err);
@@ -362,15 +373,7 @@ static void test_pools(void **state)
 		  "/p/g/3/pool/empty: pool 'empty' has no server (add: server NAME ADDR dc=DC pool=empty)" },
 	};
 
-	if (sd_records_from_text("/p", "3", pools_file, sizeof(pools_file) - 1, "f.conf", &recs, &n, err, sizeof(err)))
-		fail_msg("%s", err);
-	assert_int_equal(n, sizeof(want) / sizeof(want[0]));
-	for (size_t i = 0; i < n; i++) {
-		assert_int_equal(recs[i].key_len, strlen(want[i][0]));
-		assert_memory_equal(recs[i].key, want[i][0], recs[i].key_len);
-		assert_int_equal(recs[i].value_len, strlen(want[i][1]));
-		assert_memory_equal(recs[i].value, want[i][1], recs[i].value_len);
-	}
+	recs = split_as(pools_file, sizeof(pools_file) - 1, "/p", "3", want, sizeof(want) / sizeof(want[0]), &n);
 	d = sd_build("/p", "3", recs, n, 0, err, sizeof(err));
 	if (!d)
 		fail_msg("%s", err);
