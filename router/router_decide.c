@@ -9,6 +9,12 @@
  */
 #include <string.h>
 
+/* XXH3 inlined: a route probe hashes a few bytes, where the call into the
+ * shared library would cost as much as the hash. Same function, so the
+ * same values as router_name_hash() (the table was built with it). */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "router_int.h"
 
 static const char *const why_names[ROUTER_WHY_COUNT] = {
@@ -74,7 +80,7 @@ static void to_hubs(const struct router_dir *d, unsigned local_dc, const uint8_t
 static int route_walk(const struct router_dir *d, const char *path, size_t len, const char **matched,
                       bool *deeper)
 {
-	size_t lim = len < ROUTER_ROUTE_LEN_MAX ? len : ROUTER_ROUTE_LEN_MAX, e = 1;
+	size_t lim = len < ROUTER_ROUTE_LEN_MAX ? len : ROUTER_ROUTE_LEN_MAX, start = 1, e = 1;
 	int best = -1;
 
 	*deeper = false;
@@ -82,17 +88,21 @@ static int route_walk(const struct router_dir *d, const char *path, size_t len, 
 		*matched = NULL;
 	if (!d->nroutes || len < 2 || path[0] != '/')
 		return -1;
+	/* the first segment's first byte and length, against the routes' */
+	if (!(d->route_first_byte[(unsigned char)path[1] >> 6] & (UINT64_C(1) << ((unsigned char)path[1] & 63))))
+		return -1;
+	while (e < lim && path[e] != '/' && path[e] != '?')
+		e++;
+	if (!(d->route_first_len & (UINT64_C(1) << (e - 1 < 63 ? e - 1 : 63))))
+		return -1;
 	for (;;) {
-		size_t start = e;
 		const struct router_route_slot *sl;
 		uint64_t h;
 		uint32_t i;
 
-		while (e < lim && path[e] != '/' && path[e] != '?')
-			e++;
 		if (e == start || (e == lim && lim < len && path[e] != '/' && path[e] != '?'))
 			break;                 /* empty segment, or longer than any prefix */
-		h = router_name_hash(path, e);
+		h = XXH3_64bits(path, e);
 		for (i = (uint32_t)h & d->route_mask; (sl = &d->route_slots[i])->key; i = (i + 1) & d->route_mask)
 			if (sl->hash == h && sl->len == e && !memcmp(sl->key, path, e))
 				break;
@@ -107,7 +117,9 @@ static int route_walk(const struct router_dir *d, const char *path, size_t len, 
 			*deeper = true;
 		if (!sl->deeper || e == len || path[e] != '/')
 			break;
-		e++;
+		start = ++e;
+		while (e < lim && path[e] != '/' && path[e] != '?')
+			e++;
 	}
 	return best;
 }

@@ -162,6 +162,11 @@ struct router_dir {
 	struct router_route *routes;   /* file order */
 	struct router_route_slot *route_slots;
 	uint32_t route_mask;
+	/* What the first segments of the routes look like, so that most paths
+	 * are told "no route" before any hash: a bit per first byte, and a bit
+	 * per length (63: 63 bytes or more). */
+	uint64_t route_first_byte[4];
+	uint64_t route_first_len;
 	char *strings;                 /* arena holding every string of the snapshot */
 	size_t strings_len;
 	size_t memory;                 /* bytes allocated for this snapshot */

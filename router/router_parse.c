@@ -913,6 +913,12 @@ static int build_routes(struct parser *p, struct router_dir *d)
 			return perr(p, "route '%s' to unknown pool '%s' (declare it: pool NAME)", s, pool);
 		d->routes[i].prefix = s;
 		d->routes[i].pool = pi;
+		{
+			size_t seg = strcspn(s + 1, "/");
+
+			d->route_first_byte[(unsigned char)s[1] >> 6] |= UINT64_C(1) << ((unsigned char)s[1] & 63);
+			d->route_first_len |= UINT64_C(1) << (seg < 63 ? seg : 63);
+		}
 		/* the shorter prefixes on the way (whole segments) */
 		for (size_t k = 1; k < len; k++) {
 			if (s[k] != '/')
