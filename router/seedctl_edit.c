@@ -364,8 +364,8 @@ int seedctl_del(int argc, char **argv)
 static void drain_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl drain --etcd [etcd://]HOST:PORT[,...]/PREFIX [--undrain] NAME\n"
-	        "Sets state=drain on hub or node NAME of the current generation (no request\n"
-	        "goes to it; its projects go to their next entry), or with --undrain puts\n"
+	        "Sets state=drain on hub, node or pool server NAME of the current generation\n"
+	        "(no request goes to it; a node's projects go to their next entry), or with --undrain puts\n"
 	        "it back up. Registered records are drained by their register command\n"
 	        "(state=drain in its record).\n"
 	        "  --etcd SPEC  the directory (etcd:// may be left out)\n"
@@ -384,16 +384,18 @@ static int drain_change(const struct seedctl_etcd *e, const struct seedctl_snap 
 	size_t o = 0, room;
 	char w[1024];
 
-	for (int k = 0; k < 2 && !r; k++) {
+	static const char *const kinds[] = { "node", "hub", "server" };
+
+	for (int k = 0; k < 3 && !r; k++) {
 		long at;
 
-		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/%s/%s", s->gen, k ? "hub" : "node", a->name);
+		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/%s/%s", s->gen, kinds[k], a->name);
 		at = find_key(s, ch->key);
 		if (at >= 0)
 			r = &s->g.recs[at];
 	}
 	if (!r) {
-		fprintf(stderr, "seedctl: drain: no hub or node '%s' in generation %s of %s\n", a->name, s->gen,
+		fprintf(stderr, "seedctl: drain: no hub, node or server '%s' in generation %s of %s\n", a->name, s->gen,
 		        e->name);
 		return -1;
 	}

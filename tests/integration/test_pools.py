@@ -16,8 +16,9 @@ node and pool server) it proves:
   live and serves;
 * an ambiguous directory is rejected with file:line by `seedctl check` and
   route-agent (at start, and on reload where the last good one stays);
-* the directory in etcd with pools: agents route prefixes from it, and
-  `seedctl put` of a route is followed.
+* the directory in etcd with pools: import/export round-trip it, agents
+  route prefixes from it, and `seedctl put`/`drain`/`del` of routes and
+  pool servers are followed.
 """
 import http.client
 import subprocess
@@ -243,3 +244,16 @@ def test_etcd_directory_with_pools(stack):
     assert r.returncode == 1 and "/route/beef: route prefix '/beef' could match a project path" in r.stderr, \
         r.stderr
     assert served(info, "/static/x", 4) <= {"mirror11", "mirror12"}
+    # the local pool servers drained in etcd: the pool is taken from eu-west
+    # (a single drained server leaves the backend's balancing to HAProxy's
+    # weights, which healthcheckd sets: test_pool_fails_over_across_datacenters);
+    # a route deleted sends its paths back to the hubs
+    for name in ("mirror11", "mirror12"):
+        r = subprocess.run([seedctl, "drain", "--etcd", spec, name], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    harness.wait_until(lambda: served(info, "/download/x", 4) == {"mirror21"}, 5, interval=0.05,
+                       what="us-east mirrors drained")
+    r = subprocess.run([seedctl, "del", "--etcd", spec, "route", "/static"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    harness.wait_until(lambda: served(info, "/static/x", 1) <= {"hub11", "hub12"}, 5, interval=0.05,
+                       what="/static back to the hubs")
