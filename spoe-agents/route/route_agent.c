@@ -113,7 +113,9 @@ static bool route_first_segment(const char *path, size_t len, const char **seg, 
 }
 
 /* `dest` of a route-sess answer: "<backend>/<server>/<why>", server empty
- * when routed to hubs (names are [A-Za-z0-9_.-], never '/'). */
+ * when routed to hubs or a pool (names are [A-Za-z0-9_.-], never '/'). The
+ * longest: a node's (nodes_<dc>/<node>/remote-dc), or a pool's
+ * (pool_<pool>_<dc>//no-pool, 79 bytes: no server). */
 #define DEST_MAX (6 + ROUTER_NAME_MAX + 1 + ROUTER_NAME_MAX + 1 + 9)
 
 /* Worst case of a `route-sess` ACK (SET-VAR = 3 bytes + name + type +

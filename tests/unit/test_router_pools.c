@@ -262,6 +262,26 @@ static void test_many(void **state)
 	free(b.p);
 }
 
+/* The longest names: a 70-byte backend (healthcheckd's and the agent's
+ * buffers are sized for it). */
+static void test_long_names(void **state)
+{
+	struct tr_buf b = { 0 };
+	struct router_dir *d;
+	struct router_decision dec;
+	const char *p32 = "pppppppppppppppppppppppppppppppp", *d32 = "dddddddddddddddddddddddddddddddd";
+
+	tr_printf(&b, "dc %s\nhub h 10.0.0.1:80 dc=%s\npool %s\nserver s 10.0.0.2:80 dc=%s pool=%s\n"
+	          "route /x %s\n", d32, d32, p32, d32, p32, p32);
+	d = tr_parse(&b);
+	assert_non_null(d);
+	decide(d, 0, "/x/y", NULL, &dec);
+	assert_int_equal(dec.why, ROUTER_WHY_POOL);
+	assert_int_equal(strlen(dec.backend), 5 + 32 + 1 + 32);
+	router_dir_release(&d);
+	free(b.p);
+}
+
 static void test_why_str(void **state)
 {
 	assert_string_equal(router_why_str(ROUTER_WHY_POOL), "pool");
@@ -296,6 +316,7 @@ int main(void)
 		cmocka_unit_test(test_failover),
 		cmocka_unit_test(test_first_segment),
 		cmocka_unit_test(test_many),
+		cmocka_unit_test(test_long_names),
 		cmocka_unit_test(test_why_str),
 		cmocka_unit_test(test_no_pools),
 	};
