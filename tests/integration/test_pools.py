@@ -93,6 +93,10 @@ def test_each_prefix_reaches_its_pool(stack, cache):
     node = stack_util.where(seed, PID)
     assert served(info, f"/{PID}/download/x", 4) == {node}                    # projects first
 
+    # the agents count pool decisions
+    assert sum(ru.metric(ru.read_metrics(p), "seedgate_route_decisions_total", why="pool")
+               for p in info.agent_stats_ports) > 0
+
     # one keep-alive connection, requests alternating across prefixes that
     # share a first segment: the decision cache must not reuse /api's answer
     c = http.client.HTTPConnection("127.0.0.1", info.http_port, timeout=5 * SLOW)
@@ -156,6 +160,8 @@ def test_pool_fails_over_across_datacenters(stack):
     w.wait_state("mirror21", "down", timeout=3)
     harness.wait_until(lambda: served(info, "/download/a.xo", 1) <= {"hub11", "hub12"}, 3, interval=0.01,
                        what="/download served by the hubs")
+    assert sum(ru.metric(ru.read_metrics(p), "seedgate_route_decisions_total", why="no-pool")
+               for p in info.agent_stats_ports) > 0
 
     # local servers back: the pool returns to us-east
     restart_server(stack, info, "mirror11", addr["mirror11"])
