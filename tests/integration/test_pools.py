@@ -13,7 +13,7 @@ node and pool server) it proves:
   pool's servers killed -> the other dc's pool serves (HAProxy marks them
   MAINT through the runtime API); back up -> local again; with none up
   anywhere -> the hubs; a server added to the seed file is added to HAProxy
-  live and serves;
+  live and serves, and deleted from HAProxy when removed from the file;
 * an ambiguous directory is rejected with file:line by `seedctl check` and
   route-agent (at start, and on reload where the last good one stays);
 * the directory in etcd with pools: import/export round-trip it, agents
@@ -31,6 +31,7 @@ import health_util as hu
 import route_util as ru
 import stack_util
 from test_health_failover import haproxy_status
+from test_live_backends import servers_state
 
 SLOW = harness.SLOW
 PID = "2f1c3d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
@@ -177,6 +178,12 @@ def test_pool_fails_over_across_datacenters(stack):
     harness.wait_until(lambda: "files12" in served(info, "/static/x", 6), 5, interval=0.05,
                        what="files12 serving /static")
     assert "files12" not in open(info.gen_cfg).read()     # only the runtime API knows it
+    assert ("pool_files_us-east", "files12") in servers_state(info)
+    # and removed from the seed: deleted from HAProxy, /static back on files11 alone
+    ru.write_atomic(seed, text)
+    harness.wait_until(lambda: ("pool_files_us-east", "files12") not in servers_state(info), 15, interval=0.1,
+                       what="files12 deleted from HAProxy")
+    assert served(info, "/static/x", 6) == {"files11"}
 
 
 AMBIGUOUS = [
