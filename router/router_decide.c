@@ -75,8 +75,9 @@ static void to_hubs(const struct router_dir *d, unsigned local_dc, const uint8_t
 /* The pool of the longest route prefix of path (see router.h): walks the
  * hash trie one segment at a time, so the cost follows the depth of the
  * longest prefix (at most ROUTER_ROUTE_DEPTH_MAX probes), never the number
- * of routes; a path whose first segment starts no route costs one hash of
- * that segment. Reads at most ROUTER_ROUTE_LEN_MAX + 1 bytes. */
+ * of routes; a path whose first segment has the first byte or the length
+ * of no route's first segment costs two bit tests and no hash (most hub
+ * paths). Reads at most ROUTER_ROUTE_LEN_MAX + 1 bytes. */
 static int route_walk(const struct router_dir *d, const char *path, size_t len, const char **matched,
                       bool *deeper)
 {
