@@ -9,6 +9,8 @@ node and pool server) it proves:
   of a hub's address is served by that hub only, everything else still goes
   to the hubs or the project's node; with the decision cache on, a
   keep-alive connection alternating /api and /api/v1/blobs gets each right;
+* the route agent's answers on the wire: backend and why, no server, and
+  no decision-cache key for a first segment a deeper route splits;
 * healthcheckd's verdicts drive pool failover across datacenters: the local
   pool's servers killed -> the other dc's pool serves (HAProxy marks them
   MAINT through the runtime API); back up -> local again; with none up
@@ -29,9 +31,11 @@ import etcd_util
 import harness
 import health_util as hu
 import route_util as ru
+import spop_util as su
 import stack_util
 from test_health_failover import haproxy_status
 from test_live_backends import servers_state
+from test_route_agent import sess_actions as _sess_actions
 
 SLOW = harness.SLOW
 PID = "2f1c3d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
@@ -113,6 +117,34 @@ def test_each_prefix_reaches_its_pool(stack, cache):
             assert by in want if isinstance(want, tuple) else by == want, (path, by)
     finally:
         c.close()
+
+
+def sess_actions(client, path, sid):
+    return _sess_actions(None, client, path, sid)
+
+
+def test_agent_answers(stack):
+    # What the route agent answers on the wire: a pool path sets backend and
+    # why, no server (HAProxy balances the pool backend) and no project; the
+    # decision cache's entry keys on the first segment unless a route goes
+    # deeper under it.
+    text, _ = seed_text(ru.port_range())
+    seed = stack.write("seed.conf", text)
+    agent = ru.start_agent(stack, seed, dc="us-east")
+    v = agent.decide("/download/foo.xo")
+    assert v == {"backend": "pool_mirrors_us-east", "why": "pool"}, v
+    v = agent.decide("/api/v1/blobs/x")
+    assert v == {"backend": "pool_files_us-east", "why": "pool"}, v
+    v = agent.decide("/other")
+    assert v == {"backend": "hubs_us-east", "why": "hub"}, v
+    S = su.SCOPE_SESS
+    with agent.client() as c:
+        assert sess_actions(c, "/download/foo.xo", 1) == [("set-var", S, "dest", "pool_mirrors_us-east//pool"),
+                                                          ("set-var", S, "key", "download")]
+        for sid, path in enumerate(("/api/v1/blobs/x", "/api/users"), 2):
+            dest = "pool_files_us-east//pool" if "blobs" in path else "pool_api_us-east//pool"
+            assert sess_actions(c, path, sid) == [("set-var", S, "dest", dest), ("unset-var", S, "key", None)], path
+    assert ru.metric(agent.metrics(), "seedgate_route_decisions_total", why="pool") == 5
 
 
 def start_with_health(stack):
