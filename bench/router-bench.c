@@ -4,6 +4,9 @@
  *   build/tools/router-bench [--quick] [--weight W] [--scale S] [--rounds N]
  *   build/tools/router-bench --what build|lookup|decide|decide-pin|load
  *                            [--nodes N] [--pins N] [--iters N]
+ *   build/tools/router-bench --pools [--rounds N]
+ *   build/tools/router-bench --what decide-hub|decide-hub-api|decide-pool|decide-project
+ *                            [--routes N] [--iters N]
  *
  * Without --what: for 100, 1k and 10k nodes (one dc, replicas 2) the table
  * build (parse + rings), ns per placement lookup (router_preference), ns
@@ -12,6 +15,13 @@
  * two 100k-line directories read from a file (10k nodes in 2 dcs + 90k
  * pins, and 1k nodes + 99k pins) and memory per pin. Times are the thread's
  * CPU time (the machine is shared), each figure the median of --rounds.
+ *
+ * --pools: path classes. The cost of router_decide on a directory with no
+ * route line (today's directories) and with 100 (10 pools; 60 one-segment
+ * prefixes /dlN and 40 under /api, /api/rN, so /api requests walk two
+ * segments), for hub paths that match no route (4096 paths, first
+ * segments of 1-12 letters, a quarter of them under /api/), paths under a
+ * route, and project paths.
  *
  * --what runs one thing once, quietly (load prints its time): for
  * instruction counts under valgrind --tool=callgrind
@@ -30,6 +40,7 @@
 #define MAX_ROUNDS 31
 
 static unsigned weight = 10;
+static unsigned routes = 100;           /* --routes N: route lines of the --pools directory */
 static int scale = -1;                  /* --scale S: a `ring-scale S` line; -1: none (default 8) */
 static uint8_t ids[NIDS][16];
 
@@ -208,12 +219,180 @@ static void bench_load(unsigned nodes, unsigned dcs, unsigned pins, unsigned rou
 	router_dir_release(&bare);
 }
 
+/* ---- path classes (--pools) */
+
+#define NPATHS 4096
+
+static char hub_paths[NPATHS][64], api_paths[NPATHS][64], pool_paths[NPATHS][64], project_paths[NPATHS][40];
+
+/* 1 dc, 1 hub, 100 nodes, and unless nroutes is 0 (today's directories,
+ * which a build without pools parses too) 10 pools of 2 servers and
+ * nroutes routes: the first 60 % /dlN, the others /api/rN. */
+static struct router_dir *pools_dir(unsigned nroutes)
+{
+	size_t room = 65536 + (size_t)nroutes * 64, n = 0;
+	char *b = malloc(room), err[256];
+	struct router_dir *d;
+
+	if (!b)
+		abort();
+	n += (size_t)sprintf(b + n, "dc a\nhub hub 127.0.0.1:5000 dc=a\n");
+	for (unsigned i = 0; i < 100; i++)
+		n += (size_t)sprintf(b + n, "node node%03u 10.0.0.%u:6000 dc=a\n", i, i + 1);
+	for (unsigned p = 0; nroutes && p < 10; p++)
+		n += (size_t)sprintf(b + n, "pool p%u\nserver s%ua 10.0.1.%u:80 dc=a pool=p%u\n"
+		                     "server s%ub 10.0.2.%u:80 dc=a pool=p%u\n", p, p, p + 1, p, p, p + 1, p);
+	for (unsigned r = 0; r < nroutes; r++)
+		n += (size_t)sprintf(b + n, r < nroutes * 6 / 10 ? "route /dl%u p%u\n" : "route /api/r%u p%u\n", r, r % 10);
+	d = router_dir_parse(b, n, "pools.conf", err, sizeof(err));
+	free(b);
+	if (!d) {
+		fprintf(stderr, "router-bench: %s\n", err);
+		exit(1);
+	}
+	return d;
+}
+
+/* The path sets: hub paths (no route matches any of them), paths under
+ * the 100 routes, project paths (the ids of the lookups). */
+static void make_paths(void)
+{
+	uint64_t s = 99;
+
+	for (unsigned i = 0; i < NPATHS; i++) {
+		uint64_t r = rnd(&s);
+		unsigned len = 1 + (unsigned)(r % 12), o = 0;
+		char seg[16];
+
+		for (unsigned k = 0; k < len; k++)
+			seg[k] = (char)('g' + (r >> (8 + 4 * k)) % 20);      /* g..z: never a route, never hex */
+		seg[len] = '\0';
+		if (i % 4 == 0)
+			o = (unsigned)snprintf(hub_paths[i], sizeof(hub_paths[i]), "/api/%s/x", seg);
+		else
+			o = (unsigned)snprintf(hub_paths[i], sizeof(hub_paths[i]), "/%s/page%u.html", seg, i);
+		(void)o;
+		/* the worst hub path: its first segment is a route's, its second none */
+		snprintf(api_paths[i], sizeof(api_paths[i]), "/api/%s/x", seg);
+		project_paths[i][0] = '/';
+		router_project_format(ids[i], project_paths[i] + 1);
+		memcpy(project_paths[i] + 37, "/x", 3);
+	}
+}
+
+/* Paths under the routes of pools_dir(nroutes): 60 % /dlN/..., 40 %
+ * /api/rN/... */
+static void fill_pool_paths(unsigned nroutes)
+{
+	unsigned one = nroutes * 6 / 10;
+
+	for (unsigned i = 0; i < NPATHS; i++) {
+		if (i % 5 < 3)
+			snprintf(pool_paths[i], sizeof(pool_paths[i]), "/dl%u/file%u.xo", i % one, i);
+		else
+			snprintf(pool_paths[i], sizeof(pool_paths[i]), "/api/r%u/item/%u", one + i % (nroutes - one), i);
+	}
+}
+
+/* ns per router_decide over the paths of one set (its lengths known). */
+static double run_paths(const struct router_dir *d, char (*paths)[64], char (*proj)[40], unsigned long iters,
+                        const char *want_why)
+{
+	static size_t len[NPATHS];
+	struct router_decision out;
+	unsigned sink = 0;
+	double t0;
+
+	for (unsigned i = 0; i < NPATHS; i++) {
+		const char *p = paths ? paths[i] : proj[i];
+
+		len[i] = strlen(p);
+		router_decide(d, 0, p, len[i], NULL, &out);
+		if (strcmp(router_why_str(out.why), want_why)) {
+			fprintf(stderr, "router-bench: %s: %s, not %s\n", p, router_why_str(out.why), want_why);
+			exit(1);
+		}
+	}
+	t0 = now();
+	for (unsigned long i = 0; i < iters; i++) {
+		unsigned k = i & (NPATHS - 1);
+
+		router_decide(d, 0, paths ? paths[k] : proj[k], len[k], NULL, &out);
+		sink += (unsigned)out.why;
+	}
+	if (sink == 0xdeadbeef)
+		printf(" ");
+	return (now() - t0) * 1e9 / (double)iters;
+}
+
+static void bench_pools(unsigned rounds)
+{
+	static const unsigned counts[] = { 0, 100, 1000 };
+	struct router_dir *d[3];
+	double v[4][3][MAX_ROUNDS];
+	unsigned long iters = 2000000ul;
+
+	make_paths();
+	for (unsigned k = 0; k < 3; k++)
+		d[k] = pools_dir(counts[k]);
+	/* interleaved, so that the machine's load moves every column alike */
+	for (unsigned r = 0; r < rounds; r++)
+		for (unsigned k = 0; k < 3; k++) {
+			v[0][k][r] = run_paths(d[k], hub_paths, NULL, iters, "hub");
+			v[1][k][r] = run_paths(d[k], api_paths, NULL, iters, "hub");
+			if (k)
+				fill_pool_paths(counts[k]);
+			v[2][k][r] = k ? run_paths(d[k], pool_paths, NULL, iters, "pool") : 0;
+			v[3][k][r] = run_paths(d[k], NULL, project_paths, iters, "primary");
+		}
+	printf("router_decide, ns/op (thread CPU time, median of %u rounds of %lu decisions)\n\n", rounds, iters);
+	printf("| request | no pool, no route (today's directories) | 100 routes, 10 pools | 1000 routes, 10 pools |\n"
+	       "|---|---:|---:|---:|\n");
+	printf("| hub path, no route (4096 paths: 3/4 /<1-12 letters>/page.html, 1/4 /api/<letters>/x) ");
+	for (unsigned k = 0; k < 3; k++)
+		printf("| %.1f ", median(v[0][k], rounds));
+	printf("|\n| hub path, worst case: /api/<letters>/x (/api starts routes, two probes) ");
+	for (unsigned k = 0; k < 3; k++)
+		printf("| %.1f ", median(v[1][k], rounds));
+	printf("|\n| path under a route (60 %% /dlN/..., 40 %% /api/rN/...) | - ");
+	for (unsigned k = 1; k < 3; k++)
+		printf("| %.1f ", median(v[2][k], rounds));
+	printf("|\n| project path /<uuid>/x ");
+	for (unsigned k = 0; k < 3; k++)
+		printf("| %.1f ", median(v[3][k], rounds));
+	printf("|\n");
+	for (unsigned k = 0; k < 3; k++)
+		router_dir_release(&d[k]);
+}
+
 /* --what: one run of one thing, for callgrind. */
 static int run_one(const char *what, unsigned nodes, unsigned pins, unsigned long iters)
 {
 	double secs;
 	struct router_dir *d;
 
+	if (!strncmp(what, "decide-", 7) && strcmp(what, "decide-pin")) {
+		const char *kind = what + 7;
+
+		d = pools_dir(routes);
+		make_paths();
+		if (!strcmp(kind, "hub"))
+			run_paths(d, hub_paths, NULL, iters, "hub");
+		else if (!strcmp(kind, "hub-api"))
+			run_paths(d, api_paths, NULL, iters, "hub");
+		else if (!strcmp(kind, "pool") && routes >= 10) {
+			fill_pool_paths(routes);
+			run_paths(d, pool_paths, NULL, iters, "pool");
+		}
+		else if (!strcmp(kind, "project"))
+			run_paths(d, NULL, project_paths, iters, "primary");
+		else {
+			fprintf(stderr, "router-bench: unknown --what '%s'\n", what);
+			return 2;
+		}
+		router_dir_release(&d);
+		return 0;
+	}
 	if (!strcmp(what, "load")) {
 		size_t len;
 		char *path = seed_file(nodes, 2, pins, &len);
@@ -242,11 +421,15 @@ static void usage(FILE *f)
 	fprintf(f, "usage: router-bench [--quick] [--weight W] [--scale S] [--rounds N]\n"
 	        "       router-bench --what build|lookup|decide|decide-pin|load "
 	        "[--nodes N] [--pins N] [--iters N]\n"
+	        "       router-bench --pools [--rounds N]\n"
+	        "       router-bench --what decide-hub|decide-hub-api|decide-pool|decide-project [--routes N] [--iters N]\n"
 	        "Placement microbenchmark: table build time, lookup and decision cost\n"
 	        "(thread CPU time, median of N rounds) for 100, 1k and 10k nodes, memory\n"
 	        "per node and pin, and the load time of 100k-line seed directories.\n"
 	        "--scale S adds a `ring-scale S` line (default: none, i.e. scale 8).\n"
-	        "--what runs one operation alone (for callgrind instruction counts).\n");
+	        "--what runs one operation alone (for callgrind instruction counts).\n"
+	        "--pools: router_decide with no route and with 100 routes (path classes);\n"
+	        "--what decide-hub|decide-pool|decide-project --routes N: one of its sets alone.\n");
 }
 
 int main(int argc, char **argv)
@@ -255,7 +438,7 @@ int main(int argc, char **argv)
 	unsigned rounds = 5, nodes = 1000, pins = 0;
 	unsigned long iters = 0;
 	const char *what = NULL;
-	bool quick = false;
+	bool quick = false, pools = false;
 	uint64_t s = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -273,6 +456,10 @@ int main(int argc, char **argv)
 			nodes = (unsigned)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--pins") && i + 1 < argc)
 			pins = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--pools"))
+			pools = true;
+		else if (!strcmp(argv[i], "--routes") && i + 1 < argc)
+			routes = (unsigned)atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
 			iters = strtoul(argv[++i], NULL, 10);
 		else {
@@ -294,6 +481,10 @@ int main(int argc, char **argv)
 		}
 	if (what)
 		return run_one(what, nodes, pins, iters ? iters : 100000);
+	if (pools) {
+		bench_pools(rounds);
+		return 0;
+	}
 	if (quick)
 		rounds = 1;
 	iters = quick ? 500000ul : 2000000ul;

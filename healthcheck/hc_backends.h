@@ -11,6 +11,9 @@
 #ifndef SEEDGATE_HC_BACKENDS_H
 #define SEEDGATE_HC_BACKENDS_H
 
+#include <stdbool.h>
+#include <string.h>
+
 #include "router.h"
 
 /* The backup server of every nodes_<dc> backend (leads to the hubs). A seed
@@ -27,20 +30,48 @@
  * then on busy servers. */
 #define HC_SERVER_OPTS "pool-purge-delay 1s"
 
-/* The backend a target's server lives in: hubs_<dc> or nodes_<dc>. */
+/* The backend a target's server lives in: hubs_<dc>, nodes_<dc>, or for a
+ * pool server pool_<pool>_<dc>. */
 static inline const char *hc_backend_of(const struct router_dir *d, const struct router_target *t)
 {
-	return t->kind == ROUTER_HUB ? router_dir_hub_backend(d, t->dc) : router_dir_node_backend(d, t->dc);
+	return t->kind == ROUTER_HUB ? router_dir_hub_backend(d, t->dc) :
+	       t->kind == ROUTER_NODE ? router_dir_node_backend(d, t->dc) :
+	       router_dir_pool_backend(d, (unsigned)t->pool, t->dc);
 }
 
-/* A server's HAProxy weight. Hubs are balanced by their seed weight, 0 while
- * drained (no new sessions, sticky ones finish). Nodes always 0: they are
- * reached by `use-server` only, balancing must never pick one (that would be
- * the wrong node for the project); their seed weight is a placement matter
- * (the rings), not HAProxy's. */
+/* Whether be is one of d's backends (hubs_<dc>, nodes_<dc>, pool_<pool>_<dc>). */
+static inline bool hc_backend_ours(const struct router_dir *d, const char *be)
+{
+	for (unsigned dc = 0; dc < router_dir_dc_count(d); dc++) {
+		if (strcmp(be, router_dir_hub_backend(d, dc)) == 0 || strcmp(be, router_dir_node_backend(d, dc)) == 0)
+			return true;
+		for (unsigned p = 0; p < router_dir_pool_count(d); p++)
+			if (strcmp(be, router_dir_pool_backend(d, p, dc)) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* A target's kind as healthcheckd's feed, log and metrics name it. */
+static inline const char *hc_kind_name(enum router_kind k)
+{
+	return k == ROUTER_HUB ? "hub" : k == ROUTER_NODE ? "node" : "server";
+}
+
+/* Balanced backends (round robin, dynamic cookie): hubs and pools. */
+static inline bool hc_kind_balanced(enum router_kind k)
+{
+	return k != ROUTER_NODE;
+}
+
+/* A server's HAProxy weight. Hubs and pool servers are balanced by their
+ * seed weight, 0 while drained (no new sessions, sticky ones finish). Nodes
+ * always 0: they are reached by `use-server` only, balancing must never
+ * pick one (that would be the wrong node for the project); their seed
+ * weight is a placement matter (the rings), not HAProxy's. */
 static inline unsigned hc_server_weight(const struct router_target *t)
 {
-	return t->kind == ROUTER_HUB && !t->drain ? t->weight : 0;
+	return hc_kind_balanced(t->kind) && !t->drain ? t->weight : 0;
 }
 
 #endif /* SEEDGATE_HC_BACKENDS_H */

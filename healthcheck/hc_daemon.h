@@ -90,9 +90,9 @@ struct hcd_target {
 	struct hcd *d;
 	unsigned index;                  /* in the current snapshot */
 	char name[ROUTER_NAME_MAX + 1];
-	char kind_str[5];                /* "hub" / "node" */
+	char kind_str[8];                /* "hub" / "node" / "server" */
 	char dc[ROUTER_NAME_MAX + 1];
-	char backend[ROUTER_NAME_MAX + 8];
+	char backend[2 * ROUTER_NAME_MAX + 8];    /* hubs_<dc>, nodes_<dc>, pool_<pool>_<dc> */
 	bool drain;
 	char host[HCD_HOST_MAX];         /* as written */
 	uint16_t port;

@@ -73,7 +73,7 @@ struct hc_feed_rec {
 	char addr[HC_FEED_ADDR_MAX + 1];    /* T: "" when "-" */
 	int64_t since_ms;                   /* T */
 	char reason[HC_FEED_REASON_MAX + 1];/* T */
-	char kind[8];                       /* S: "hub" / "node" */
+	char kind[8];                       /* S: "hub" / "node" / "server" */
 	char dc[HC_FEED_NAME_MAX + 1];      /* S */
 	int64_t last_check_ms;              /* S: 0 = never */
 	uint64_t latency_us;                /* S */

@@ -60,7 +60,8 @@
 #define HAPROXY_ANSWER_TIMEOUT_US (5 * 1000000LL)
 #define HAPROXY_DEL_RETRY_US      (1 * 1000000LL)
 #define HAPROXY_DEL_GRACE_US      (10 * 1000000LL)
-#define HAPROXY_KEY_MAX           (2 * (ROUTER_NAME_MAX + 8) + 2)   /* "backend/server" */
+/* "backend/server": the longest backend is pool_<pool>_<dc> (two names) */
+#define HAPROXY_KEY_MAX           (3 * ROUTER_NAME_MAX + 16)
 
 /* What a command is, for judging its answer and for the failure metric. */
 enum cmd_kind {

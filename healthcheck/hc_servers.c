@@ -1,7 +1,8 @@
 /*
  * hc_servers.c — HAProxy's servers follow the seed directory, live.
  *
- * Every hub and node of the directory is a server of hubs_<dc> / nodes_<dc>
+ * Every hub, node and pool server of the directory is a server of
+ * hubs_<dc> / nodes_<dc> / pool_<pool>_<dc>
  * (hc_backends.h says which, and with what weight: the same rules as the
  * file `seedctl haproxy` writes). When the directory changes, the
  * difference between the old and the new snapshot is applied through the
@@ -83,7 +84,7 @@ static void server_add(struct hcd *d, struct hcd_haproxy *h, const struct router
 		if (ip)
 			hcd_haproxy_command(h, "set server %s/%s addr %s port %u", be, rt->name, rt->host, rt->port);
 	}
-	if (rt->kind == ROUTER_HUB)
+	if (hc_kind_balanced(rt->kind))
 		hcd_haproxy_command(h, "enable dynamic-cookie backend %s", be);
 	/* the verdict healthcheckd has (a target moved from another backend),
 	 * else up as the route agents assume until the first check */
@@ -112,7 +113,7 @@ static bool server_update(struct hcd_haproxy *h, const char *be, const struct ro
 	}
 	if (addr && is_ip_literal(rt) && (strcmp(addr, rt->host) != 0 || port != rt->port)) {
 		hcd_haproxy_command(h, "set server %s/%s addr %s port %u", be, rt->name, rt->host, rt->port);
-		if (rt->kind == ROUTER_HUB)
+		if (hc_kind_balanced(rt->kind))
 			hcd_haproxy_command(h, "enable dynamic-cookie backend %s", be);
 		sent = true;
 	}
@@ -164,15 +165,6 @@ void hcd_servers_apply(struct hcd *d, const struct router_dir *old, const struct
 	}
 }
 
-/* Whether be is one of dir's backends (hubs_<dc> / nodes_<dc>). */
-static bool our_backend(const struct router_dir *dir, const char *be)
-{
-	for (unsigned dc = 0; dc < router_dir_dc_count(dir); dc++)
-		if (strcmp(be, router_dir_hub_backend(dir, dc)) == 0 || strcmp(be, router_dir_node_backend(dir, dc)) == 0)
-			return true;
-	return false;
-}
-
 /* Splits one line into at most max space-separated fields (in place). */
 static unsigned split_fields(char *line, char **f, unsigned max)
 {
@@ -212,7 +204,7 @@ void hcd_servers_sync(struct hcd *d, struct hcd_haproxy *h, const char *state, s
 		const struct router_target *rt;
 		int j;
 
-		if (line[0] == '#' || split_fields(line, f, SS_MIN) < SS_MIN || !our_backend(dir, f[SS_BE]) ||
+		if (line[0] == '#' || split_fields(line, f, SS_MIN) < SS_MIN || !hc_backend_ours(dir, f[SS_BE]) ||
 		    strcmp(f[SS_NAME], HC_FALLBACK_SERVER) == 0)
 			continue;
 		j = router_dir_target_find(dir, f[SS_NAME]);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hc_backends.h"
 #include "hc_daemon.h"
 
 static const double latency_bounds[11] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -319,10 +320,9 @@ static int target_configure(struct hcd *d, struct hcd_target *t, const struct ro
 	const struct router_check *c = &rt->check;
 
 	set_str(t->name, sizeof(t->name), rt->name, NULL);
-	set_str(t->kind_str, sizeof(t->kind_str), rt->kind == ROUTER_HUB ? "hub" : "node", NULL);
+	set_str(t->kind_str, sizeof(t->kind_str), hc_kind_name(rt->kind), NULL);
 	set_str(t->dc, sizeof(t->dc), router_dir_dc_name(dir, rt->dc), NULL);
-	set_str(t->backend, sizeof(t->backend), rt->kind == ROUTER_HUB ? router_dir_hub_backend(dir, rt->dc)
-	        : router_dir_node_backend(dir, rt->dc), NULL);
+	set_str(t->backend, sizeof(t->backend), hc_backend_of(dir, rt), NULL);
 	t->drain = rt->drain;
 	t->ck = c->kind != ROUTER_CHECK_DEFAULT ? c->kind : o->kind;
 	set_str(t->path, sizeof(t->path), c->path, o->path);

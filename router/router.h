@@ -38,7 +38,13 @@
 
 struct router_dir;                 /* immutable snapshot, refcounted, opaque */
 
-enum router_kind { ROUTER_HUB, ROUTER_NODE };
+/* ROUTER_SERVER: a member of a pool ("server" line), reached by path
+ * prefix ("route" lines), backend pool_<pool>_<dc>. */
+enum router_kind { ROUTER_HUB, ROUTER_NODE, ROUTER_SERVER };
+
+/* Path classes (docs/seed-directory.md, Pools): "route PREFIX POOL". */
+#define ROUTER_ROUTE_LEN_MAX   128   /* bytes of a prefix, leading '/' included */
+#define ROUTER_ROUTE_DEPTH_MAX 8     /* segments of a prefix */
 
 enum router_check_kind { ROUTER_CHECK_DEFAULT, ROUTER_CHECK_TCP, ROUTER_CHECK_HTTP,
                          ROUTER_CHECK_HTTPS, ROUTER_CHECK_NONE };
@@ -63,6 +69,7 @@ struct router_target {
 	uint16_t port;
 	const char *addr;           /* "host:port" as written (v6 keeps its brackets) */
 	struct router_check check;  /* merged with check-defaults */
+	int pool;                   /* ROUTER_SERVER: its pool's index; -1 for hubs and nodes */
 };
 
 /* Loading. Both return a snapshot holding one reference, or NULL with
@@ -98,6 +105,24 @@ unsigned router_dir_pin_count(const struct router_dir *d);
 unsigned router_dir_hub_count(const struct router_dir *d, unsigned dc);
 unsigned router_dir_node_count(const struct router_dir *d, unsigned dc);   /* all nodes, drained too */
 size_t router_dir_memory(const struct router_dir *d);                       /* bytes held by the snapshot */
+/* Pools and routes (path classes). A pool has a backend in every dc,
+ * "pool_<pool>_<dc>"; its members of one dc, in file order, are target
+ * indices. A route's prefix is a whole number of path segments. */
+unsigned router_dir_pool_count(const struct router_dir *d);
+const char *router_dir_pool_name(const struct router_dir *d, unsigned pool);
+int router_dir_pool_find(const struct router_dir *d, const char *name);      /* index or -1 */
+const char *router_dir_pool_backend(const struct router_dir *d, unsigned pool, unsigned dc);
+size_t router_dir_pool_members(const struct router_dir *d, unsigned pool, unsigned dc,
+                               const uint32_t **members);
+unsigned router_dir_route_count(const struct router_dir *d);
+/* The i-th route in file order: its prefix, returns its pool (-1 if i is out of range). */
+int router_dir_route(const struct router_dir *d, unsigned i, const char **prefix);
+/* The pool of the longest route prefix matching path (a non-project path:
+ * the prefix, then end, '/' or '?'), or -1; *matched (may be NULL) gets
+ * the prefix. Reads at most len bytes, never allocates, costs at most one
+ * hash probe per segment of the longest prefix, whatever the number of
+ * routes. */
+int router_route_match(const struct router_dir *d, const char *path, size_t len, const char **matched);
 /* Placement rings (docs/seed-directory.md, Placement): `ring-scale S` gives
  * a node of weight W W x 2^S points on its dc's ring. The scale, and a dc's
  * points, are there with or without rings (ROUTER_LOAD_NO_RINGS). */
@@ -132,23 +157,33 @@ bool router_classify_path(const char *path, size_t len, uint8_t id[16]);
 
 /* Decision */
 enum router_why { ROUTER_WHY_PRIMARY, ROUTER_WHY_REPLICA, ROUTER_WHY_REMOTE_DC, ROUTER_WHY_PINNED,
-                  ROUTER_WHY_HUB, ROUTER_WHY_NO_NODE, ROUTER_WHY_NO_HUB };
-#define ROUTER_WHY_COUNT 7
-const char *router_why_str(enum router_why w);  /* "primary","replica","remote-dc","pinned","hub","no-node","no-hub" */
+                  ROUTER_WHY_HUB, ROUTER_WHY_NO_NODE, ROUTER_WHY_NO_HUB, ROUTER_WHY_POOL,
+                  ROUTER_WHY_NO_POOL };
+#define ROUTER_WHY_COUNT 9
+/* "primary","replica","remote-dc","pinned","hub","no-node","no-hub","pool","no-pool" */
+const char *router_why_str(enum router_why w);
 
 struct router_decision {
 	enum router_why why;
 	int target;             /* chosen node index (project routed to a node), else -1 */
-	const char *backend;    /* "nodes_<dc>" or "hubs_<dc>", owned by the snapshot */
+	const char *backend;    /* "nodes_<dc>", "hubs_<dc>" or "pool_<pool>_<dc>", owned by the snapshot */
 	const char *server;     /* node name, or NULL when routed to hubs (HAProxy balances) */
 	bool is_project;
+	int pool;               /* the path's pool (route prefix), -1 if none; set even when
+	                         * no member is up (why no-pool, routed to the hubs) */
+	bool first_segment;     /* the path's first segment alone decided (no route goes
+	                         * deeper under it): a decision cache may key on it */
 	char project[37];       /* canonical id when is_project */
 };
 
 /* down: one byte per target index of THIS snapshot, non-zero = down; NULL = all up.
  * Drained nodes (state=drain) are never chosen. Hubs: local dc's hubs backend if any
  * local hub is up, else the next dc (file order) with a hub up; none -> ROUTER_WHY_NO_HUB
- * with the local hubs backend. Returns 0, or -1 on bad arguments (local_dc out of
+ * with the local hubs backend. A non-project path matching a route prefix
+ * (longest wins) goes to its pool: the local dc's pool backend if one of its
+ * members there is up, else the next dc (file order, wrapping) with one up
+ * (ROUTER_WHY_POOL); none up -> the hubs rule with ROUTER_WHY_NO_POOL.
+ * Returns 0, or -1 on bad arguments (local_dc out of
  * range). Never allocates; O(1) in cluster size apart from the hub scan. */
 int router_decide(const struct router_dir *d, unsigned local_dc, const char *path, size_t len,
                   const uint8_t *down, struct router_decision *out);

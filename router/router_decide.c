@@ -9,6 +9,12 @@
  */
 #include <string.h>
 
+/* XXH3 inlined: a route probe hashes a few bytes, where the call into the
+ * shared library would cost as much as the hash. Same function, so the
+ * same values as router_name_hash() (the table was built with it). */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "router_int.h"
 
 static const char *const why_names[ROUTER_WHY_COUNT] = {
@@ -19,6 +25,8 @@ static const char *const why_names[ROUTER_WHY_COUNT] = {
 	[ROUTER_WHY_HUB]       = "hub",
 	[ROUTER_WHY_NO_NODE]   = "no-node",
 	[ROUTER_WHY_NO_HUB]    = "no-hub",
+	[ROUTER_WHY_POOL]      = "pool",
+	[ROUTER_WHY_NO_POOL]   = "no-pool",
 };
 
 /* The text of a reason, as route-agent puts it in txn.route.why. */
@@ -62,6 +70,89 @@ static void to_hubs(const struct router_dir *d, unsigned local_dc, const uint8_t
 	}
 	out->why = ROUTER_WHY_NO_HUB;
 	out->backend = d->dcs[local_dc].hub_backend;
+}
+
+/* The pool of the longest route prefix of path (see router.h): walks the
+ * hash trie one segment at a time, so the cost follows the depth of the
+ * longest prefix (at most ROUTER_ROUTE_DEPTH_MAX probes), never the number
+ * of routes; a path whose first segment has the first byte or the length
+ * of no route's first segment costs two bit tests and no hash (most hub
+ * paths). Reads at most ROUTER_ROUTE_LEN_MAX + 1 bytes. */
+static int route_walk(const struct router_dir *d, const char *path, size_t len, const char **matched,
+                      bool *deeper)
+{
+	size_t lim = len < ROUTER_ROUTE_LEN_MAX ? len : ROUTER_ROUTE_LEN_MAX, start = 1, e = 1;
+	int best = -1;
+
+	*deeper = false;
+	if (matched)
+		*matched = NULL;
+	if (!d->nroutes || len < 2 || path[0] != '/')
+		return -1;
+	/* the first segment's first byte and length, against the routes' */
+	if (!(d->route_first_byte[(unsigned char)path[1] >> 6] & (UINT64_C(1) << ((unsigned char)path[1] & 63))))
+		return -1;
+	while (e < lim && path[e] != '/' && path[e] != '?')
+		e++;
+	if (!(d->route_first_len & (UINT64_C(1) << (e - 1 < 63 ? e - 1 : 63))))
+		return -1;
+	for (;;) {
+		const struct router_route_slot *sl;
+		uint64_t h;
+		uint32_t i;
+
+		if (e == start || (e == lim && lim < len && path[e] != '/' && path[e] != '?'))
+			break;                 /* empty segment, or longer than any prefix */
+		h = XXH3_64bits(path, e);
+		for (i = (uint32_t)h & d->route_mask; (sl = &d->route_slots[i])->key; i = (i + 1) & d->route_mask)
+			if (sl->hash == h && sl->len == e && !memcmp(sl->key, path, e))
+				break;
+		if (!sl->key)
+			break;
+		if (sl->pool >= 0) {
+			best = sl->pool;
+			if (matched)
+				*matched = d->routes[sl->route].prefix;
+		}
+		if (sl->deeper)
+			*deeper = true;
+		if (!sl->deeper || e == len || path[e] != '/')
+			break;
+		start = ++e;
+		while (e < lim && path[e] != '/' && path[e] != '?')
+			e++;
+	}
+	return best;
+}
+
+int router_route_match(const struct router_dir *d, const char *path, size_t len, const char **matched)
+{
+	bool deeper;
+
+	return route_walk(d, path, len, matched, &deeper);
+}
+
+/* Routes to a pool: the first dc, local first then file order (wrapping, as
+ * for the hubs), with a usable member; none -> the hubs, why no-pool. */
+static void to_pool(const struct router_dir *d, unsigned local_dc, int pool, const uint8_t *down,
+                    struct router_decision *out)
+{
+	const struct router_pool *pl = &d->pools[pool];
+
+	out->pool = pool;
+	for (unsigned k = 0; k < d->ndcs; k++) {
+		unsigned dc = (local_dc + k) % d->ndcs;
+
+		for (uint32_t i = pl->first[dc]; i < pl->first[dc + 1]; i++)
+			if (usable(d, down, d->pool_members[i])) {
+				out->why = ROUTER_WHY_POOL;
+				out->target = -1;
+				out->server = NULL;
+				out->backend = pl->backend[dc];
+				return;
+			}
+	}
+	to_hubs(d, local_dc, down, ROUTER_WHY_NO_POOL, out);
 }
 
 /* Decision for a parsed project id whose canonical text is already in
@@ -126,9 +217,13 @@ int router_decide_project(const struct router_dir *d, unsigned local_dc, const u
 		out->backend = NULL;
 		out->server = NULL;
 		out->is_project = false;
+		out->pool = -1;
+		out->first_segment = true;
 		out->project[0] = '\0';
 		return -1;
 	}
+	out->pool = -1;
+	out->first_segment = true;
 	router_project_format(id, out->project);
 	decide_id(d, local_dc, id, down, out);
 	return 0;
@@ -143,12 +238,16 @@ int router_decide(const struct router_dir *d, unsigned local_dc, const char *pat
                   const uint8_t *down, struct router_decision *out)
 {
 	uint8_t id[16];
+	bool deeper;
+	int pool;
 
 	out->why = ROUTER_WHY_NO_HUB;
 	out->target = -1;
 	out->backend = NULL;
 	out->server = NULL;
 	out->is_project = false;
+	out->pool = -1;
+	out->first_segment = true;
 	if (local_dc >= d->ndcs || !d->rings) {
 		out->project[0] = '\0';
 		return -1;
@@ -158,6 +257,12 @@ int router_decide(const struct router_dir *d, unsigned local_dc, const char *pat
 		return 0;
 	}
 	out->project[0] = '\0';
-	to_hubs(d, local_dc, down, ROUTER_WHY_HUB, out);
+	pool = d->nroutes ? route_walk(d, path, len, NULL, &deeper) : -1;
+	if (d->nroutes)
+		out->first_segment = !deeper;
+	if (pool >= 0)
+		to_pool(d, local_dc, pool, down, out);
+	else
+		to_hubs(d, local_dc, down, ROUTER_WHY_HUB, out);
 	return 0;
 }

@@ -43,6 +43,12 @@ void router_dir_destroy(struct router_dir *d)
 	free(d->pins);
 	free(d->pin_nodes);
 	free(d->names);
+	free(d->pools);
+	free(d->pool_members);
+	free(d->pool_backends);
+	free(d->pool_first);
+	free(d->routes);
+	free(d->route_slots);
 	free(d->strings);
 	free(d);
 }
@@ -166,7 +172,7 @@ const struct router_target *router_dir_target(const struct router_dir *d, unsign
 	return i < d->ntargets ? &d->targets[i] : NULL;
 }
 
-/* Index of the hub or node called name, or -1. O(1): a hash table built by
+/* Index of the hub, node or server called name, or -1. O(1): a hash table built by
  * the parser (route-agent maps every health-feed line through this). */
 int router_dir_target_find(const struct router_dir *d, const char *name)
 {
@@ -210,6 +216,55 @@ unsigned router_dir_hub_count(const struct router_dir *d, unsigned dc)
 unsigned router_dir_node_count(const struct router_dir *d, unsigned dc)
 {
 	return dc < d->ndcs ? d->dcs[dc].nnodes : 0;
+}
+
+unsigned router_dir_pool_count(const struct router_dir *d)
+{
+	return d->npools;
+}
+
+const char *router_dir_pool_name(const struct router_dir *d, unsigned pool)
+{
+	return pool < d->npools ? d->pools[pool].name : NULL;
+}
+
+/* Pools are few (at most 1024) and looked up by tools, never per request. */
+int router_dir_pool_find(const struct router_dir *d, const char *name)
+{
+	for (unsigned i = 0; i < d->npools; i++)
+		if (strcmp(d->pools[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *router_dir_pool_backend(const struct router_dir *d, unsigned pool, unsigned dc)
+{
+	return pool < d->npools && dc < d->ndcs ? d->pools[pool].backend[dc] : NULL;
+}
+
+size_t router_dir_pool_members(const struct router_dir *d, unsigned pool, unsigned dc, const uint32_t **members)
+{
+	if (pool >= d->npools || dc >= d->ndcs) {
+		*members = NULL;
+		return 0;
+	}
+	*members = d->pool_members + d->pools[pool].first[dc];
+	return d->pools[pool].first[dc + 1] - d->pools[pool].first[dc];
+}
+
+unsigned router_dir_route_count(const struct router_dir *d)
+{
+	return d->nroutes;
+}
+
+int router_dir_route(const struct router_dir *d, unsigned i, const char **prefix)
+{
+	if (i >= d->nroutes) {
+		*prefix = NULL;
+		return -1;
+	}
+	*prefix = d->routes[i].prefix;
+	return d->routes[i].pool;
 }
 
 /* Bytes the snapshot allocated (tables, rings, strings): for sizing. */

@@ -111,6 +111,33 @@ struct router_hot {
 	uint32_t drain;
 };
 
+/* A pool: its backend in every dc and its members there (target indices
+ * in dir->pool_members, members of dc k at [first[k], first[k + 1])). */
+struct router_pool {
+	const char *name;
+	const char **backend;          /* ndcs entries, "pool_<pool>_<dc>" */
+	const uint32_t *first;         /* ndcs + 1 offsets into dir->pool_members */
+};
+
+/* The route table, a hash trie: every route prefix and every shorter
+ * prefix of it (whole segments) has a slot, keyed by its text; a lookup
+ * hashes the path's first segment, then its first two... and stops at the
+ * first miss or at a slot no longer prefix extends. Open addressing, load
+ * factor <= 1/2. */
+struct router_route_slot {
+	const char *key;               /* NULL = empty slot */
+	uint64_t hash;
+	uint32_t len;
+	int32_t pool;                  /* -1: only a step towards longer prefixes */
+	uint32_t deeper;               /* a longer prefix continues with '/' */
+	uint32_t route;                /* index into dir->routes when pool >= 0 */
+};
+
+struct router_route {
+	const char *prefix;
+	int pool;
+};
+
 struct router_dir {
 	atomic_uint refs;
 	unsigned replicas;
@@ -126,6 +153,20 @@ struct router_dir {
 	uint32_t *pin_nodes;
 	uint32_t *names;               /* name -> target index table, names_mask + 1 slots, UINT32_MAX = empty */
 	uint32_t names_mask;
+	unsigned npools;
+	struct router_pool *pools;
+	uint32_t *pool_members;        /* target indices, by pool then dc, file order */
+	const char **pool_backends;    /* npools x ndcs */
+	uint32_t *pool_first;          /* npools x (ndcs + 1) */
+	unsigned nroutes;
+	struct router_route *routes;   /* file order */
+	struct router_route_slot *route_slots;
+	uint32_t route_mask;
+	/* What the first segments of the routes look like, so that most paths
+	 * are told "no route" before any hash: a bit per first byte, and a bit
+	 * per length (63: 63 bytes or more). */
+	uint64_t route_first_byte[4];
+	uint64_t route_first_len;
 	char *strings;                 /* arena holding every string of the snapshot */
 	size_t strings_len;
 	size_t memory;                 /* bytes allocated for this snapshot */

@@ -29,7 +29,7 @@ struct pcheck {
 };
 
 struct ptarget {
-	size_t name, host, addr, dcname;
+	size_t name, host, addr, dcname, pool;
 	unsigned line, weight;
 	uint16_t port;
 	enum router_kind kind;
@@ -42,6 +42,19 @@ struct ppin {
 	unsigned line;
 	uint32_t first, count;         /* into pin_names */
 };
+
+struct ppool {
+	size_t name;
+	unsigned line;
+};
+
+struct proute {
+	size_t prefix, pool;
+	unsigned line;
+};
+
+/* Most pools a directory may declare (each has a backend in every dc). */
+#define ROUTER_MAX_POOLS 1024
 
 struct parser {
 	const char *file;
@@ -61,6 +74,10 @@ struct parser {
 	size_t npin_names, pin_names_room;
 	unsigned replicas, replicas_line;
 	unsigned ring_scale, ring_scale_line;
+	struct ppool *pools;
+	size_t npools, pools_room;
+	struct proute *routes;
+	size_t nroutes, routes_room;
 	struct pcheck defaults;
 	unsigned defaults_line;
 	unsigned flags;                /* ROUTER_LOAD_* */
@@ -439,10 +456,12 @@ static int kw_dc(struct parser *p, char **w, unsigned n)
 	return 0;
 }
 
-/* hub|node NAME ADDR dc=DC [weight=N] [state=up|drain] [check keys...] */
+/* hub|node NAME ADDR dc=DC [weight=N] [state=up|drain] [check keys...]
+ * server NAME ADDR dc=DC pool=POOL [weight=N] [state=up|drain] [check keys...] */
 static int kw_target(struct parser *p, char **w, unsigned n)
 {
-	struct ptarget t = { .kind = w[0][0] == 'h' ? ROUTER_HUB : ROUTER_NODE, .weight = 10 };
+	struct ptarget t = { .kind = w[0][0] == 'h' ? ROUTER_HUB : w[0][0] == 'n' ? ROUTER_NODE : ROUTER_SERVER,
+	                     .weight = 10 };
 	char seen[MAX_WORDS][24];
 	unsigned nseen = 0;
 
@@ -462,6 +481,12 @@ static int kw_target(struct parser *p, char **w, unsigned n)
 		if (!strcmp(key, "dc")) {
 			if (pstr(p, val, &t.dcname) == -1)
 				return -1;
+		} else if (!strcmp(key, "pool")) {
+			if (t.kind != ROUTER_SERVER)
+				return perr(p, "pool= only on server lines (a %s is not a pool member; declare a "
+				            "server with its address)", w[0]);
+			if (pstr(p, val, &t.pool) == -1)
+				return -1;
 		} else if (!strcmp(key, "weight")) {
 			if (!parse_uint(val, ROUTER_MAX_WEIGHT, &t.weight) || t.weight == 0)
 				return perr(p, "bad weight '%s' (1-%d)", val, ROUTER_MAX_WEIGHT);
@@ -476,6 +501,8 @@ static int kw_target(struct parser *p, char **w, unsigned n)
 	}
 	if (!t.dcname)
 		return perr(p, "%s '%s' has no dc=", w[0], w[1]);
+	if (t.kind == ROUTER_SERVER && !t.pool)
+		return perr(p, "server '%s' has no pool=", w[1]);
 	if (grow((void **)&p->t, &p->t_room, p->nt, sizeof(*p->t)) == -1)
 		return perr(p, "out of memory");
 	p->t[p->nt++] = t;
@@ -513,6 +540,109 @@ static int kw_project(struct parser *p, char **w, unsigned n)
 	return 0;
 }
 
+/* pool NAME */
+static int kw_pool(struct parser *p, char **w, unsigned n)
+{
+	struct ppool pl = { .line = p->line };
+
+	if (n != 2)
+		return perr(p, "usage: pool NAME");
+	if (!valid_name(w[1]))
+		return perr(p, "bad name '%s' ([A-Za-z0-9_.-]{1,32})", w[1]);
+	for (size_t i = 0; i < p->npools; i++)
+		if (!strcmp(p->arena + p->pools[i].name, w[1]))
+			return perr(p, "duplicate pool '%s' (first on line %u)", w[1], p->pools[i].line);
+	if (p->npools == ROUTER_MAX_POOLS)
+		return perr(p, "too many pools (max %d)", ROUTER_MAX_POOLS);
+	if (pstr(p, w[1], &pl.name) == -1)
+		return -1;
+	if (grow((void **)&p->pools, &p->pools_room, p->npools, sizeof(*p->pools)) == -1)
+		return perr(p, "out of memory");
+	p->pools[p->npools++] = pl;
+	return 0;
+}
+
+/* Whether a path segment could begin a project id: hex digits, and '-'
+ * where the 8-4-4-4-12 form has one, at most 36 characters. Such a
+ * segment is refused as a route's first segment: a route must never be a
+ * way a project path could be read. */
+static bool uuid_start(const char *s, size_t n)
+{
+	if (n > 36)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (c != '-')
+				return false;
+		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* A route prefix: '/' then 1 to ROUTER_ROUTE_DEPTH_MAX segments of
+ * [A-Za-z0-9_.~-] separated by single '/', no "." or ".." segment, no
+ * trailing '/', at most ROUTER_ROUTE_LEN_MAX bytes; its first segment must
+ * not start like a project id. */
+static int check_prefix(struct parser *p, const char *s)
+{
+	size_t len = strlen(s), seg = 0;
+	unsigned segs = 0;
+
+	if (s[0] != '/')
+		return perr(p, "bad route prefix '%.64s' (must start with /)", s);
+	if (len == 1)
+		return perr(p, "route prefix '/' would take project paths (/<uuid>...); "
+		            "name a first segment, e.g. /download");
+	if (len > ROUTER_ROUTE_LEN_MAX)
+		return perr(p, "route prefix '%.64s...' longer than %d bytes", s, ROUTER_ROUTE_LEN_MAX);
+	for (size_t i = 1; i <= len; i++) {
+		char c = s[i];
+
+		if (c == '/' || c == '\0') {
+			if (seg == 0)
+				return perr(p, "bad route prefix '%s' (empty segment or trailing /)", s);
+			if ((seg == 1 && s[i - 1] == '.') || (seg == 2 && s[i - 1] == '.' && s[i - 2] == '.'))
+				return perr(p, "bad route prefix '%s' (. or .. segment)", s);
+			if (segs == 0 && uuid_start(s + 1, seg))
+				return perr(p, "route prefix '%s' could match a project path: its first segment "
+				            "'%.*s' starts like a project id (hex digits); choose another name",
+				            s, (int)seg, s + 1);
+			if (++segs > ROUTER_ROUTE_DEPTH_MAX)
+				return perr(p, "route prefix '%s' has more than %d segments", s, ROUTER_ROUTE_DEPTH_MAX);
+			seg = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '~' || c == '-'))
+			return perr(p, "bad route prefix '%s' (segments of [A-Za-z0-9_.~-] separated by /)", s);
+		seg++;
+	}
+	return 0;
+}
+
+/* route PREFIX POOL */
+static int kw_route(struct parser *p, char **w, unsigned n)
+{
+	struct proute r = { .line = p->line };
+
+	if (n != 3)
+		return perr(p, "usage: route PREFIX POOL");
+	if (check_prefix(p, w[1]) == -1)
+		return -1;
+	if (!valid_name(w[2]))
+		return perr(p, "bad pool name '%s' ([A-Za-z0-9_.-]{1,32})", w[2]);
+	if (pstr(p, w[1], &r.prefix) == -1 || pstr(p, w[2], &r.pool) == -1)
+		return -1;
+	if (grow((void **)&p->routes, &p->routes_room, p->nroutes, sizeof(*p->routes)) == -1)
+		return perr(p, "out of memory");
+	p->routes[p->nroutes++] = r;
+	return 0;
+}
+
 /* check-defaults KEY=VALUE... */
 static int kw_check_defaults(struct parser *p, char **w, unsigned n)
 {
@@ -543,6 +673,9 @@ static const struct {
 	{ "dc",             kw_dc },
 	{ "hub",            kw_target },
 	{ "node",           kw_target },
+	{ "server",         kw_target },
+	{ "pool",           kw_pool },
+	{ "route",          kw_route },
 	{ "project",        kw_project },
 	{ "check-defaults", kw_check_defaults },
 };
@@ -648,12 +781,178 @@ static int check_ring_points(struct parser *p, struct router_dir *d)
 	            (unsigned long long)ROUTER_RING_POINTS_MAX, __builtin_ctzll(ROUTER_RING_POINTS_MAX), fit);
 }
 
+/* The index of the pool named name (an arena string), or -1. */
+static int ppool_find(const struct parser *p, const char *arena, const char *name)
+{
+	for (size_t i = 0; i < p->npools; i++)
+		if (!strcmp(arena + p->pools[i].name, name))
+			return (int)i;
+	return -1;
+}
+
+static const char *const kind_names[] = { "hub", "node", "server" };
+
+/* Pools: names unique across kinds, servers resolved to their pool, each
+ * pool's members by dc, no pool without a server. pb_off: the arena
+ * offsets of the backend names, npools x ndcs. */
+static int build_pools(struct parser *p, struct router_dir *d, const size_t *pb_off)
+{
+	size_t np = p->npools, nd = d->ndcs, nm = 0;
+	uint32_t *count;
+
+	d->npools = (unsigned)np;
+	d->pools = calloc(np + 1, sizeof(*d->pools));
+	d->pool_backends = calloc(np * nd + 1, sizeof(*d->pool_backends));
+	d->pool_first = calloc(np * (nd + 1) + 1, sizeof(*d->pool_first));
+	count = calloc(np * nd + 1, sizeof(*count));
+	if (!d->pools || !d->pool_backends || !d->pool_first || !count) {
+		free(count);
+		return perr(p, "out of memory");
+	}
+	d->memory += np * (sizeof(*d->pools) + nd * sizeof(*d->pool_backends) + (nd + 1) * sizeof(uint32_t));
+	for (size_t i = 0; i < np; i++) {
+		const char *name = d->strings + p->pools[i].name;
+		int t = router_dir_target_find(d, name);
+
+		p->line = p->pools[i].line;
+		if (t >= 0) {
+			free(count);
+			return perr(p, "pool '%s' has the name of a %s (line %u): names are unique across kinds",
+			            name, kind_names[d->targets[t].kind], p->t[t].line);
+		}
+		d->pools[i].name = name;
+		d->pools[i].backend = d->pool_backends + i * nd;
+		d->pools[i].first = d->pool_first + i * (nd + 1);
+		for (size_t k = 0; k < nd; k++)
+			d->pool_backends[i * nd + k] = d->strings + pb_off[i * nd + k];
+	}
+	for (unsigned t = 0; t < d->ntargets; t++) {
+		struct router_target *rt = &d->targets[t];
+
+		rt->pool = -1;
+		if (rt->kind != ROUTER_SERVER)
+			continue;
+		p->line = p->t[t].line;
+		rt->pool = ppool_find(p, d->strings, d->strings + p->t[t].pool);
+		if (rt->pool < 0) {
+			free(count);
+			return perr(p, "server '%s' in unknown pool '%s' (declare it: pool NAME)", rt->name,
+			            d->strings + p->t[t].pool);
+		}
+		count[(size_t)rt->pool * nd + rt->dc]++;
+		nm++;
+	}
+	d->pool_members = malloc((nm ? nm : 1) * sizeof(uint32_t));
+	if (!d->pool_members) {
+		free(count);
+		return perr(p, "out of memory");
+	}
+	d->memory += nm * sizeof(uint32_t);
+	nm = 0;
+	for (size_t i = 0; i < np; i++) {
+		uint32_t *first = d->pool_first + i * (nd + 1);
+
+		for (size_t k = 0; k < nd; k++) {
+			first[k] = (uint32_t)nm;
+			nm += count[i * nd + k];
+			count[i * nd + k] = first[k];        /* now the next free slot */
+		}
+		first[nd] = (uint32_t)nm;
+		if (first[nd] == first[0]) {
+			p->line = p->pools[i].line;
+			free(count);
+			return perr(p, "pool '%s' has no server (add: server NAME ADDR dc=DC pool=%s)",
+			            d->pools[i].name, d->pools[i].name);
+		}
+	}
+	for (unsigned t = 0; t < d->ntargets; t++)
+		if (d->targets[t].kind == ROUTER_SERVER)
+			d->pool_members[count[(size_t)d->targets[t].pool * nd + d->targets[t].dc]++] = t;
+	free(count);
+	return 0;
+}
+
+/* The slot of key (len bytes, hash h) in the route table: its own, or the
+ * empty one where it belongs. */
+static struct router_route_slot *route_slot(struct router_dir *d, const char *key, size_t len, uint64_t h)
+{
+	uint32_t i = (uint32_t)h & d->route_mask;
+
+	while (d->route_slots[i].key && (d->route_slots[i].hash != h || d->route_slots[i].len != len ||
+	                                 memcmp(d->route_slots[i].key, key, len)))
+		i = (i + 1) & d->route_mask;
+	return &d->route_slots[i];
+}
+
+/* Routes: pools resolved, no prefix twice, the hash trie (router_int.h). */
+static int build_routes(struct parser *p, struct router_dir *d)
+{
+	size_t nslots = 0;
+
+	d->nroutes = (unsigned)p->nroutes;
+	for (size_t i = 0; i < p->nroutes; i++) {
+		const char *s = d->strings + p->routes[i].prefix;
+
+		for (size_t k = 1; s[k - 1]; k++)
+			nslots += s[k] == '/' || s[k] == '\0';
+	}
+	d->route_mask = table_size(nslots) - 1;
+	d->routes = calloc(p->nroutes ? p->nroutes : 1, sizeof(*d->routes));
+	d->route_slots = calloc((size_t)d->route_mask + 1, sizeof(*d->route_slots));
+	if (!d->routes || !d->route_slots)
+		return perr(p, "out of memory");
+	d->memory += p->nroutes * sizeof(*d->routes) + ((size_t)d->route_mask + 1) * sizeof(*d->route_slots);
+	for (size_t i = 0; i < p->nroutes; i++) {
+		const char *s = d->strings + p->routes[i].prefix, *pool = d->strings + p->routes[i].pool;
+		size_t len = strlen(s);
+		int pi = ppool_find(p, d->strings, pool);
+		struct router_route_slot *sl;
+
+		p->line = p->routes[i].line;
+		if (pi < 0)
+			return perr(p, "route '%s' to unknown pool '%s' (declare it: pool NAME)", s, pool);
+		d->routes[i].prefix = s;
+		d->routes[i].pool = pi;
+		{
+			size_t seg = strcspn(s + 1, "/");
+
+			d->route_first_byte[(unsigned char)s[1] >> 6] |= UINT64_C(1) << ((unsigned char)s[1] & 63);
+			d->route_first_len |= UINT64_C(1) << (seg < 63 ? seg : 63);
+		}
+		/* the shorter prefixes on the way (whole segments) */
+		for (size_t k = 1; k < len; k++) {
+			if (s[k] != '/')
+				continue;
+			sl = route_slot(d, s, k, router_name_hash(s, k));
+			if (!sl->key) {
+				sl->key = s;
+				sl->len = (uint32_t)k;
+				sl->hash = router_name_hash(s, k);
+				sl->pool = -1;
+			}
+			sl->deeper = 1;
+		}
+		sl = route_slot(d, s, len, router_name_hash(s, len));
+		if (sl->key && sl->pool >= 0)
+			return perr(p, "duplicate route '%s' (first on line %u)", s, p->routes[sl->route].line);
+		if (!sl->key) {
+			sl->key = s;
+			sl->len = (uint32_t)len;
+			sl->hash = router_name_hash(s, len);
+		}
+		sl->pool = pi;
+		sl->route = (uint32_t)i;
+	}
+	return 0;
+}
+
 /* Turns the parsed lines into a snapshot: resolves datacenters, catches
  * duplicate names, resolves pins, builds the tables and the rings. */
 static struct router_dir *assemble(struct parser *p)
 {
 	struct router_dir *d = calloc(1, sizeof(*d));
 	size_t hub_off[ROUTER_MAX_DCS], node_off[ROUTER_MAX_DCS];
+	size_t *pb_off = NULL;
 	unsigned *tdc = NULL;
 
 	if (!d)
@@ -678,6 +977,17 @@ static struct router_dir *assemble(struct parser *p)
 		if (!hub_off[i] || !node_off[i])
 			goto out_oom;
 	}
+	pb_off = malloc((p->npools * p->ndcs + 1) * sizeof(*pb_off));
+	if (!pb_off)
+		goto out_oom;
+	for (size_t i = 0; i < p->npools; i++)
+		for (unsigned k = 0; k < p->ndcs; k++) {
+			char buf[96];
+
+			snprintf(buf, sizeof(buf), "pool_%s_%s", p->arena + p->pools[i].name, p->arena + p->dcs[k]);
+			if (!(pb_off[i * p->ndcs + k] = arena_add(p, buf, strlen(buf))))
+				goto out_oom;
+		}
 	d->strings = p->arena;
 	d->strings_len = p->arena_room;
 	p->arena = NULL;
@@ -740,7 +1050,7 @@ static struct router_dir *assemble(struct parser *p)
 		d->names[slot] = (uint32_t)i;
 		if (t->kind == ROUTER_HUB)
 			d->dcs[dc].nhubs++;
-		else
+		else if (t->kind == ROUTER_NODE)
 			d->dcs[dc].nnodes++;
 		tdc[i] = (unsigned)dc;
 	}
@@ -779,7 +1089,7 @@ static struct router_dir *assemble(struct parser *p)
 				goto out_free_dir;
 			}
 			if (d->targets[t].kind != ROUTER_NODE) {
-				perr(p, "pin to '%s', which is a hub, not a node", name);
+				perr(p, "pin to '%s', which is a %s, not a node", name, kind_names[d->targets[t].kind]);
 				goto out_free_dir;
 			}
 			d->pin_nodes[pp->first + k] = (uint32_t)t;
@@ -804,15 +1114,19 @@ static struct router_dir *assemble(struct parser *p)
 		d->pins[slot].count = pp->count;
 	}
 
+	if (build_pools(p, d, pb_off) == -1 || build_routes(p, d) == -1)
+		goto out_free_dir;
 	if (check_ring_points(p, d) == -1 || router_place_build(d, p->flags, p->err, p->errlen) == -1)
 		goto out_free_dir;
 	free(tdc);
+	free(pb_off);
 	return d;
 
 out_oom:
 	perr(p, "out of memory");
 out_free_dir:
 	free(tdc);
+	free(pb_off);
 	router_dir_destroy(d);
 	return NULL;
 }
@@ -868,5 +1182,7 @@ out_free:
 	free(p.t);
 	free(p.pins);
 	free(p.pin_names);
+	free(p.pools);
+	free(p.routes);
 	return d;
 }

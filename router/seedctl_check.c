@@ -26,7 +26,7 @@ int seedctl_check(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	const char *seed = NULL;
 	struct router_dir *d;
-	unsigned hubs = 0, nodes = 0, drained = 0;
+	unsigned hubs = 0, nodes = 0, servers = 0, drained = 0;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "s:h", opts, NULL)) != -1) {
@@ -56,13 +56,20 @@ int seedctl_check(int argc, char **argv)
 
 		if (t->kind == ROUTER_HUB)
 			hubs++;
-		else
+		else if (t->kind == ROUTER_NODE)
 			nodes++;
+		else
+			servers++;
 		drained += t->drain;
 	}
-	printf("%s: ok: %u datacenters, %u hubs, %u nodes (%u drained), %u pins, replicas %u\n",
+	printf("%s: ok: %u datacenters, %u hubs, %u nodes (%u drained), %u pins, replicas %u",
 	       seed, router_dir_dc_count(d), hubs, nodes, drained, router_dir_pin_count(d),
 	       router_dir_replicas(d));
+	/* the summary of a directory without pools stays as it was */
+	if (router_dir_pool_count(d))
+		printf(", %u pools, %u pool servers, %u routes", router_dir_pool_count(d), servers,
+		       router_dir_route_count(d));
+	putchar('\n');
 	router_dir_release(&d);
 	return 0;
 }

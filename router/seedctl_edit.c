@@ -188,6 +188,7 @@ static void put_usage(FILE *f)
 	        "  \"node NAME ADDR dc=DC [key=value...]\"   \"hub NAME ADDR dc=DC [...]\"\n"
 	        "  \"dc NAME\" (a new dc goes last in the failover order)\n"
 	        "  \"project UUID NODE...\"   \"replicas N\"   \"check-defaults key=value...\"\n"
+	        "  \"pool NAME\"   \"server NAME ADDR dc=DC pool=POOL [...]\"   \"route PREFIX POOL\"\n"
 	        "The resulting directory must be valid (exit 1 with 'KEY: message', nothing\n"
 	        "written). The write is guarded by PREFIX/current: a concurrent change is\n"
 	        "never lost, this one is recomputed on top of it.\n"
@@ -198,7 +199,7 @@ static int put_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 {
 	const char *line = arg;
 	size_t len = strlen(line);
-	char kw[32], name[64];
+	char kw[32], name[ROUTER_ROUTE_LEN_MAX + 8];
 
 	if (!word(line, len, 0, kw, sizeof(kw))) {
 		fprintf(stderr, "seedctl: put: empty record\n");
@@ -209,8 +210,15 @@ static int put_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 	else if (!word(line, len, 1, name, sizeof(name))) {
 		fprintf(stderr, "seedctl: put: '%s' needs a name\n", kw);
 		return -1;
-	} else if (!strcmp(kw, "hub") || !strcmp(kw, "node"))
+	} else if (!strcmp(kw, "hub") || !strcmp(kw, "node") || !strcmp(kw, "pool") || !strcmp(kw, "server"))
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/%s/%s", s->gen, kw, name);
+	else if (!strcmp(kw, "route")) {
+		if (name[0] != '/') {
+			fprintf(stderr, "seedctl: put: bad route prefix '%s' (must start with /)\n", name);
+			return -1;
+		}
+		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/route/%s", s->gen, name + 1);
+	}
 	else if (!strcmp(kw, "dc")) {
 		if (dc_key(e, s, name, ch->key, sizeof(ch->key)) == -1 &&
 		    dc_key(e, s, NULL, ch->key, sizeof(ch->key)) == -1) {
@@ -229,7 +237,7 @@ static int put_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/project/%s", s->gen, canon);
 	} else {
 		fprintf(stderr, "seedctl: put: unknown record '%s' (node, hub, dc, project, replicas, "
-		        "check-defaults)\n", kw);
+		        "check-defaults, pool, server, route)\n", kw);
 		return -1;
 	}
 	ch->value = strdup(line);
@@ -269,7 +277,8 @@ static void del_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl del --etcd [etcd://]HOST:PORT[,...]/PREFIX KIND [NAME]\n"
 	        "Removes one record of the current generation. KIND NAME is one of\n"
-	        "  node NAME | hub NAME | dc NAME | project UUID | replicas | check-defaults\n"
+	        "  node NAME | hub NAME | dc NAME | project UUID | replicas | check-defaults |\n"
+	        "  pool NAME | server NAME | route PREFIX\n"
 	        "The resulting directory must be valid (a dc still used, a node still\n"
 	        "pinned: exit 1 with 'KEY: message', nothing written). Registered records\n"
 	        "(live/) go away with their `seedctl register`, not with del.\n"
@@ -291,8 +300,11 @@ static int del_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 	}
 	if (!needs_name)
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/%s", s->gen, a->kind);
-	else if (!strcmp(a->kind, "hub") || !strcmp(a->kind, "node"))
+	else if (!strcmp(a->kind, "hub") || !strcmp(a->kind, "node") || !strcmp(a->kind, "pool") ||
+	         !strcmp(a->kind, "server"))
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/%s/%s", s->gen, a->kind, a->name);
+	else if (!strcmp(a->kind, "route") && a->name[0] == '/')
+		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/route/%s", s->gen, a->name + 1);
 	else if (!strcmp(a->kind, "dc")) {
 		if (dc_key(e, s, a->name, ch->key, sizeof(ch->key)) == -1)
 			ch->key[0] = '\0';
@@ -308,7 +320,7 @@ static int del_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/project/%s", s->gen, canon);
 	} else {
 		fprintf(stderr, "seedctl: del: unknown kind '%s' (node, hub, dc, project, replicas, "
-		        "check-defaults)\n", a->kind);
+		        "check-defaults, pool, server, route /PREFIX)\n", a->kind);
 		return -1;
 	}
 	if (!ch->key[0] || find_key(s, ch->key) < 0) {
@@ -352,8 +364,8 @@ int seedctl_del(int argc, char **argv)
 static void drain_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl drain --etcd [etcd://]HOST:PORT[,...]/PREFIX [--undrain] NAME\n"
-	        "Sets state=drain on hub or node NAME of the current generation (no request\n"
-	        "goes to it; its projects go to their next entry), or with --undrain puts\n"
+	        "Sets state=drain on hub, node or pool server NAME of the current generation\n"
+	        "(no request goes to it; a node's projects go to their next entry), or with --undrain puts\n"
 	        "it back up. Registered records are drained by their register command\n"
 	        "(state=drain in its record).\n"
 	        "  --etcd SPEC  the directory (etcd:// may be left out)\n"
@@ -372,16 +384,18 @@ static int drain_change(const struct seedctl_etcd *e, const struct seedctl_snap 
 	size_t o = 0, room;
 	char w[1024];
 
-	for (int k = 0; k < 2 && !r; k++) {
+	static const char *const kinds[] = { "node", "hub", "server" };
+
+	for (int k = 0; k < 3 && !r; k++) {
 		long at;
 
-		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/%s/%s", s->gen, k ? "hub" : "node", a->name);
+		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/%s/%s", s->gen, kinds[k], a->name);
 		at = find_key(s, ch->key);
 		if (at >= 0)
 			r = &s->g.recs[at];
 	}
 	if (!r) {
-		fprintf(stderr, "seedctl: drain: no hub or node '%s' in generation %s of %s\n", a->name, s->gen,
+		fprintf(stderr, "seedctl: drain: no hub, node or server '%s' in generation %s of %s\n", a->name, s->gen,
 		        e->name);
 		return -1;
 	}

@@ -5,7 +5,8 @@
  * haproxy-conf/haproxy.cfg is loaded with (nothing patches it afterwards):
  * hubs_<dc> (round-robin, sticky cookie for websocket/long-poll sessions)
  * and nodes_<dc> (reached with use-server from the route agent's decision,
- * with the guards below). Server names are the seed names, so the runtime
+ * with the guards below), then pool_<pool>_<dc> for every pool (round-robin
+ * and sticky like the hubs). Server names are the seed names, so the runtime
  * API and txn.route.server speak the same names. With --out the file is
  * replaced atomically (temp file in the same directory, fsync, rename): a
  * reload never reads half.
@@ -37,9 +38,10 @@
 static void haproxy_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl haproxy --seed FILE [--out FILE] [--server-opts \"...\"] [--cookie-key KEY]\n"
-	        "Writes the backends hubs_<dc> and nodes_<dc> of every datacenter, in file\n"
-	        "order (stdout, or FILE replaced atomically); haproxy-conf/haproxy.cfg is\n"
-	        "loaded with exactly this output. The same seed gives the same bytes.\n"
+	        "Writes the backends hubs_<dc>, nodes_<dc> and pool_<pool>_<dc> of every\n"
+	        "datacenter, in file order (stdout, or FILE replaced atomically);\n"
+	        "haproxy-conf/haproxy.cfg is loaded with exactly this output. The same seed\n"
+	        "gives the same bytes.\n"
 	        "\n"
 	        "hubs_<dc>:  balance roundrobin; a sticky cookie SGHUB for websocket and\n"
 	        "            long-poll sessions, computed from the hub's address and KEY\n"
@@ -51,11 +53,13 @@ static void haproxy_usage(FILE *f)
 	        "            the one server it can pick is the backup %s, which\n"
 	        "            leads to the hubs (haproxy.cfg's fe_node_fallback). Drained nodes\n"
 	        "            keep their line (the route agent stops choosing them).\n"
+	        "pool_<pool>_<dc>: a pool's servers of that dc (path prefixes, seed `route`\n"
+	        "            lines); balanced and sticky like the hubs (cookie SGPOOL_<pool>).\n"
 	        "Servers: \"server NAME ADDR weight W init-addr last,libc,none " HC_SERVER_OPTS " [--server-opts]\".\n"
 	        "Every backend accepts servers added at run time (healthcheckd's runtime API).\n"
 	        "\n"
-	        "  --server-opts \"...\"  appended to every hub and node server line\n"
-	        "  --cookie-key KEY      dynamic-cookie-key of the hub backends (%s); the\n"
+	        "  --server-opts \"...\"  appended to every hub, node and pool server line\n"
+	        "  --cookie-key KEY      dynamic-cookie-key of the hub and pool backends (%s); the\n"
 	        "                        same on every proxy, so a cookie works on all of them\n",
 	        HC_FALLBACK_SERVER, DEFAULT_COOKIE_KEY);
 }
@@ -71,13 +75,15 @@ static void server_line(FILE *f, const struct router_target *t, const char *opts
 	fputc('\n', f);
 }
 
-/* The servers of one backend: targets of dc and kind, in file order. */
-static void servers(FILE *f, const struct router_dir *d, unsigned dc, enum router_kind kind, const char *opts)
+/* The servers of one backend: targets of dc and kind (and pool, for pool
+ * servers), in file order. */
+static void servers(FILE *f, const struct router_dir *d, unsigned dc, enum router_kind kind, int pool,
+                    const char *opts)
 {
 	for (unsigned i = 0; i < router_dir_target_count(d); i++) {
 		const struct router_target *t = router_dir_target(d, i);
 
-		if (t->dc == dc && t->kind == kind)
+		if (t->dc == dc && t->kind == kind && t->pool == pool)
 			server_line(f, t, opts);
 	}
 }
@@ -92,7 +98,7 @@ static void generate(FILE *f, const struct router_dir *d, const char *seed, cons
 		        "    cookie SGHUB insert indirect nocache dynamic\n"
 		        "    dynamic-cookie-key \"%s\"\n",
 		        router_dir_hub_backend(d, dc), key);
-		servers(f, d, dc, ROUTER_HUB, opts);
+		servers(f, d, dc, ROUTER_HUB, -1, opts);
 		fprintf(f, "\nbackend %s\n    balance roundrobin    # only ever picks the backup: nodes have weight 0\n"
 		        "    # the node the route agent named, or the hubs; never another node\n"
 		        ".if streq(\"${SG_ROUTE_CACHE}\",1)\n"
@@ -101,8 +107,16 @@ static void generate(FILE *f, const struct router_dir *d, const char *seed, cons
 		        "    use-server %%[var(txn.route.server)] if { var(txn.route.server) -m found }\n"
 		        ".endif\n",
 		        router_dir_node_backend(d, dc));
-		servers(f, d, dc, ROUTER_NODE, opts);
+		servers(f, d, dc, ROUTER_NODE, -1, opts);
 		fprintf(f, "    server %s \"unix@${SG_RUN_DIR}/node-fallback.sock\" backup\n", HC_FALLBACK_SERVER);
+		for (unsigned p = 0; p < router_dir_pool_count(d); p++) {
+			fprintf(f, "\nbackend %s\n    balance roundrobin\n"
+			        "    # pool %s (route prefixes of the seed directory); sticky like the hubs\n"
+			        "    cookie SGPOOL_%s insert indirect nocache dynamic\n"
+			        "    dynamic-cookie-key \"%s\"\n",
+			        router_dir_pool_backend(d, p, dc), router_dir_pool_name(d, p), router_dir_pool_name(d, p), key);
+			servers(f, d, dc, ROUTER_SERVER, (int)p, opts);
+		}
 	}
 }
 

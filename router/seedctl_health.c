@@ -20,7 +20,7 @@ static void health_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: seedctl health [--feed PATH] [--timeout MS]\n"
-		"  Print healthcheckd's view of every hub and node: target, kind, dc,\n"
+		"  Print healthcheckd's view of every hub, node and pool server: target, kind, dc,\n"
 		"  state, since, last check, latency, reason.\n"
 		"  --feed PATH    healthcheckd's feed socket (default %s)\n"
 		"  --timeout MS   give up after MS milliseconds (default 3000)\n"

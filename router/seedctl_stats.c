@@ -21,7 +21,8 @@ static void stats_usage(FILE *f)
 	        "Places N ids (default 100000) and prints, per node of each dc (or of D):\n"
 	        "node, weight, primaries, share %%, share its weight asks for %%, ratio; and each\n"
 	        "dc's ring points at the directory's ring-scale (each step of ring-scale\n"
-	        "moves about half of the primaries).\n");
+	        "moves about half of the primaries). Pools: per pool and dc, its servers,\n"
+	        "weights and share of the pool's requests (0 when drained).\n");
 }
 
 /* splitmix64: a fixed, portable id sequence. */
@@ -32,6 +33,31 @@ static uint64_t next_rand(uint64_t *s)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
+}
+
+/* Path classes: per pool, the dc's servers and the share of the pool's
+ * requests each gets there (HAProxy balances by weight; drained: 0). */
+static void stats_pools(const struct router_dir *d, unsigned dc)
+{
+	for (unsigned p = 0; p < router_dir_pool_count(d); p++) {
+		const uint32_t *m;
+		size_t n = router_dir_pool_members(d, p, dc, &m);
+		unsigned long wsum = 0;
+
+		for (size_t i = 0; i < n; i++)
+			wsum += router_dir_target(d, m[i])->drain ? 0 : router_dir_target(d, m[i])->weight;
+		printf("# pool %s in dc %s: %zu servers, backend %s\n", router_dir_pool_name(d, p),
+		       router_dir_dc_name(d, dc), n, router_dir_pool_backend(d, p, dc));
+		if (!n)
+			continue;
+		printf("# server\tweight\tshare%%\n");
+		for (size_t i = 0; i < n; i++) {
+			const struct router_target *t = router_dir_target(d, m[i]);
+			unsigned w = t->drain ? 0 : t->weight;
+
+			printf("%s\t%u\t%.3f\n", t->name, w, wsum ? 100.0 * w / (double)wsum : 0.0);
+		}
+	}
 }
 
 static void stats_dc(const struct router_dir *d, unsigned dc, unsigned long samples, unsigned long *count)
@@ -84,6 +110,7 @@ static void stats_dc(const struct router_dir *d, unsigned dc, unsigned long samp
 	if (nodes)
 		printf("# dc %s: busiest node gets %.3fx the share its weight asks for\n",
 		       router_dir_dc_name(d, dc), worst);
+	stats_pools(d, dc);
 }
 
 int seedctl_stats(int argc, char **argv)

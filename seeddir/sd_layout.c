@@ -203,7 +203,8 @@ int sd_etcd_spec_parse(const char *spec, struct sd_etcd_spec *out, char *err, si
  */
 
 /* Groups, in the order the text form gets them. */
-enum sd_group { G_REPLICAS, G_DEFAULTS, G_DC, G_HUB, G_NODE, G_LIVE, G_PROJECT, G_IGNORE };
+enum sd_group { G_REPLICAS, G_DEFAULTS, G_DC, G_HUB, G_NODE, G_POOL, G_SERVER, G_ROUTE, G_LIVE, G_PROJECT,
+                G_IGNORE };
 
 struct sd_item {
 	const struct sd_record *r;
@@ -287,7 +288,8 @@ static bool word_is(const char *v, size_t len, unsigned i, const char *want, siz
 static int check_value(const struct sd_record *r, enum sd_group g, const char *tail, size_t tlen,
                        char *err, size_t errlen)
 {
-	static const char *const kw[] = { "replicas", "check-defaults", "dc", "hub", "node", NULL, "project" };
+	static const char *const kw[] = { "replicas", "check-defaults", "dc", "hub", "node", "pool", "server", "route",
+	                                  NULL, "project" };
 	const char *v = r->value, *want = kw[g];
 	size_t vl = r->value_len;
 	char msg[160];
@@ -303,12 +305,21 @@ static int check_value(const struct sd_record *r, enum sd_group g, const char *t
 		return rec_err(r, err, errlen, msg);
 	}
 	switch (g) {
-	case G_HUB: case G_NODE: case G_LIVE:      /* dc/NNNN names a position, not the dc */
+	case G_HUB: case G_NODE: case G_LIVE: case G_POOL: case G_SERVER:  /* dc/NNNN: a position */
 		if (!word_is(v, vl, 1, tail, tlen)) {
 			snprintf(msg, sizeof(msg), "the %s's name in the value differs from the key", want);
 			return rec_err(r, err, errlen, msg);
 		}
 		break;
+	case G_ROUTE: {                         /* route/download/files: "route /download/files POOL" */
+		const char *w;
+		size_t wl;
+
+		if (!value_word(v, vl, 1, &w, &wl) || wl != tlen + 1 || w[0] != '/' || memcmp(w + 1, tail, tlen))
+			return rec_err(r, err, errlen, "the route's prefix in the value differs from the key "
+			               "(route/PREFIX-without-its-leading-slash)");
+		break;
+	}
 	case G_PROJECT: {
 		const char *w;
 		size_t wl;
@@ -350,6 +361,7 @@ static int classify(const char *prefix, size_t plen, const char *gen, size_t gle
 	size_t kl = r->key_len, rl;
 	static const struct { const char *pfx; enum sd_group g; } named[] = {
 		{ "dc/", G_DC }, { "hub/", G_HUB }, { "node/", G_NODE }, { "project/", G_PROJECT },
+		{ "pool/", G_POOL }, { "server/", G_SERVER }, { "route/", G_ROUTE },
 	};
 
 	*g = G_IGNORE;
@@ -692,6 +704,16 @@ int sd_records_from_text(const char *prefix, const char *gen, const char *text, 
 				goto oom;
 		} else if (kwl == 4 && !memcmp(kw, "node", 4)) {
 			if (rb_add(&b, prefix, gen, "node/", name, namel, line, o) == -1)
+				goto oom;
+		} else if (kwl == 4 && !memcmp(kw, "pool", 4)) {
+			if (rb_add(&b, prefix, gen, "pool/", name, namel, line, o) == -1)
+				goto oom;
+		} else if (kwl == 6 && !memcmp(kw, "server", 6)) {
+			if (rb_add(&b, prefix, gen, "server/", name, namel, line, o) == -1)
+				goto oom;
+		} else if (kwl == 5 && !memcmp(kw, "route", 5)) {
+			/* the parser accepted it: the prefix starts with '/' */
+			if (rb_add(&b, prefix, gen, "route/", name + 1, namel - 1, line, o) == -1)
 				goto oom;
 		} else if (kwl == 7 && !memcmp(kw, "project", 7)) {
 			uint8_t id[16];

@@ -18,6 +18,9 @@
  *                                  takes from file order
  *   PREFIX/g/<GEN>/hub/<NAME>      "hub NAME ADDR dc=DC ..."
  *   PREFIX/g/<GEN>/node/<NAME>     "node NAME ADDR dc=DC ..."
+ *   PREFIX/g/<GEN>/pool/<NAME>     "pool NAME"
+ *   PREFIX/g/<GEN>/server/<NAME>   "server NAME ADDR dc=DC pool=POOL ..."
+ *   PREFIX/g/<GEN>/route/<P>       "route /<P> POOL" (P: the prefix without its leading /)
  *   PREFIX/g/<GEN>/project/<UUID>  "project UUID NODE..."  (lower-case UUID)
  *   PREFIX/live/node/<NAME>        "node NAME ADDR dc=DC ...", written by
  *   PREFIX/live/hub/<NAME>         `seedctl register` under a lease: it

@@ -113,7 +113,9 @@ static bool route_first_segment(const char *path, size_t len, const char **seg, 
 }
 
 /* `dest` of a route-sess answer: "<backend>/<server>/<why>", server empty
- * when routed to hubs (names are [A-Za-z0-9_.-], never '/'). */
+ * when routed to hubs or a pool (names are [A-Za-z0-9_.-], never '/'). The
+ * longest: a node's (nodes_<dc>/<node>/remote-dc), or a pool's
+ * (pool_<pool>_<dc>//no-pool, 79 bytes: no server). */
 #define DEST_MAX (6 + ROUTER_NAME_MAX + 1 + ROUTER_NAME_MAX + 1 + 9)
 
 /* Worst case of a `route-sess` ACK (SET-VAR = 3 bytes + name + type +
@@ -156,7 +158,8 @@ static int answer_txn(struct spop_ack *ack, const struct router_decision *dec)
  * a miss must carry few): dest = "<backend>/<server>/<why>" (one variable,
  * so a node name can never outlive its answer), then key, the path's first
  * segment as HAProxy's `path,field(2,/)` yields it, unset when there is
- * none or it is longer than ROUTE_KEY_MAX (never a hit). dec NULL (no
+ * none, it is longer than ROUTE_KEY_MAX, or a route of the directory goes
+ * deeper than it (never a hit). dec NULL (no
  * decision): both unset, so HAProxy routes to the hubs and asks again.
  * Returns 0, or -1 if an action did not fit. */
 static int answer_sess(struct spop_ack *ack, const struct router_decision *dec, const char *path, size_t len)
@@ -181,7 +184,9 @@ static int answer_sess(struct spop_ack *ack, const struct router_decision *dec, 
 		return rc;
 	}
 	rc |= spop_ack_set_str(ack, SPOP_SCOPE_SESS, "dest", dest, (size_t)(p - dest));
-	if (!rc && route_first_segment(path, len, &seg, &seg_len) && seg_len <= ROUTE_KEY_MAX)
+	/* a route deeper than the first segment (path classes): the segment
+	 * does not decide, so no key (every request asks) */
+	if (!rc && dec->first_segment && route_first_segment(path, len, &seg, &seg_len) && seg_len <= ROUTE_KEY_MAX)
 		rc |= spop_ack_set_str(ack, SPOP_SCOPE_SESS, "key", seg, seg_len);
 	else
 		rc |= spop_ack_unset_var(ack, SPOP_SCOPE_SESS, "key");

@@ -25,7 +25,9 @@ static const char seed[] =
 	"hub h1 127.0.0.1:5001 dc=east weight=10\nhub h2 127.0.0.1:5002 dc=east state=drain\n"
 	"hub h3 [::1]:5003 dc=west\n"
 	"node n1 127.0.0.1:6001 dc=east\nnode n2 127.0.0.1:6002 dc=east weight=20\n"
-	"node n3 node3.example:6003 dc=west\nnode n4 10.0.0.4:6004 dc=west state=drain\n";
+	"node n3 node3.example:6003 dc=west\nnode n4 10.0.0.4:6004 dc=west state=drain\n"
+	"pool files\nserver f1 127.0.0.1:7001 dc=east pool=files\nserver f2 127.0.0.1:7002 dc=west pool=files\n"
+	"route /static files\n";
 
 static struct router_dir *dir;
 static unsigned added[16];
@@ -55,10 +57,8 @@ int hcd_addr_parse_ip(const char *host, uint16_t port, struct sockaddr_storage *
 /* backend is one of the directory's */
 static void check_backend(const char *be)
 {
-	for (unsigned dc = 0; dc < router_dir_dc_count(dir); dc++)
-		if (strcmp(be, router_dir_hub_backend(dir, dc)) == 0 || strcmp(be, router_dir_node_backend(dir, dc)) == 0)
-			return;
-	abort();
+	if (!hc_backend_ours(dir, be))
+		abort();
 }
 
 void hcd_haproxy_remove_server(struct hcd_haproxy *h, const char *backend, const char *name)

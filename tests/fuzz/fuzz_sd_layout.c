@@ -32,7 +32,8 @@ static void round_trip(const struct router_dir *d, const struct sd_record *recs,
 		abort();                        /* a directory that built always splits */
 	d2 = sd_build("/sg", "8", recs2, n2, ROUTER_LOAD_NO_RINGS, err, sizeof(err));
 	if (!d2 || router_dir_target_count(d2) != router_dir_target_count(d) ||
-	    router_dir_dc_count(d2) != router_dir_dc_count(d) || router_dir_pin_count(d2) != router_dir_pin_count(d))
+	    router_dir_dc_count(d2) != router_dir_dc_count(d) || router_dir_pin_count(d2) != router_dir_pin_count(d) ||
+	    router_dir_pool_count(d2) != router_dir_pool_count(d) || router_dir_route_count(d2) != router_dir_route_count(d))
 		abort();
 	router_dir_release(&d2);
 	free(recs2);

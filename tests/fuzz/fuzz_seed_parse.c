@@ -1,7 +1,9 @@
 /*
  * fuzz_seed_parse.c — the seed directory parser on arbitrary bytes, then
  * placement and decisions on whatever parsed, and path classification of
- * the raw input. Corpus: tests/fuzz/corpus/seed_parse/ (valid files and one
+ * the raw input. Every route prefix that parsed is no project path, and a
+ * request for exactly it goes to its own pool (or, none up, to the hubs
+ * with why no-pool). Corpus: tests/fuzz/corpus/seed_parse/ (valid files and one
  * of each error kind).
  */
 #include <stdint.h>
@@ -52,6 +54,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (unsigned i = 0; i < n; i++)
 			if (router_dir_target_find(d, router_dir_target(d, i)->name) != (int)i)
 				abort();
+		for (unsigned r = 0; r < router_dir_route_count(d); r++) {
+			const char *prefix, *m;
+			int pool = router_dir_route(d, r, &prefix);
+			size_t plen = strlen(prefix);
+
+			if (pool < 0 || (unsigned)pool >= router_dir_pool_count(d) || router_classify_path(prefix, plen, id) ||
+			    router_route_match(d, prefix, plen, &m) != pool || strcmp(m, prefix) != 0)
+				abort();
+			if (router_decide(d, 0, prefix, plen, down, &dec) != 0 || dec.pool != pool || dec.is_project ||
+			    (dec.why != ROUTER_WHY_POOL && dec.why != ROUTER_WHY_NO_POOL && dec.why != ROUTER_WHY_NO_HUB))
+				abort();
+		}
 		free(down);
 	}
 	router_dir_release(&d);

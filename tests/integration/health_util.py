@@ -8,6 +8,7 @@ import threading
 import time
 
 import harness
+import route_util as ru
 
 
 def start_healthcheckd(stack, seed, *, feed, haproxy_socks=(), stats_port=None, args=(),
@@ -24,6 +25,16 @@ def start_healthcheckd(stack, seed, *, feed, haproxy_socks=(), stats_port=None, 
     p = stack.start(name, argv)
     stack.wait_unix(feed, p)
     return p
+
+
+def wait_wired(agent_stats_ports, hc_stats_port, timeout=5):
+    """Waits until every route agent is connected to healthcheckd's feed and
+    healthcheckd to HAProxy's runtime API (metrics of each)."""
+    for port in agent_stats_ports:
+        harness.wait_until(lambda p=port: ru.metric(ru.read_metrics(p), "seedgate_health_feed_connected") == 1,
+                           timeout, what="route agents connected to the health feed")
+    harness.wait_until(lambda: ru.metric(ru.read_metrics(hc_stats_port), "seedgate_hc_haproxy_connected") == 1,
+                       timeout, what="healthcheckd connected to HAProxy")
 
 
 OPEN_FEEDS = []   # closed by the stack fixture after each test (conftest.py)

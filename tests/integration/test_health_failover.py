@@ -39,11 +39,7 @@ def start_all(stack, hc_args=()):
     w = hu.Feed(feed)
     for name in addrs:
         w.wait_state(name, "up", timeout=5)
-    for port in info.agent_stats_ports:
-        harness.wait_until(lambda p=port: ru.metric(ru.read_metrics(p), "seedgate_health_feed_connected") == 1,
-                           5, what="route agents connected to the health feed")
-    harness.wait_until(lambda: ru.metric(ru.read_metrics(stats), "seedgate_hc_haproxy_connected") == 1,
-                       5, what="healthcheckd connected to HAProxy")
+    hu.wait_wired(info.agent_stats_ports, stats)
     return info, seed, feed, hc, w, addrs, stats
 
 

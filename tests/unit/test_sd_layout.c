@@ -254,6 +254,25 @@ static const char file[] =
 	"node compute2 127.0.0.1:6002 dc=eu-west\n"
 	"node compute1 127.0.0.1:6001 dc=us-east weight=20\n";
 
+/* Splits text into records and checks them against want (key, value). */
+static struct sd_record *split_as(const char *text, size_t len, const char *prefix, const char *gen,
+                                  const char *const want[][2], size_t nwant, size_t *n)
+{
+	struct sd_record *recs;
+	char err[512];
+
+	if (sd_records_from_text(prefix, gen, text, len, "f.conf", &recs, n, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(*n, nwant);
+	for (size_t i = 0; i < *n; i++) {
+		assert_int_equal(recs[i].key_len, strlen(want[i][0]));
+		assert_memory_equal(recs[i].key, want[i][0], recs[i].key_len);
+		assert_int_equal(recs[i].value_len, strlen(want[i][1]));
+		assert_memory_equal(recs[i].value, want[i][1], recs[i].value_len);
+	}
+	return recs;
+}
+
 static void test_records_from_text(void **state)
 {
 	struct sd_record *recs;
@@ -272,15 +291,7 @@ static void test_records_from_text(void **state)
 		{ "/p/q/g/12/node/compute1", "node compute1 127.0.0.1:6001 dc=us-east weight=20" },
 	};
 
-	if (sd_records_from_text("/p/q", "12", file, sizeof(file) - 1, "f.conf", &recs, &n, err, sizeof(err)))
-		fail_msg("%s", err);
-	assert_int_equal(n, sizeof(want) / sizeof(want[0]));
-	for (size_t i = 0; i < n; i++) {
-		assert_int_equal(recs[i].key_len, strlen(want[i][0]));
-		assert_memory_equal(recs[i].key, want[i][0], recs[i].key_len);
-		assert_int_equal(recs[i].value_len, strlen(want[i][1]));
-		assert_memory_equal(recs[i].value, want[i][1], recs[i].value_len);
-	}
+	recs = split_as(file, sizeof(file) - 1, "/p/q", "12", want, sizeof(want) / sizeof(want[0]), &n);
 	d = sd_build("/p/q", "12", recs, n, 0, err, sizeof(err));
 	if (!d)
 		fail_msg("%s", err);
@@ -321,6 +332,77 @@ static void test_records_from_text_bad(void **state)
 	free(recs);
 }
 
+/* ---- path classes: pools, servers and routes in etcd */
+
+static const char pools_file[] =
+	"dc a\ndc b\nhub h1 127.0.0.1:5001 dc=a\n"
+	"pool mirrors\nserver m1 127.0.0.1:7001 dc=a pool=mirrors\nserver m2 127.0.0.1:7002 dc=b pool=mirrors\n"
+	"route /download mirrors\nroute /api/v1/blobs mirrors\n";
+
+static void test_pools(void **state)
+{
+	struct sd_record *recs, more[16];
+	size_t n, len;
+	char err[512], *text;
+	struct router_dir *d;
+	struct router_decision dec;
+	static const char *const want[][2] = {
+		{ "/p/g/3/dc/0001", "dc a" },
+		{ "/p/g/3/dc/0002", "dc b" },
+		{ "/p/g/3/hub/h1", "hub h1 127.0.0.1:5001 dc=a" },
+		{ "/p/g/3/pool/mirrors", "pool mirrors" },
+		{ "/p/g/3/server/m1", "server m1 127.0.0.1:7001 dc=a pool=mirrors" },
+		{ "/p/g/3/server/m2", "server m2 127.0.0.1:7002 dc=b pool=mirrors" },
+		{ "/p/g/3/route/download", "route /download mirrors" },
+		{ "/p/g/3/route/api/v1/blobs", "route /api/v1/blobs mirrors" },
+	};
+	static const struct { struct sd_record r; const char *msg; } cases[] = {
+		{ R("/p/g/3/route/downloads", "route /download mirrors"),
+		  "/p/g/3/route/downloads: the route's prefix in the value differs from the key "
+		  "(route/PREFIX-without-its-leading-slash)" },
+		{ R("/p/g/3/route/dl", "pool dl"), "/p/g/3/route/dl: value is not a 'route' line" },
+		{ R("/p/g/3/pool/x", "pool y"), "/p/g/3/pool/x: the pool's name in the value differs from the key" },
+		{ R("/p/g/3/server/x", "server y 127.0.0.1:1 dc=a pool=mirrors"),
+		  "/p/g/3/server/x: the server's name in the value differs from the key" },
+		{ R("/p/g/3/route/abc", "route /abc mirrors"),
+		  "/p/g/3/route/abc: route prefix '/abc' could match a project path: its first segment 'abc' starts "
+		  "like a project id (hex digits); choose another name" },
+		{ R("/p/g/3/route/files", "route /files nothere"),
+		  "/p/g/3/route/files: route '/files' to unknown pool 'nothere' (declare it: pool NAME)" },
+		{ R("/p/g/3/pool/empty", "pool empty"),
+		  "/p/g/3/pool/empty: pool 'empty' has no server (add: server NAME ADDR dc=DC pool=empty)" },
+	};
+
+	recs = split_as(pools_file, sizeof(pools_file) - 1, "/p", "3", want, sizeof(want) / sizeof(want[0]), &n);
+	d = sd_build("/p", "3", recs, n, 0, err, sizeof(err));
+	if (!d)
+		fail_msg("%s", err);
+	assert_int_equal(router_dir_pool_count(d), 1);
+	assert_int_equal(router_dir_route_count(d), 2);
+	assert_int_equal(router_decide(d, 1, "/download/x.xo", 14, NULL, &dec), 0);
+	assert_int_equal(dec.why, ROUTER_WHY_POOL);
+	assert_string_equal(dec.backend, "pool_mirrors_b");
+	router_dir_release(&d);
+	/* export prints the same directory (records of a kind in key order) */
+	text = sd_text("/p", "3", recs, n, &len, err, sizeof(err));
+	assert_non_null(text);
+	assert_string_equal(text, "dc a\ndc b\nhub h1 127.0.0.1:5001 dc=a\npool mirrors\n"
+	                    "server m1 127.0.0.1:7001 dc=a pool=mirrors\nserver m2 127.0.0.1:7002 dc=b pool=mirrors\n"
+	                    "route /api/v1/blobs mirrors\nroute /download mirrors\n");
+	free(text);
+	/* the same rules as the file, with the key that holds the record */
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memcpy(more, recs, n * sizeof(*recs));
+		more[n] = cases[i].r;
+		d = sd_build("/p", "3", more, n + 1, ROUTER_LOAD_NO_RINGS, err, sizeof(err));
+		if (d)
+			fail_msg("case %zu built", i);
+		if (strcmp(err, cases[i].msg))
+			fail_msg("case %zu: got '%s', want '%s'", i, err, cases[i].msg);
+	}
+	free(recs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -332,6 +414,7 @@ int main(void)
 		cmocka_unit_test(test_build_gen_and_empty),
 		cmocka_unit_test(test_records_from_text),
 		cmocka_unit_test(test_records_from_text_bad),
+		cmocka_unit_test(test_pools),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
