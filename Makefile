@@ -79,6 +79,7 @@ objs_of = $(patsubst %.c,$(B)/obj/%.o,$(1))
 # tests/module.mk first: it defines the macros the modules call.
 include tests/module.mk
 include seeddir/module.mk
+include auth/module.mk
 include spoe-agents/module.mk
 include router/module.mk
 include tls/module.mk
