@@ -266,3 +266,36 @@ def test_key_rotation_and_revocation(stack):
         assert f"# TYPE {family} " in text, family
     assert "seedgate_auth_keys 1\n" in text
     assert 'seedgate_auth_key_reloads_total{result="error"} 1\n' in text
+
+
+def test_demo_auth(stack):
+    """`make demo AUTH=1` (demo.sh --auth): a demo key pair under the
+    runtime dir, the mint command among the URLs to try; the printed
+    command's token opens the project, no token gets 401."""
+    import re
+    import subprocess
+
+    import test_demo_make as dm
+    seed = dm.write_seed(stack)
+    run = stack.path("demo")
+    http_port = harness.free_port()
+    # HAProxy inherits the demo's environment: a patient agent timeout, so
+    # that a busy machine does not turn the node answer into a fail-open.
+    demo = dm.start_demo(stack, dm.demo_argv(seed, run, http_port) + ["--auth"],
+                         env={"SG_SPOE_PROCESSING": f"{int(500 * SLOW)}ms"})
+    dm.wait_ready(demo)
+    out = demo.log()
+    assert os.path.exists(os.path.join(run, "auth", "demo-1.key.pem"))
+    mint = re.search(r"token=\$\((.*seedctl token .*)\)", out)
+    assert mint, out
+    token = subprocess.run(mint.group(1), shell=True, check=True, capture_output=True, text=True).stdout.strip()
+    project = re.search(r"--project (\S+)", mint.group(1)).group(1)
+    node = stack_util.where(seed, project)
+    # The demo waits 15 ms for the agents: until their first connections are
+    # up, a request may fail open to the hubs (never to a node).
+    harness.wait_until(lambda: request(http_port, f"/{project}/nb")[:2] == (401, None), 10 * SLOW,
+                       interval=0.1, what="401 without a token")
+    assert request(http_port, f"/{project}/nb", {"Cookie": f"sg_token={token}"})[:2] == (200, node)
+    assert request(http_port, "/")[0] == 200                    # hubs: no token needed
+    demo.signal(signal.SIGTERM)
+    assert demo.popen.wait(60 * SLOW) == 0, demo.log()
