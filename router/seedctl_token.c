@@ -24,7 +24,7 @@
 static void token_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl token --key PRIVATE.pem [--kid ID] --user NAME --project UUID\n"
-	        "                     [--project UUID...] [--ttl SECONDS] [--now UNIXTIME]\n"
+	        "                     [--project UUID...] [--ttl SECONDS] [--now UNIXTIME] [--count N]\n"
 	        "Prints an ES256 JWT granting NAME access to the projects, valid TTL seconds.\n"
 	        "route-agent --auth-keys checks it (the public key listed under the same kid).\n"
 	        "  --key FILE      EC P-256 private key, PEM (openssl ecparam -name prime256v1 -genkey)\n"
@@ -33,7 +33,9 @@ static void token_usage(FILE *f)
 	        "  --user NAME     the user (claim sub): 1-%d visible ASCII characters\n"
 	        "  --project UUID  a project the token grants (claim prj), repeatable, at most %d\n"
 	        "  --ttl SECONDS   lifetime (claim exp = now + TTL; default 3600)\n"
-	        "  --now UNIXTIME  issue time instead of the clock (tests: expired tokens)\n",
+	        "  --now UNIXTIME  issue time instead of the clock (tests: expired tokens)\n"
+	        "  --count N       print N tokens, one a line: the same claims, each signature\n"
+	        "                  differs (benchmarks: every request a new token)\n",
 	        SG_JWT_USER_MAX, SG_JWT_PROJECTS_MAX);
 }
 
@@ -121,17 +123,18 @@ int seedctl_token(int argc, char **argv)
 		{ "key", required_argument, NULL, 'k' }, { "kid", required_argument, NULL, 'i' },
 		{ "user", required_argument, NULL, 'u' }, { "project", required_argument, NULL, 'p' },
 		{ "ttl", required_argument, NULL, 't' }, { "now", required_argument, NULL, 'n' },
+		{ "count", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	const char *key = NULL, *kid = NULL, *user = NULL, *projects[SG_JWT_PROJECTS_MAX];
 	char kidbuf[SG_JWT_KID_MAX + 2], *end;
 	unsigned nproj = 0;
-	long long ttl = 3600, now = (long long)time(NULL);
+	long long ttl = 3600, now = (long long)time(NULL), count = 1;
 	json_object *claims, *prj;
 	EVP_PKEY *pkey;
 	uint8_t id[16];
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "k:i:u:p:t:n:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:i:u:p:t:n:c:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k': key = optarg; break;
 		case 'i': kid = optarg; break;
@@ -154,6 +157,14 @@ int seedctl_token(int argc, char **argv)
 			if (errno || end == optarg || *end || (c == 't' && ttl < 1) || (c == 'n' && now < 0)) {
 				fprintf(stderr, "seedctl token: --%s: expected %s, got '%s'\n", c == 't' ? "ttl" : "now",
 				        c == 't' ? "seconds >= 1" : "a unix time", optarg);
+				return 2;
+			}
+			break;
+		case 'c':
+			errno = 0;
+			count = strtoll(optarg, &end, 10);
+			if (errno || end == optarg || *end || count < 1 || count > 10000000) {
+				fprintf(stderr, "seedctl token: --count: expected 1..10000000, got '%s'\n", optarg);
 				return 2;
 			}
 			break;
@@ -204,8 +215,10 @@ int seedctl_token(int argc, char **argv)
 	json_object_object_add(claims, "prj", prj);
 	json_object_object_add(claims, "iat", json_object_new_int64(now));
 	json_object_object_add(claims, "exp", json_object_new_int64(now + ttl));
-	rc = mint(pkey, kid, json_object_to_json_string_ext(claims, JSON_C_TO_STRING_PLAIN |
-							    JSON_C_TO_STRING_NOSLASHESCAPE)) == 0 ? 0 : 1;
+	rc = 0;
+	for (long long i = 0; i < count && rc == 0; i++)
+		rc = mint(pkey, kid, json_object_to_json_string_ext(claims, JSON_C_TO_STRING_PLAIN |
+								     JSON_C_TO_STRING_NOSLASHESCAPE)) == 0 ? 0 : 1;
 	json_object_put(claims);
 	EVP_PKEY_free(pkey);
 	return rc;

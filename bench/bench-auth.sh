@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# bench/bench-auth.sh — what project access control (SG_AUTH=1) costs, with
+# the shipped haproxy-conf/haproxy.cfg and route-agent --auth-keys.
+#
+# One HAProxy (nbthread 1, pinned to CPU 0) per run, driven by
+# wrk -t1 -c64 -d${BENCH_DURATION:-5}s (keep-alive) on CPU 1 with the demo
+# servers (1 hub, 3 nodes) and one route agent (--workers 1). 1000 projects
+# and 100 users; user u holds one token granting its 10 projects. Runs,
+# alternating within each round (BENCH_ROUNDS, default 3):
+#   off      SG_AUTH=0: per-request routing, the same requests (the cookie
+#            is sent and ignored)
+#   on       SG_AUTH=1: the same requests; each connection rotates over the
+#            1000 projects, so over the 100 users and their tokens (after
+#            the first 100 requests, verified-token cache hits)
+#   on-new   SG_AUTH=1, every request a token never seen before (20000
+#            tokens, more than the agent's cache holds): an ECDSA
+#            verification per request, the worst case
+# For comparison (why the check is in the agent, docs/access-control.md):
+#   hap-plain  a bare HAProxy frontend answering 200 itself
+#   hap-jwt    the same with HAProxy 2.6's jwt_verify on the cookie (no
+#              cache: every request verifies its token)
+# on the `on` requests: HAProxy's CPU per request tells jwt_verify's cost.
+# Reported: req/s (medians), the ratio on/off (target >= 0.90, the issue's),
+# HAProxy's and the agent's CPU per request and the capacity ratio they give
+# (robust to other load on a shared machine, unlike req/s), the agent's cache hits and
+# misses, non-2xx answers (must be 0: every token is valid). Results in
+# bench/results/auth.md (BENCH_OUT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build=${SEEDGATE_BUILD:-$root/build}
+rounds=${BENCH_ROUNDS:-3}
+duration=${BENCH_DURATION:-5}
+out=${BENCH_OUT:-$root/bench/results/auth.md}
+py=/usr/bin/python3
+
+for b in seedctl route-agent tools/demo-server; do
+	[ -x "$build/$b" ] || { echo "bench-auth: $build/$b not built (make)" >&2; exit 1; }
+done
+for c in haproxy wrk taskset openssl; do
+	command -v $c >/dev/null || { echo "bench-auth: $c not installed" >&2; exit 1; }
+done
+ncpu=$(nproc)
+cpu_hap=0 cpu_rest=$((ncpu > 1 ? 1 : 0))
+
+work=$(mktemp -d /tmp/sg-bench-auth.XXXXXX)
+pids=()
+hap_pid=
+cleanup() {
+	set +e
+	[ -n "$hap_pid" ] && kill -TERM "$hap_pid" 2>/dev/null
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_tcp() { local i; for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench-auth: nothing on port $1" >&2; return 1; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }   # utime + stime of a pid
+metric() { $py -c 'import sys,urllib.request
+t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
+print(sum(float(l.rsplit(" ", 1)[1]) for l in t.splitlines() if l.startswith(sys.argv[2])))' "$astats" "$1"; }
+
+# --- seed, keys, tokens, requests ------------------------------------------------
+hub=$(free_port) n1=$(free_port) n2=$(free_port) n3=$(free_port)
+agent=$(free_port) astats=$(free_port)
+cat >"$work/seed.conf" <<EOS
+replicas 2
+dc bench
+hub  hub1 127.0.0.1:$hub dc=bench
+node n1   127.0.0.1:$n1  dc=bench
+node n2   127.0.0.1:$n2  dc=bench
+node n3   127.0.0.1:$n3  dc=bench
+EOS
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/bench.key.pem"
+openssl ec -in "$work/bench.key.pem" -pubout -out "$work/bench.pub.pem" 2>/dev/null
+echo "bench bench.pub.pem" >"$work/keys"
+$py -c "import uuid; [print(uuid.uuid4()) for _ in range(1000)]" >"$work/ids"
+mapfile -t ids <"$work/ids"
+: >"$work/tokens"
+for ((u = 0; u < 100; u++)); do
+	args=()
+	for ((k = 0; k < 10; k++)); do args+=(--project "${ids[u * 10 + k]}"); done
+	"$build/seedctl" token --key "$work/bench.key.pem" --user "user$u" --ttl 3600 "${args[@]}" >>"$work/tokens"
+done
+mapfile -t tokens <"$work/tokens"
+# on/off: project i (in order) with its owner's token (user i/10)
+for ((i = 0; i < 1000; i++)); do
+	printf '/%s/files/a.txt\t%s\n' "${ids[i]}" "${tokens[i / 10]}"
+done >"$work/reqs.tsv"
+# on-new: 20000 different tokens of one user for its 10 projects
+"$build/seedctl" token --key "$work/bench.key.pem" --user newuser --ttl 3600 --count 20000 \
+	$(for ((k = 0; k < 10; k++)); do printf -- '--project %s ' "${ids[k]}"; done) |
+	awk -v ids="$work/ids" 'BEGIN { while ((getline l < ids) > 0 && n < 10) id[n++] = l }
+		{ printf "/%s/files/a.txt\t%s\n", id[NR % 10], $0 }' >"$work/new.tsv"
+SEEDGATE_BUILD=$build haproxy-conf/gen-backends.sh --seed "$work/seed.conf" --out "$work/backends.cfg"
+
+for t in hub1:$hub n1:$n1 n2:$n2 n3:$n3; do
+	taskset -c $cpu_rest "$build/tools/demo-server" --name "${t%%:*}" --listen "127.0.0.1:${t##*:}" \
+		>>"$work/servers.log" 2>&1 &
+	pids+=($!)
+done
+taskset -c $cpu_rest "$build/route-agent" --listen "127.0.0.1:$agent" --seed "$work/seed.conf" \
+	--workers 1 --auth-keys "$work/keys" --stats "127.0.0.1:$astats" >>"$work/agent.log" 2>&1 &
+agent_pid=$!
+pids+=($agent_pid)
+for p in $hub $n1 $n2 $n3 $agent $astats; do wait_tcp "$p"; done
+
+# HAProxy's "show stat" (runtime API on the admin socket).
+show_stat() { $py -c 'import socket,sys
+s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show stat\n")
+while True:
+    c=s.recv(65536)
+    if not c: break
+    sys.stdout.write(c.decode())' "$work/haproxy.sock"; }
+
+# start_haproxy ENV...: a fresh HAProxy on fresh ports; 0 once it listens
+# and sees the agent UP.
+start_haproxy() {
+	http=$(free_port) proxy=$(free_port)
+	env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$work \
+		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
+		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_USER=root SG_GROUP=root "$@" \
+		taskset -c $cpu_hap haproxy-conf/run-haproxy.sh "$work/backends.cfg" >>"$work/haproxy.log" 2>&1 &
+	hap_pid=$!
+	local i
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$hap_pid" 2>/dev/null || { wait "$hap_pid" 2>/dev/null; hap_pid=; return 1; }
+		(exec 3<>"/dev/tcp/127.0.0.1/$http") 2>/dev/null && break
+		sleep 0.1
+	done
+	[ "$i" -lt 100 ] || return 1
+	for ((i = 0; i < 50; i++)); do
+		show_stat | grep '^route_agents,agent1,.*,UP' >/dev/null && break
+		sleep 0.1
+	done
+	return 0
+}
+
+# measure NAME REQS: 1 s warm-up, one measured run; appends a row to raw.tsv.
+measure() {
+	local name=$1 reqs=$2 worker t0 t1 a0 a1 h0 h1 m0 m1
+	SG_BENCH_REQS=$reqs taskset -c $cpu_rest wrk -t1 -c64 -d1s -s bench/wrk/auth.lua "http://127.0.0.1:$http" >/dev/null
+	if [ -n "${measure_direct:-}" ]; then worker=$hap_pid
+	else worker=$(awk '{ print $1 }' "/proc/$hap_pid/task/$hap_pid/children"); fi
+	t0=$(cpu_ticks "$worker") a0=$(cpu_ticks "$agent_pid")
+	h0=$(metric seedgate_auth_cache_hits_total) m0=$(metric seedgate_auth_cache_misses_total)
+	SG_BENCH_REQS=$reqs taskset -c $cpu_rest wrk -t1 -c64 -d"${duration}s" -s bench/wrk/auth.lua \
+		"http://127.0.0.1:$http" >"$work/wrk.out"
+	t1=$(cpu_ticks "$worker") a1=$(cpu_ticks "$agent_pid")
+	h1=$(metric seedgate_auth_cache_hits_total) m1=$(metric seedgate_auth_cache_misses_total)
+	local rps reqs_n errs us aus nodes
+	rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/wrk.out")
+	reqs_n=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
+	us=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="$reqs_n" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
+	aus=$(awk -v t="$((a1 - a0))" -v hz="$(getconf CLK_TCK)" -v n="$reqs_n" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
+	errs=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/[^0-9 ]/, " "); n += $1 + $2 + $3 + $4 } END { print n + 0 }' "$work/wrk.out")
+	nodes=$(show_stat | awk -F, '$1 == "nodes_bench" && $2 == "BACKEND" { print $8 }')
+	nodes=${nodes:--}
+	kill -TERM "$hap_pid"; wait "$hap_pid" 2>/dev/null || true; hap_pid=
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\n' "$round" "$name" "$rps" "$errs" "$nodes" "$us" "$aus" \
+		"$(awk -v a="$h1" -v b="$h0" 'BEGIN { print a - b }')" "$(awk -v a="$m1" -v b="$m0" 'BEGIN { print a - b }')" >>"$work/raw.tsv"
+	printf '  round %s %-7s %9s req/s  HAProxy %5s us/req  agent %5s us/req  errors %s  to nodes %s\n' \
+		"$round" "$name" "$rps" "$us" "$aus" "$errs" "$nodes"
+}
+
+configs=("off $work/reqs.tsv SG_AUTH=0" "on $work/reqs.tsv SG_AUTH=1" "on-new $work/new.tsv SG_AUTH=1")
+echo "bench-auth: $rounds rounds x ${#configs[@]} runs, wrk -t1 -c64 -d${duration}s, 1000 projects, 100 users"
+for ((round = 1; round <= rounds; round++)); do
+	for ((k = 0; k < ${#configs[@]}; k++)); do
+		c=${configs[$(( (k + round - 1) % ${#configs[@]} ))]}
+		read -r name reqs envs <<<"$c"
+		for attempt in 1 2 3; do
+			start_haproxy "$envs" && break
+			[ $attempt = 3 ] && { echo "bench-auth: HAProxy does not start (see $work/haproxy.log)" >&2; exit 1; }
+		done
+		measure "$name" "$reqs"
+	done
+done
+
+# --- HAProxy's own jwt_verify, for comparison ---------------------------------------
+# jwt_cfg JWT(0/1) PORT: a frontend that answers by itself, with or without
+# jwt_verify (signature only: alg, exp and the project would need more rules).
+jwt_cfg() {
+	cat <<EOC
+global
+    nbthread 1
+    stats socket $work/haproxy.sock mode 600 level admin
+defaults
+    mode http
+    timeout client 30s
+    timeout server 30s
+    timeout connect 2s
+frontend bench
+    bind 127.0.0.1:$2
+EOC
+	[ "$1" = 1 ] && echo '    http-request set-var(txn.ok) req.cook(sg_token),jwt_verify("ES256","'"$work"'/bench.pub.pem")' &&
+		echo '    http-request return status 401 unless { var(txn.ok) -m int 1 }'
+	echo '    http-request return status 200 content-type text/plain string ok'
+}
+for ((round = 1; round <= rounds; round++)); do
+	for j in 0 1; do
+		http=$(free_port)
+		jwt_cfg $j "$http" >"$work/jwt.cfg"
+		taskset -c $cpu_hap haproxy -db -f "$work/jwt.cfg" >>"$work/haproxy.log" 2>&1 &
+		hap_pid=$!
+		wait_tcp "$http"
+		# measure reads the worker from the master's children: a plain
+		# (non master-worker) HAProxy is its own worker
+		measure_direct=1 measure "$([ $j = 1 ] && echo hap-jwt || echo hap-plain)" "$work/reqs.tsv"
+	done
+done
+
+# --- results --------------------------------------------------------------------
+$py - "$work/raw.tsv" "$out" "$rounds" "$duration" <<'PY'
+import statistics, subprocess, sys, time
+raw, out, rounds, duration = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+rows = [l.rstrip("\n").split("\t") for l in open(raw)]
+by = {}
+for r in rows:
+    by.setdefault(r[1], []).append(r)
+med = lambda name, col: statistics.median(float(r[col]) for r in by[name])
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except Exception:
+        return "?"
+ratio = med("on", 2) / med("off", 2)
+# CPU per request (HAProxy + agent): what capacity costs when the proxy is
+# CPU-bound, and far less sensitive than req/s to other load on the machine.
+cpu = lambda name: med(name, 5) + med(name, 6)
+cpu_ratio = cpu("off") / cpu("on")
+ratio_new = med("on-new", 2) / med("off", 2)
+errors = sum(int(r[3]) for r in rows)
+with open(out, "w") as f:
+    f.write("# bench-auth: project access control on against off\n\n")
+    f.write("Produced by `bench/bench-auth.sh` (`BENCH_ONLY=auth bench/run-all.sh`). HAProxy nbthread 1 pinned to CPU 0;\n")
+    f.write(f"wrk -t1 -c64 -d{duration}s keep-alive, the demo servers (1 hub, 3 nodes) and one route agent\n")
+    f.write(f"(--workers 1, --auth-keys) on CPU 1; {rounds} rounds, runs alternating; 1000 projects, 100 users\n")
+    f.write("(user u's token grants its 10 projects); haproxy-conf/haproxy.cfg with SG_QUIET=1.\n\n```\n")
+    f.write(f"haproxy: {sh('haproxy -v')}\nkernel: {sh('uname -sr')}\n")
+    cpu_model = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-").strip()
+    f.write(f"cpu: {cpu_model}, {sh('nproc')} cores\n")
+    f.write(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    f.write(f"load average at the end: {' '.join(open('/proc/loadavg').read().split()[:3])}\n")
+    f.write(f"commit: {sh('git rev-parse --short HEAD')}\n```\n\n")
+    f.write("## Raw runs\n\n| round | run | req/s | errors | to nodes | HAProxy CPU µs/req | agent CPU µs/req | cache hits | cache misses |\n|---|---|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        f.write("| " + " | ".join(r) + " |\n")
+    f.write("\n## Medians\n\n| run | req/s | HAProxy CPU µs/req | agent CPU µs/req | req/s against off |\n|---|---|---|---|---|\n")
+    for name in [n for n in ("off", "on", "on-new", "hap-plain", "hap-jwt") if n in by]:
+        f.write(f"| {name} | {med(name, 2):.0f} | {med(name, 5):.1f} | {med(name, 6):.1f} | {med(name, 2) / med('off', 2):.3f} |\n")
+    f.write(f"\nCPU per request, HAProxy + agent: off {cpu('off'):.1f} µs, on {cpu('on'):.1f} µs: capacity on/off = "
+            f"**{cpu_ratio:.3f}** (target >= 0.90: {'met' if cpu_ratio >= 0.90 else 'NOT met'}).\n")
+    f.write(f"req/s on/off = **{ratio:.3f}** (target >= 0.90: {'met' if ratio >= 0.90 else 'NOT met'}); "
+            f"every request a new token: {ratio_new:.3f} of off; non-2xx answers and socket errors: {errors}.\n")
+    if "hap-jwt" in by:
+        f.write(f"\nHAProxy 2.6's jwt_verify on the same requests (a bare frontend answering itself): "
+                f"{med('hap-jwt', 5) - med('hap-plain', 5):.1f} µs of HAProxy CPU per request more than without it "
+                f"({med('hap-plain', 2):.0f} -> {med('hap-jwt', 2):.0f} req/s): it has no cache, every request pays "
+                f"the ECDSA verification, on HAProxy's own threads; and it checks the signature only.\n")
+    f.write(f"A new token costs the agent {med('on-new', 6) - med('on', 6):.1f} µs of CPU more than a cached one "
+            f"(SHA-256, JSON, ECDSA P-256 verification), HAProxy {med('on-new', 5) - med('on', 5):.1f} µs.\n")
+print(open(out).read())
+PY
