@@ -3,7 +3,7 @@
 # the shipped haproxy-conf/haproxy.cfg and route-agent --auth-keys.
 #
 # One HAProxy (nbthread 1, pinned to CPU 0) per run, driven by
-# wrk -t1 -c64 -d${BENCH_DURATION:-5}s (keep-alive) on CPU 1 with the demo
+# wrk -t1 -c64 -d${BENCH_DURATION:-4}s (keep-alive) on CPU 1 with the demo
 # servers (1 hub, 3 nodes) and one route agent (--workers 1). 1000 projects
 # and 100 users; user u holds one token granting its 10 projects. Runs,
 # alternating within each round (BENCH_ROUNDS, default 3):
@@ -19,7 +19,8 @@
 #   hap-plain  a bare HAProxy frontend answering 200 itself
 #   hap-jwt    the same with HAProxy 2.6's jwt_verify on the cookie (no
 #              cache: every request verifies its token)
-# on the `on` requests: HAProxy's CPU per request tells jwt_verify's cost.
+# on the `on` requests (BENCH_JWT_ROUNDS, default 1: the difference is
+# large): HAProxy's CPU per request tells jwt_verify's cost.
 # Reported: req/s (medians), the ratio on/off (target >= 0.90, the issue's),
 # HAProxy's and the agent's CPU per request and the capacity ratio they give
 # (robust to other load on a shared machine, unlike req/s), the agent's cache hits and
@@ -30,7 +31,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 build=${SEEDGATE_BUILD:-$root/build}
 rounds=${BENCH_ROUNDS:-3}
-duration=${BENCH_DURATION:-5}
+duration=${BENCH_DURATION:-4}
 out=${BENCH_OUT:-$root/bench/results/auth.md}
 py=/usr/bin/python3
 
@@ -200,7 +201,7 @@ EOC
 		echo '    http-request return status 401 unless { var(txn.ok) -m int 1 }'
 	echo '    http-request return status 200 content-type text/plain string ok'
 }
-for ((round = 1; round <= rounds; round++)); do
+for ((round = 1; round <= ${BENCH_JWT_ROUNDS:-1}; round++)); do
 	for j in 0 1; do
 		http=$(free_port)
 		jwt_cfg $j "$http" >"$work/jwt.cfg"

@@ -151,9 +151,8 @@ static bool find_arg(const struct spop_args *args, const char *name, size_t name
 }
 
 /* The credential: a Bearer Authorization header first, else the cookie
- * (each only when --auth-from allows it). *cred names which. */
-static bool find_token(const struct route_auth *a, const struct spop_args *args, const char **tok, size_t *len,
-		       const char **cred)
+ * (each only when --auth-from allows it). */
+static bool find_token(const struct route_auth *a, const struct spop_args *args, const char **tok, size_t *len)
 {
 	const char *v;
 	size_t n;
@@ -170,13 +169,11 @@ static bool find_token(const struct route_auth *a, const struct spop_args *args,
 			n--;
 		*tok = v;
 		*len = n;
-		*cred = "bearer";
 		return n > 0;
 	}
 	if ((a->from & ROUTE_AUTH_FROM_COOKIE) && find_arg(args, "cookie", 6, &v, &n)) {
 		*tok = v;
 		*len = n;
-		*cred = "cookie";
 		return true;
 	}
 	return false;
@@ -230,13 +227,13 @@ int route_auth_answer(struct route_auth *a, unsigned worker, double now_d, const
 	struct sg_jwt_claims fresh;
 	enum sg_jwt_result r;
 	uint8_t hash[SHA256_DIGEST_LENGTH], id[16];
-	const char *tok = NULL, *cred = NULL;
+	const char *tok = NULL;
 	size_t len = 0;
 	int rc = 0;
 
 	if (atomic_load_explicit(&a->generation, memory_order_acquire) != w->gen)
 		worker_refresh(a, w);
-	if (!find_token(a, args, &tok, &len, &cred)) {
+	if (!find_token(a, args, &tok, &len)) {
 		r = SG_JWT_MISSING;
 	} else if (len > SG_JWT_TOKEN_MAX) {
 		r = SG_JWT_MALFORMED;
@@ -261,7 +258,6 @@ int route_auth_answer(struct route_auth *a, unsigned worker, double now_d, const
 	if (r == SG_JWT_OK) {
 		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "auth", "ok", 2);
 		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "user", c->user, c->user_len);
-		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "cred", cred, strlen(cred));
 	} else {
 		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "auth", r == SG_JWT_FORBIDDEN ? "403" : "401", 3);
 	}
