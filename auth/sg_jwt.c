@@ -120,6 +120,62 @@ ssize_t sg_b64url_decode(const char *in, size_t len, uint8_t *out, size_t outlen
 }
 
 /* ------------------------------------------------------------------------ */
+/* Cookies */
+
+static bool cookie_space(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+int sg_cookie_take(const char *hdr, size_t len, const char *name, size_t name_len, const char **val, size_t *vlen,
+		   char *rest, size_t restcap, size_t *restlen)
+{
+	const char *p = hdr, *end = hdr + len;
+	size_t out = 0;
+	int found = 0;
+
+	if (restcap == 0)
+		return -1;
+	while (p < end) {
+		const char *semi = memchr(p, ';', (size_t)(end - p)), *e = semi ? semi : end, *eq;
+
+		while (p < e && cookie_space(*p))
+			p++;
+		while (e > p && cookie_space(e[-1]))
+			e--;
+		if (e > p) {
+			eq = memchr(p, '=', (size_t)(e - p));
+			if (eq && (size_t)(eq - p) == name_len && memcmp(p, name, name_len) == 0) {
+				if (!found) {
+					const char *v = eq + 1;
+
+					while (v < e && cookie_space(*v))
+						v++;
+					*val = v;
+					*vlen = (size_t)(e - v);
+					found = 1;
+				}
+			} else {
+				size_t n = (size_t)(e - p) + (out ? 2 : 0);
+
+				if (out + n >= restcap)
+					return -1;
+				if (out) {
+					rest[out++] = ';';
+					rest[out++] = ' ';
+				}
+				memcpy(rest + out, p, (size_t)(e - p));
+				out += (size_t)(e - p);
+			}
+		}
+		p = semi ? semi + 1 : end;
+	}
+	rest[out] = 0;
+	*restlen = out;
+	return found;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Signatures: JWS carries r||s (32 + 32 bytes), OpenSSL wants DER. */
 
 /* One DER INTEGER of a 32-byte unsigned big-endian value at p. */

@@ -80,6 +80,16 @@ enum sg_jwt_result sg_jwt_parse_claims(const char *json, size_t len, int64_t now
 /* Whether the claims grant project id. */
 bool sg_jwt_grants(const struct sg_jwt_claims *c, const uint8_t id[16]);
 
+/* The Cookie header hdr[0..len) without the cookie `name`: the other
+ * cookies, trimmed and joined by "; ", go to rest (at most restcap bytes,
+ * NUL-terminated; restcap > 3 * len / 2 + 1 always suffices: "a;b"
+ * becomes "a; b"); every `name=` crumb is
+ * left out. *val and *vlen: the first `name=` crumb's value. Returns 1 when
+ * name was found, 0 when not (rest holds the other cookies either way),
+ * -1 when rest is too small. Any input is safe. */
+int sg_cookie_take(const char *hdr, size_t len, const char *name, size_t name_len, const char **val, size_t *vlen,
+		   char *rest, size_t restcap, size_t *restlen);
+
 /* base64url without padding. encode: characters written (NUL added), 0 when
  * out is too small. decode: bytes written, -1 on a bad character, padding,
  * an impossible length or non-zero trailing bits, or when out is too small. */

@@ -6,7 +6,7 @@
 # wrk -t1 -c64 -d${BENCH_DURATION:-4}s (keep-alive) on CPU 1 with the demo
 # servers (1 hub, 3 nodes) and one route agent (--workers 1). 1000 projects
 # and 100 users; user u holds one token granting its 10 projects. Runs,
-# alternating within each round (BENCH_ROUNDS, default 3):
+# alternating within each round (BENCH_ROUNDS, default 2):
 #   off      SG_AUTH=0: per-request routing, the same requests (the cookie
 #            is sent and ignored)
 #   on       SG_AUTH=1: the same requests; each connection rotates over the
@@ -30,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 build=${SEEDGATE_BUILD:-$root/build}
-rounds=${BENCH_ROUNDS:-3}
+rounds=${BENCH_ROUNDS:-2}
 duration=${BENCH_DURATION:-4}
 out=${BENCH_OUT:-$root/bench/results/auth.md}
 py=/usr/bin/python3
@@ -52,7 +52,7 @@ cleanup() {
 	[ -n "$hap_pid" ] && kill -TERM "$hap_pid" 2>/dev/null
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	wait 2>/dev/null
-	rm -rf "$work"
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench-auth: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -214,10 +214,51 @@ for ((round = 1; round <= ${BENCH_JWT_ROUNDS:-1}; round++)); do
 	done
 done
 
+# --- HAProxy instructions per request (callgrind) ------------------------------------
+# req/s and CPU time swing with other work on a shared machine; the
+# instructions HAProxy executes per request do not. HAProxy (master-worker;
+# callgrind follows the fork) runs twice per setting, 2 s and 5 s of
+# wrk -c8; the difference of the totals over the difference of the request
+# counts removes the start-up cost. BENCH_CALLGRIND=0 skips it.
+# cg_run DURATION REQS ENV... -> "requests instructions"
+cg_run() {
+	local dur=$1 reqs=$2 port vp i; shift 2
+	port=$(free_port)
+	rm -f "$work"/cgout.*
+	env SG_HTTP_BIND=127.0.0.1:$port SG_PROXY_BIND=127.0.0.1:$(free_port) SG_RUN_DIR=$work \
+		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
+		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_SPOE_PROCESSING=2s SG_USER=root SG_GROUP=root "$@" \
+		valgrind --tool=callgrind --callgrind-out-file="$work/cgout.%p" \
+		haproxy -W -db -f haproxy-conf/haproxy.cfg -f "$work/backends.cfg" >>"$work/callgrind.log" 2>&1 &
+	vp=$!
+	for ((i = 0; i < 300; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+		kill -0 "$vp" 2>/dev/null || break
+		sleep 0.1
+	done
+	sleep 1
+	SG_BENCH_REQS=$reqs wrk -t1 -c8 -d"${dur}s" -s bench/wrk/auth.lua "http://127.0.0.1:$port" >"$work/wrk-cg.out"
+	kill -TERM "$vp" 2>/dev/null; wait "$vp" 2>/dev/null
+	echo "$(awk '/requests in/ { print $1 }' "$work/wrk-cg.out") $(cat "$work"/cgout.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')"
+}
+: >"$work/cg.tsv"
+if [ "${BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null; then
+	echo "bench-auth: HAProxy instructions per request under callgrind"
+	for c in "off SG_AUTH=0" "on SG_AUTH=1"; do
+		read -r name envs <<<"$c"
+		read -r n1 i1 < <(cg_run 2 "$work/reqs.tsv" "$envs")
+		read -r n2 i2 < <(cg_run 5 "$work/reqs.tsv" "$envs")
+		ir=$(awk -v a="$i1" -v b="$i2" -v c="$n1" -v d="$n2" 'BEGIN { printf "%.0f", (d > c ? (b - a) / (d - c) : 0) }')
+		printf '%s\t%s\n' "$name" "$ir" >>"$work/cg.tsv"
+		printf '  %-4s %8s instructions/request (requests %s and %s)\n' "$name" "$ir" "$n1" "$n2"
+	done
+fi
+
 # --- results --------------------------------------------------------------------
-$py - "$work/raw.tsv" "$out" "$rounds" "$duration" <<'PY'
+$py - "$work/raw.tsv" "$out" "$rounds" "$duration" "$work/cg.tsv" <<'PY'
 import statistics, subprocess, sys, time
-raw, out, rounds, duration = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+raw, out, rounds, duration, cgfile = sys.argv[1:6]
+cg = dict(l.split() for l in open(cgfile) if l.strip())
 rows = [l.rstrip("\n").split("\t") for l in open(raw)]
 by = {}
 for r in rows:
@@ -257,6 +298,11 @@ with open(out, "w") as f:
             f"**{cpu_ratio:.3f}** (target >= 0.90: {'met' if cpu_ratio >= 0.90 else 'NOT met'}).\n")
     f.write(f"req/s on/off = **{ratio:.3f}** (target >= 0.90: {'met' if ratio >= 0.90 else 'NOT met'}); "
             f"every request a new token: {ratio_new:.3f} of off; non-2xx answers and socket errors: {errors}.\n")
+    if cg.get("off") and cg.get("on") and float(cg["on"]) > 0:
+        f.write(f"\nHAProxy instructions per request (callgrind, independent of other load): off {cg['off']}, "
+                f"on {cg['on']}: capacity on/off = **{float(cg['off']) / float(cg['on']):.3f}** when HAProxy is "
+                f"the bottleneck (the agents run on other cores; target >= 0.90: "
+                f"{'met' if float(cg['off']) / float(cg['on']) >= 0.90 else 'NOT met'}).\n")
     if "hap-jwt" in by:
         f.write(f"\nHAProxy 2.6's jwt_verify on the same requests (a bare frontend answering itself): "
                 f"{med('hap-jwt', 5) - med('hap-plain', 5):.1f} µs of HAProxy CPU per request more than without it "

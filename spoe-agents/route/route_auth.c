@@ -28,6 +28,10 @@ struct auth_worker {
 	struct sg_jwt_keys *keys;            /* this worker's own reference */
 	struct auth_entry *cache;            /* nsets * WAYS entries */
 	uint64_t clock;
+	/* the Cookie header without the token: "a;b" becomes "a; b", so up
+	 * to half as long again as the header (an answer that does not fit
+	 * the frame loses `cookie`, and HAProxy drops the whole header) */
+	char cookies[ROUTE_AUTH_COOKIES_MAX * 3 / 2 + 2];
 	_Atomic uint64_t results[SG_JWT_RESULT_COUNT];
 	_Atomic uint64_t hits, misses, entries, flushes;
 };
@@ -150,13 +154,24 @@ static bool find_arg(const struct spop_args *args, const char *name, size_t name
 	return false;
 }
 
-/* The credential: a Bearer Authorization header first, else the cookie
- * (each only when --auth-from allows it). */
-static bool find_token(const struct route_auth *a, const struct spop_args *args, const char **tok, size_t *len)
+/* The credential: a Bearer Authorization header first, else the token
+ * cookie (each only when --auth-from allows it). The Cookie header (arg
+ * `cookies`, the name in `cname`) is split here, in C: w->cookies gets the
+ * other cookies (what the node may see), *rest_len its length, or -1 when
+ * the request has no Cookie header or it could not be split. */
+static bool find_token(const struct route_auth *a, struct auth_worker *w, const struct spop_args *args,
+		       const char **tok, size_t *len, ssize_t *rest_len)
 {
-	const char *v;
-	size_t n;
+	const char *v, *cv = NULL, *name;
+	size_t n, cn = 0, name_len, rl;
+	int found = 0;
 
+	*rest_len = -1;
+	if (find_arg(args, "cookies", 7, &v, &n) && find_arg(args, "cname", 5, &name, &name_len)) {
+		found = sg_cookie_take(v, n, name, name_len, &cv, &cn, w->cookies, sizeof(w->cookies), &rl);
+		if (found >= 0)
+			*rest_len = (ssize_t)rl;
+	}
 	if ((a->from & ROUTE_AUTH_FROM_BEARER) && find_arg(args, "authz", 5, &v, &n) && n > 7 &&
 	    strncasecmp(v, "Bearer ", 7) == 0) {
 		v += 7;
@@ -171,9 +186,9 @@ static bool find_token(const struct route_auth *a, const struct spop_args *args,
 		*len = n;
 		return n > 0;
 	}
-	if ((a->from & ROUTE_AUTH_FROM_COOKIE) && find_arg(args, "cookie", 6, &v, &n)) {
-		*tok = v;
-		*len = n;
+	if ((a->from & ROUTE_AUTH_FROM_COOKIE) && found == 1 && cn > 0) {
+		*tok = cv;
+		*len = cn;
 		return true;
 	}
 	return false;
@@ -229,11 +244,12 @@ int route_auth_answer(struct route_auth *a, unsigned worker, double now_d, const
 	uint8_t hash[SHA256_DIGEST_LENGTH], id[16];
 	const char *tok = NULL;
 	size_t len = 0;
+	ssize_t rest_len;
 	int rc = 0;
 
 	if (atomic_load_explicit(&a->generation, memory_order_acquire) != w->gen)
 		worker_refresh(a, w);
-	if (!find_token(a, args, &tok, &len)) {
+	if (!find_token(a, w, args, &tok, &len, &rest_len)) {
 		r = SG_JWT_MISSING;
 	} else if (len > SG_JWT_TOKEN_MAX) {
 		r = SG_JWT_MALFORMED;
@@ -256,8 +272,11 @@ int route_auth_answer(struct route_auth *a, unsigned worker, double now_d, const
 		r = SG_JWT_FORBIDDEN;
 	count(&w->results[r], 1);
 	if (r == SG_JWT_OK) {
-		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "auth", "ok", 2);
+		/* let in: user, then the Cookie header the node may see (absent:
+		 * HAProxy removes the whole header, so a token never passes) */
 		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "user", c->user, c->user_len);
+		if (rest_len >= 0)
+			rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "cookie", w->cookies, (size_t)rest_len);
 	} else {
 		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "auth", r == SG_JWT_FORBIDDEN ? "403" : "401", 3);
 	}

@@ -1,11 +1,15 @@
 /*
  * route_auth.h — project access control in the route agent
  * (docs/access-control.md): the `route-auth` message carries the request's
- * credential (args `cookie` and `authz`, the Authorization header); for a
- * project path the agent answers txn.route.auth = "ok" | "401" | "403",
- * and txn.route.user (the token's `sub`, on "ok"): two actions, each SPOE
- * action costing HAProxy about 2,000 instructions. HAProxy strips both
- * credential forms on "ok", whichever was checked.
+ * credentials (args `cookies`, the whole Cookie header, `cname`, the token
+ * cookie's name, and `authz`, the Authorization header). For a project
+ * path the agent answers either txn.route.auth = "401" | "403" (refused),
+ * or txn.route.user (the token's `sub`: let in) and txn.route.cookie (the
+ * Cookie header without the token cookie, when the request had one). The
+ * agent splits the Cookie header itself: in HAProxy, req.cook() and a
+ * regex to cut the cookie out cost more than the rest of the check (about
+ * 30,000 instructions a request, bench/bench-auth.sh), and each SPOE
+ * action costs HAProxy about 2,000, so "ok" is told by `user` alone.
  *
  * Keys: a key file (sg_jwt_keys_load), loaded by the main thread and
  * published to the workers like the routing views (one atomic load per
@@ -30,6 +34,9 @@
 #include "spop_runtime.h"
 
 #define ROUTE_AUTH_CACHE_DEFAULT 4096    /* entries per worker */
+/* Longest Cookie header the agent splits (spoe-route.conf sends at most
+ * this much; haproxy.cfg answers 401 for a longer one on a project path). */
+#define ROUTE_AUTH_COOKIES_MAX   10240
 
 /* Which credentials the agent reads (--auth-from). */
 #define ROUTE_AUTH_FROM_COOKIE 1u

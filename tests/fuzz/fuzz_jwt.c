@@ -1,8 +1,9 @@
 /*
  * fuzz_jwt.c — the token verifier on arbitrary bytes. The first byte picks
- * the entry point: 0 mod 3 sg_jwt_verify (with a fixed key under kid
+ * the entry point: 0 mod 4 sg_jwt_verify (with a fixed key under kid
  * "fuzz", at a fixed time), 1 the claims parser alone (what a signed token
- * carries), 2 base64url and the raw<->DER signature conversions. Corpus:
+ * carries), 2 base64url and the raw<->DER signature conversions, 3 the
+ * Cookie header split (sg_cookie_take). Corpus:
  * tests/fuzz/corpus/jwt/ (a valid token for the fixed key, tampered ones,
  * alg none/HS256, unknown kid, bad JSON, claims variants).
  */
@@ -36,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (size == 0)
 		return 0;
-	switch (data[0] % 3) {
+	switch (data[0] % 4) {
 	case 0:
 		memset(&c, 0xa5, sizeof(c));
 		r = sg_jwt_verify(keys, (const char *)data + 1, size - 1, FUZZ_NOW, &c);
@@ -51,6 +52,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (r != SG_JWT_OK && r != SG_JWT_EXPIRED && r != SG_JWT_MALFORMED)
 			abort();
 		break;
+	case 3: {
+		char rest[4096];
+		const char *v = NULL;
+		size_t rl = 0, vl = 0;
+		int f = sg_cookie_take((const char *)data + 1, size - 1, "sg_token", 8, &v, &vl, rest, sizeof(rest), &rl);
+
+		if (f < -1 || f > 1 || (f >= 0 && (rl >= sizeof(rest) || rest[rl] != 0 || rl > 3 * size / 2 + 1)))
+			abort();
+		if (f == 1 && (v < (const char *)data + 1 || v + vl > (const char *)data + size))
+			abort();
+		break;
+	}
 	default: {
 		uint8_t out[4096], der[72], raw[64], raw2[64];
 		char enc[8192];

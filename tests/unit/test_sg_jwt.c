@@ -128,6 +128,39 @@ static void test_b64url_and_der(void **state)
 	assert_memory_equal(raw, raw2, 64);
 }
 
+static void test_cookie_take(void **state)
+{
+	static const struct { const char *hdr, *rest, *val; int found; } cases[] = {
+		{ "sg_token=abc", "", "abc", 1 },
+		{ "a=1; sg_token=abc; b=2", "a=1; b=2", "abc", 1 },
+		{ " a=1 ;sg_token=abc ;  b=2 ; ", "a=1; b=2", "abc", 1 },
+		{ "sg_token=first; x=y; sg_token=second", "x=y", "first", 1 },   /* every crumb goes */
+		{ "xsg_token=1; sg_tokenx=2; SG_TOKEN=3", "xsg_token=1; sg_tokenx=2; SG_TOKEN=3", NULL, 0 },
+		{ "flag; a=1", "flag; a=1", NULL, 0 },
+		{ ";;;", "", NULL, 0 },
+		{ "", "", NULL, 0 },
+		{ "sg_token=", "", "", 1 },
+	};
+	char rest[64];
+	size_t rl, vl;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *v = NULL;
+		int r = sg_cookie_take(cases[i].hdr, strlen(cases[i].hdr), "sg_token", 8, &v, &vl, rest, sizeof(rest), &rl);
+
+		assert_int_equal(r, cases[i].found);
+		assert_string_equal(rest, cases[i].rest);
+		assert_int_equal(rl, strlen(cases[i].rest));
+		if (cases[i].val) {
+			assert_int_equal(vl, strlen(cases[i].val));
+			assert_memory_equal(v, cases[i].val, vl);
+		}
+	}
+	/* rest too small: -1, never an overflow */
+	assert_int_equal(sg_cookie_take("aaaa=1; bbbb=2", 14, "x", 1, NULL, &vl, rest, 8, &rl), -1);
+}
+
 static void test_key_file_errors(void **state)
 {
 	char dir[] = "/tmp/sgjwt-XXXXXX", path[128], pem[160], err[600];
@@ -175,6 +208,7 @@ int main(void)
 		cmocka_unit_test(test_verify_outcomes),
 		cmocka_unit_test(test_claims),
 		cmocka_unit_test(test_b64url_and_der),
+		cmocka_unit_test(test_cookie_take),
 		cmocka_unit_test(test_key_file_errors),
 	};
 
