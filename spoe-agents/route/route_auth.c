@@ -272,10 +272,12 @@ int route_auth_answer(struct route_auth *a, unsigned worker, double now_d, const
 		r = SG_JWT_FORBIDDEN;
 	count(&w->results[r], 1);
 	if (r == SG_JWT_OK) {
-		/* let in: user, then the Cookie header the node may see (absent:
-		 * HAProxy removes the whole header, so a token never passes) */
+		/* let in: user, then the Cookie header the node may see. No
+		 * `cookie` (nothing left, no Cookie header, or it could not be
+		 * split): HAProxy removes the whole header, so a token never
+		 * passes, and an action (about 2,000 instructions) is saved. */
 		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "user", c->user, c->user_len);
-		if (rest_len >= 0)
+		if (rest_len > 0)
 			rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "cookie", w->cookies, (size_t)rest_len);
 	} else {
 		rc |= spop_ack_set_str(ack, SPOP_SCOPE_TXN, "auth", r == SG_JWT_FORBIDDEN ? "403" : "401", 3);
