@@ -825,6 +825,14 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 			return -1;
 		d->auth_reloads_ok = 1;
 		route_agent_set_auth(d->agent, d->auth);
+		{
+			char kids[400];
+
+			route_auth_describe(d->auth, kids, sizeof(kids));
+			route_log(LOG_NOTICE, "access control on: %u key%s from %s (%s); %u cached tokens per worker",
+				  route_auth_key_count(d->auth), route_auth_key_count(d->auth) == 1 ? "" : "s",
+				  d->opt.auth_keys, kids, d->opt.auth_cache);
+		}
 	}
 	d->rt = spop_runtime_new(&cfg, err, errlen);
 	if (!d->rt)
