@@ -23,6 +23,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -75,13 +76,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start_auth_stack(stack, haproxy_env=None):
+def start_auth_stack(stack, haproxy_env=None, agent_args=()):
     """2 dcs x (1 hub + 2 nodes); every target replaced by a Recorder on its
     port. Returns (info, recorders by name)."""
     ports = [harness.free_port() for _ in range(8)]
     text, _ = ru.seed_text(ports, hubs=1, nodes=2)
     seed = stack.write("seed.conf", text)
-    info = stack_util.start_stack(stack, seed, auth=True, haproxy_env=haproxy_env)
+    info = stack_util.start_stack(stack, seed, auth=True, haproxy_env=haproxy_env, agent_args=agent_args)
     recs = {}
     for name, proc in info.servers.items():
         proc.stop()
@@ -216,7 +217,8 @@ def test_token_checks_at_the_edge(stack):
 
 
 def test_key_rotation_and_revocation(stack):
-    info, recs = start_auth_stack(stack)
+    # two workers per agent: each has its own token cache to empty
+    info, recs = start_auth_stack(stack, agent_args=["--workers", "2"])
     port, auth = info.http_port, info.auth
     project = ru.random_ids(1, seed=41)[0]
     node = stack_util.where(info.seed_path, project, dc=info.dc)
@@ -248,19 +250,30 @@ def test_key_rotation_and_revocation(stack):
                        what="the bad key file reported with file:line")
     assert status(old) == 200 and status(new) == 200
 
-    # Step 2: k1 revoked. The verified-token caches hold `old` (it was used
-    # on every worker above); it must stop working within 1 s of the reload.
-    for _ in range(4):
+    # Step 2: k1 revoked. The verified-token caches hold `old` (used on
+    # fresh connections, which HAProxy spreads over the agents and their
+    # workers); it must stop working within 1 s of the reload.
+    for _ in range(16):
         assert status(old) == 200
     stack_util.write_auth_keys(auth, ["k2"])
+    loads = [p.log().count("auth keys loaded") for p in info.agent_procs]
     t0 = time.monotonic()
     hup()
-    harness.wait_until(lambda: status(old) == 401, 1.0 * SLOW, interval=0.02, what="k1 revoked within 1 s")
+    # each agent reloads when its main loop takes the signal; from then on
+    # none of its workers accepts k1's token, cached or not
+    harness.wait_until(lambda: all(p.log().count("auth keys loaded") > n for p, n in zip(info.agent_procs, loads)),
+                       1.0 * SLOW, interval=0.01, what="every agent reloaded its keys")
+    assert status(old) == 401
     revoked_after = time.monotonic() - t0
     assert revoked_after < 1.0 * SLOW, revoked_after
-    for _ in range(8):                                # every agent, every connection
+    for _ in range(16):                               # every agent, every worker
         assert status(old) == 401
         assert status(new) == 200
+    flushes = 0
+    for port in info.agent_stats_ports:
+        _s, _h, body = harness.http_get(port, "/metrics")
+        flushes += int(float(re.search(r"^seedgate_auth_cache_flushes_total (\S+)$", body.decode(), re.M).group(1)))
+    assert flushes >= 2, flushes                      # caches emptied by the reloads
     assert recs[node].requests(f"/{project}/r")[-1][1][USER_HEADER.lower()] == "bob"
 
     # The access-control families pass promtool, and count what happened.
@@ -280,7 +293,6 @@ def test_demo_auth(stack):
     """`make demo AUTH=1` (demo.sh --auth): a demo key pair under the
     runtime dir, the mint command among the URLs to try; the printed
     command's token opens the project, no token gets 401."""
-    import re
     import subprocess
 
     import test_demo_make as dm
