@@ -35,46 +35,15 @@ duration=${BENCH_DURATION:-4}
 out=${BENCH_OUT:-$root/bench/results/auth.md}
 py=/usr/bin/python3
 
-for b in seedctl route-agent tools/demo-server; do
-	[ -x "$build/$b" ] || { echo "bench-auth: $build/$b not built (make)" >&2; exit 1; }
-done
-for c in haproxy wrk taskset openssl; do
-	command -v $c >/dev/null || { echo "bench-auth: $c not installed" >&2; exit 1; }
-done
-ncpu=$(nproc)
-cpu_hap=0 cpu_rest=$((ncpu > 1 ? 1 : 0))
-
-work=$(mktemp -d /tmp/sg-bench-auth.XXXXXX)
-pids=()
-hap_pid=
-cleanup() {
-	set +e
-	[ -n "$hap_pid" ] && kill -TERM "$hap_pid" 2>/dev/null
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench-auth: kept $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() { $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_tcp() { local i; for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench-auth: nothing on port $1" >&2; return 1; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }   # utime + stime of a pid
+. bench/lib.sh
+bench_init auth "seedctl route-agent tools/demo-server" "haproxy wrk taskset openssl"
 metric() { $py -c 'import sys,urllib.request
 t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
 print(sum(float(l.rsplit(" ", 1)[1]) for l in t.splitlines() if l.startswith(sys.argv[2])))' "$astats" "$1"; }
 
 # --- seed, keys, tokens, requests ------------------------------------------------
-hub=$(free_port) n1=$(free_port) n2=$(free_port) n3=$(free_port)
-agent=$(free_port) astats=$(free_port)
-cat >"$work/seed.conf" <<EOS
-replicas 2
-dc bench
-hub  hub1 127.0.0.1:$hub dc=bench
-node n1   127.0.0.1:$n1  dc=bench
-node n2   127.0.0.1:$n2  dc=bench
-node n3   127.0.0.1:$n3  dc=bench
-EOS
+bench_seed
+astats=$(free_port)
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/bench.key.pem"
 openssl ec -in "$work/bench.key.pem" -pubout -out "$work/bench.pub.pem" 2>/dev/null
 echo "bench bench.pub.pem" >"$work/keys"
@@ -96,49 +65,9 @@ done >"$work/reqs.tsv"
 	$(for ((k = 0; k < 10; k++)); do printf -- '--project %s ' "${ids[k]}"; done) |
 	awk -v ids="$work/ids" 'BEGIN { while ((getline l < ids) > 0 && n < 10) id[n++] = l }
 		{ printf "/%s/files/a.txt\t%s\n", id[NR % 10], $0 }' >"$work/new.tsv"
-SEEDGATE_BUILD=$build haproxy-conf/gen-backends.sh --seed "$work/seed.conf" --out "$work/backends.cfg"
-
-for t in hub1:$hub n1:$n1 n2:$n2 n3:$n3; do
-	taskset -c $cpu_rest "$build/tools/demo-server" --name "${t%%:*}" --listen "127.0.0.1:${t##*:}" \
-		>>"$work/servers.log" 2>&1 &
-	pids+=($!)
-done
-taskset -c $cpu_rest "$build/route-agent" --listen "127.0.0.1:$agent" --seed "$work/seed.conf" \
-	--workers 1 --auth-keys "$work/keys" --stats "127.0.0.1:$astats" >>"$work/agent.log" 2>&1 &
-agent_pid=$!
-pids+=($agent_pid)
-for p in $hub $n1 $n2 $n3 $agent $astats; do wait_tcp "$p"; done
-
-# HAProxy's "show stat" (runtime API on the admin socket).
-show_stat() { $py -c 'import socket,sys
-s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show stat\n")
-while True:
-    c=s.recv(65536)
-    if not c: break
-    sys.stdout.write(c.decode())' "$work/haproxy.sock"; }
-
-# start_haproxy ENV...: a fresh HAProxy on fresh ports; 0 once it listens
-# and sees the agent UP.
-start_haproxy() {
-	http=$(free_port) proxy=$(free_port)
-	env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$work \
-		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
-		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_USER=root SG_GROUP=root "$@" \
-		taskset -c $cpu_hap haproxy-conf/run-haproxy.sh "$work/backends.cfg" >>"$work/haproxy.log" 2>&1 &
-	hap_pid=$!
-	local i
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$hap_pid" 2>/dev/null || { wait "$hap_pid" 2>/dev/null; hap_pid=; return 1; }
-		(exec 3<>"/dev/tcp/127.0.0.1/$http") 2>/dev/null && break
-		sleep 0.1
-	done
-	[ "$i" -lt 100 ] || return 1
-	for ((i = 0; i < 50; i++)); do
-		show_stat | grep '^route_agents,agent1,.*,UP' >/dev/null && break
-		sleep 0.1
-	done
-	return 0
-}
+bench_servers --auth-keys "$work/keys" --stats "127.0.0.1:$astats"
+wait_tcp "$astats"
+hap_env=()
 
 # measure NAME REQS: 1 s warm-up, one measured run; appends a row to raw.tsv.
 measure() {
@@ -152,12 +81,11 @@ measure() {
 		"http://127.0.0.1:$http" >"$work/wrk.out"
 	t1=$(cpu_ticks "$worker") a1=$(cpu_ticks "$agent_pid")
 	h1=$(metric seedgate_auth_cache_hits_total) m1=$(metric seedgate_auth_cache_misses_total)
-	local rps reqs_n errs us aus nodes
-	rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/wrk.out")
-	reqs_n=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
-	us=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="$reqs_n" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
-	aus=$(awk -v t="$((a1 - a0))" -v hz="$(getconf CLK_TCK)" -v n="$reqs_n" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
-	errs=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/[^0-9 ]/, " "); n += $1 + $2 + $3 + $4 } END { print n + 0 }' "$work/wrk.out")
+	local rps errs us aus nodes
+	wrk_result "$work/wrk.out" $((a1 - a0))
+	aus=$wrk_us                                   # the agent's CPU per request
+	wrk_result "$work/wrk.out" $((t1 - t0))
+	rps=$wrk_rps errs=$wrk_errs us=$wrk_us
 	nodes=$(show_stat | awk -F, '$1 == "nodes_bench" && $2 == "BACKEND" { print $8 }')
 	nodes=${nodes:--}
 	kill -TERM "$hap_pid"; wait "$hap_pid" 2>/dev/null || true; hap_pid=
@@ -220,34 +148,14 @@ done
 # callgrind follows the fork) runs twice per setting, 2 s and 5 s of
 # wrk -c8; the difference of the totals over the difference of the request
 # counts removes the start-up cost. BENCH_CALLGRIND=0 skips it.
-# cg_run DURATION REQS ENV... -> "requests instructions"
-cg_run() {
-	local dur=$1 reqs=$2 port vp i; shift 2
-	port=$(free_port)
-	rm -f "$work"/cgout.*
-	env SG_HTTP_BIND=127.0.0.1:$port SG_PROXY_BIND=127.0.0.1:$(free_port) SG_RUN_DIR=$work \
-		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
-		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_SPOE_PROCESSING=2s SG_USER=root SG_GROUP=root "$@" \
-		valgrind --tool=callgrind --callgrind-out-file="$work/cgout.%p" \
-		haproxy -W -db -f haproxy-conf/haproxy.cfg -f "$work/backends.cfg" >>"$work/callgrind.log" 2>&1 &
-	vp=$!
-	for ((i = 0; i < 300; i++)); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-		kill -0 "$vp" 2>/dev/null || break
-		sleep 0.1
-	done
-	sleep 1
-	SG_BENCH_REQS=$reqs wrk -t1 -c8 -d"${dur}s" -s bench/wrk/auth.lua "http://127.0.0.1:$port" >"$work/wrk-cg.out"
-	kill -TERM "$vp" 2>/dev/null; wait "$vp" 2>/dev/null
-	echo "$(awk '/requests in/ { print $1 }' "$work/wrk-cg.out") $(cat "$work"/cgout.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')"
-}
+wrk_env=(SG_BENCH_REQS=$work/reqs.tsv)
 : >"$work/cg.tsv"
 if [ "${BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null; then
 	echo "bench-auth: HAProxy instructions per request under callgrind"
 	for c in "off SG_AUTH=0" "on SG_AUTH=1"; do
 		read -r name envs <<<"$c"
-		read -r n1 i1 < <(cg_run 2 "$work/reqs.tsv" "$envs")
-		read -r n2 i2 < <(cg_run 5 "$work/reqs.tsv" "$envs")
+		read -r n1 i1 < <(cg_run 2 auth "$envs")
+		read -r n2 i2 < <(cg_run 5 auth "$envs")
 		ir=$(awk -v a="$i1" -v b="$i2" -v c="$n1" -v d="$n2" 'BEGIN { printf "%.0f", (d > c ? (b - a) / (d - c) : 0) }')
 		printf '%s\t%s\n' "$name" "$ir" >>"$work/cg.tsv"
 		printf '  %-4s %8s instructions/request (requests %s and %s)\n' "$name" "$ir" "$n1" "$n2"
