@@ -79,6 +79,7 @@ objs_of = $(patsubst %.c,$(B)/obj/%.o,$(1))
 # tests/module.mk first: it defines the macros the modules call.
 include tests/module.mk
 include seeddir/module.mk
+include auth/module.mk
 include spoe-agents/module.mk
 include router/module.mk
 include tls/module.mk
@@ -123,8 +124,8 @@ asan: deps ## build into build/asan with ASan+UBSan and run the whole suite ther
 	$(MAKE) B=build/asan SAN=1 all
 	SEEDGATE_BUILD=$(abspath build/asan) SEEDGATE_ASAN=1 tests/run-all.sh
 
-demo: deps all ## run the whole stack on loopback (SEED=file for another seed directory, TLS_FRONT=stunnel|hitch|haproxy; ETCD=1: the directory in a local etcd)
-	SEEDGATE_BUILD=$(abspath $(B)) haproxy-conf/demo.sh $(if $(SEED),--seed $(SEED)) $(if $(TLS_FRONT),--tls-front $(TLS_FRONT)) $(if $(filter-out 0,$(ETCD)),--etcd)
+demo: deps all ## run the whole stack on loopback (SEED=file for another seed directory, TLS_FRONT=stunnel|hitch|haproxy; ETCD=1: the directory in a local etcd; AUTH=1: project access control)
+	SEEDGATE_BUILD=$(abspath $(B)) haproxy-conf/demo.sh $(if $(SEED),--seed $(SEED)) $(if $(TLS_FRONT),--tls-front $(TLS_FRONT)) $(if $(filter-out 0,$(ETCD)),--etcd) $(if $(filter-out 0,$(AUTH)),--auth)
 
 bench: deps all ## benchmarks (minutes); results go to bench/results/
 	SEEDGATE_BUILD=$(abspath $(B)) bench/run-all.sh

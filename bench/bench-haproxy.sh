@@ -30,70 +30,20 @@ nids=${BENCH_IDS:-10000}
 out=${BENCH_OUT:-$root/bench/results/haproxy.md}
 py=/usr/bin/python3
 
-for b in seedctl route-agent tools/demo-server; do
-	[ -x "$build/$b" ] || { echo "bench-haproxy: $build/$b not built (make)" >&2; exit 1; }
-done
-for c in haproxy wrk taskset; do
-	command -v $c >/dev/null || { echo "bench-haproxy: $c not installed" >&2; exit 1; }
-done
-ncpu=$(nproc)
-cpu_hap=0 cpu_rest=$((ncpu > 1 ? 1 : 0))
-
-work=$(mktemp -d /tmp/sg-bench-haproxy.XXXXXX)
-pids=()
-hap_pid=
-cleanup() {
-	set +e
-	[ -n "$hap_pid" ] && kill -TERM "$hap_pid" 2>/dev/null
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() { $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_tcp() { local i; for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench-haproxy: nothing on port $1" >&2; return 1; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }   # utime + stime of a pid
-admin() { $py - "$work/haproxy.sock" "$1" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode() + b"\n")
-d = b""
-while True:
-    c = s.recv(65536)
-    if not c: break
-    d += c
-print(d.decode())
-PY
-}
-
+. bench/lib.sh
+bench_init haproxy "seedctl route-agent tools/demo-server" "haproxy wrk taskset"
 # --- the bench's seed: one datacenter, one hub, three nodes ----------------
-hub=$(free_port) n1=$(free_port) n2=$(free_port) n3=$(free_port)
-agent=$(free_port)
-cat >"$work/seed.conf" <<EOS
-replicas 2
-dc bench
-hub  hub1 127.0.0.1:$hub dc=bench
-node n1   127.0.0.1:$n1  dc=bench
-node n2   127.0.0.1:$n2  dc=bench
-node n3   127.0.0.1:$n3  dc=bench
-EOS
+bench_seed
 $py -c "import uuid,sys; [print(uuid.uuid4()) for _ in range($nids)]" >"$work/ids"
 # The Lua table: the same placement the agent computes (seedctl where).
 "$build/seedctl" where --seed "$work/seed.conf" - <"$work/ids" |
 	awk -F'\t' 'BEGIN { print "return {" } { printf "[\"%s\"]={\"nodes_bench\",\"%s\"},\n", $1, $2 } END { print "}" }' \
 	>"$work/routes.lua"
-SEEDGATE_BUILD=$build haproxy-conf/gen-backends.sh --seed "$work/seed.conf" --out "$work/backends.cfg"
-
-for t in hub1:$hub n1:$n1 n2:$n2 n3:$n3; do
-	taskset -c $cpu_rest "$build/tools/demo-server" --name "${t%%:*}" --listen "127.0.0.1:${t##*:}" \
-		>>"$work/servers.log" 2>&1 &
-	pids+=($!)
-done
-taskset -c $cpu_rest "$build/route-agent" --listen "127.0.0.1:$agent" --seed "$work/seed.conf" \
-	--workers 1 >>"$work/agent.log" 2>&1 &
-pids+=($!)
-for p in $hub $n1 $n2 $n3 $agent; do wait_tcp "$p"; done
+bench_servers
+# The Lua comparison's files, in every HAProxy's environment (unused unless
+# SG_ROUTE_LUA=1); wrk's ids.
+hap_env=(SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua SG_LUA_TABLE=$work/routes.lua)
+wrk_env=(SG_BENCH_IDS=$work/ids)
 
 # run_one NAME SCRIPT ENV...: one fresh HAProxy with ENV, one measurement.
 run_one() {
@@ -108,29 +58,6 @@ run_one() {
 	measure "$name" "$script"
 }
 
-# start_haproxy ENV...: a fresh HAProxy on fresh ports; 0 once it listens.
-start_haproxy() {
-	http=$(free_port) proxy=$(free_port)
-	env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$work \
-		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
-		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_USER=root SG_GROUP=root SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua \
-		SG_LUA_TABLE=$work/routes.lua "$@" \
-		taskset -c $cpu_hap haproxy-conf/run-haproxy.sh "$work/backends.cfg" >>"$work/haproxy.log" 2>&1 &
-	hap_pid=$!
-	local i
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$hap_pid" 2>/dev/null || { wait "$hap_pid" 2>/dev/null; hap_pid=; return 1; }
-		(exec 3<>"/dev/tcp/127.0.0.1/$http") 2>/dev/null && break
-		sleep 0.1
-	done
-	[ "$i" -lt 100 ] || return 1
-	for ((i = 0; i < 50; i++)); do   # agents UP in HAProxy's eyes (spop-check)
-		admin "show stat" | grep '^route_agents,agent1,.*,UP' >/dev/null && break
-		sleep 0.1
-	done
-	return 0
-}
-
 # measure NAME SCRIPT: 1 s warm-up, one measured wrk run, HAProxy stopped;
 # appends "round name rps errors to_hubs to_nodes cpu_us" to raw.tsv.
 measure() {
@@ -143,13 +70,10 @@ measure() {
 	SG_BENCH_IDS=$work/ids taskset -c $cpu_rest wrk -t1 -c64 -d"${duration}s" -s "bench/wrk/$script.lua" \
 		"http://127.0.0.1:$http" >"$work/wrk.out"
 	t1=$(cpu_ticks "$worker")
-	local rps errs stat hubs nodes reqs us
-	rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/wrk.out")
-	reqs=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
-	# HAProxy's own CPU per request: robust against other load on the box
-	us=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
-	errs=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/[^0-9 ]/, " "); n += $1 + $2 + $3 + $4 } END { print n + 0 }' "$work/wrk.out")
-	stat=$(admin "show stat")
+	local stat hubs nodes
+	wrk_result "$work/wrk.out" $((t1 - t0))
+	local rps=$wrk_rps errs=$wrk_errs us=$wrk_us
+	stat=$(show_stat)
 	hubs=$(echo "$stat" | awk -F, '$1 == "hubs_bench" && $2 == "BACKEND" { print $8 }')
 	nodes=$(echo "$stat" | awk -F, '$1 == "nodes_bench" && $2 == "BACKEND" { print $8 }')
 	kill -TERM "$hap_pid"; wait "$hap_pid" 2>/dev/null || true; hap_pid=
@@ -190,30 +114,7 @@ done
 # runs under callgrind twice (2 s and 6 s of wrk -c8); the difference of the
 # instruction totals over the difference of the request counts removes the
 # start-up cost. Skipped without valgrind or with BENCH_CALLGRIND=0.
-# cg_run DURATION SCRIPT ENV... -> "requests instructions"
-cg_run() {
-	local dur=$1 script=$2; shift 2
-	local cg_http i vp
-	cg_http=$(free_port)
-	rm -f "$work"/cgout.*
-	env SG_HTTP_BIND=127.0.0.1:$cg_http SG_PROXY_BIND=127.0.0.1:$(free_port) SG_RUN_DIR=$work \
-		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
-		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_SPOE_PROCESSING=2s SG_USER=root SG_GROUP=root \
-		SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua SG_LUA_TABLE=$work/routes.lua "$@" \
-		valgrind --tool=callgrind --callgrind-out-file="$work/cgout.%p" \
-		haproxy -W -db -f haproxy-conf/haproxy.cfg -f "$work/backends.cfg" >>"$work/callgrind.log" 2>&1 &
-	vp=$!
-	for ((i = 0; i < 300; i++)); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$cg_http") 2>/dev/null && break
-		kill -0 "$vp" 2>/dev/null || break
-		sleep 0.1
-	done
-	sleep 1
-	SG_BENCH_IDS=$work/ids wrk -t1 -c8 -d"${dur}s" -s "bench/wrk/$script.lua" \
-		"http://127.0.0.1:$cg_http" >"$work/wrk-cg.out"
-	kill -TERM "$vp" 2>/dev/null; wait "$vp" 2>/dev/null
-	echo "$(awk '/requests in/ { print $1 }' "$work/wrk-cg.out") $(cat "$work"/cgout.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')"
-}
+# (cg_run: bench/lib.sh)
 if [ "${BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null; then
 	echo "bench-haproxy: instructions per request under callgrind"
 	for c in "${configs[@]}"; do

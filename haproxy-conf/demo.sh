@@ -4,7 +4,7 @@
 #   haproxy-conf/demo.sh [--seed FILE] [--dir DIR] [--http PORT] [--https PORT]
 #                        [--proxy PORT] [--agents PORT,PORT] [--agent-stats PORT,PORT]
 #                        [--hc-stats PORT] [--cache] [--tls-front stunnel|hitch|haproxy]
-#                        [--etcd [--etcd-ports PORT,PORT]]
+#                        [--etcd [--etcd-ports PORT,PORT]] [--auth]
 #
 #   --seed         seed directory (default haproxy-conf/seed.conf)
 #   --dir          runtime directory: logs, <name>.pid, sockets, certificates,
@@ -25,6 +25,12 @@
 #                  fresh each run), `seedctl import`s the seed into it and runs
 #                  every daemon with --seed etcd://127.0.0.1:PORT/seedgate/demo
 #   --etcd-ports   etcd's client and peer ports (default 2379,2380)
+#   --auth         project access control (`make demo AUTH=1`,
+#                  docs/access-control.md): a demo P-256 key pair in
+#                  DIR/auth/ (demo-1.key.pem, demo-1.pub.pem; made with the
+#                  openssl CLI when missing, kept across runs), the agents
+#                  with --auth-keys DIR/auth/keys, HAProxy with SG_AUTH=1;
+#                  the URLs to try include the command that mints a token
 #
 # Starts one demo server per hub and node of the seed (on the seed's
 # addresses), healthcheckd, two route agents, HAProxy (master-worker) and
@@ -47,7 +53,7 @@ die() { echo "demo: $*" >&2; exit 1; }
 
 seed=$here/seed.conf dir= http=8080 https=8443 proxy=8081 agents=12345,12346
 agent_stats=9101,9102 hc_stats=9110 cache=0 tls_front=${TLS_FRONT:-stunnel}
-etcd=0 etcd_ports=2379,2380
+etcd=0 etcd_ports=2379,2380 auth=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--seed) seed=${2:?}; shift 2 ;;
@@ -62,6 +68,7 @@ while [ $# -gt 0 ]; do
 	--tls-front) tls_front=${2:?}; shift 2 ;;
 	--etcd) etcd=1; shift ;;
 	--etcd-ports) etcd_ports=${2:?}; shift 2 ;;
+	--auth) auth=1; shift ;;
 	-h|--help) usage 0 ;;
 	*) echo "demo: unknown argument $1" >&2; usage 1 >&2 ;;
 	esac
@@ -263,6 +270,22 @@ if [ $have_tls = 1 ] && [ "$tls_front" = haproxy ]; then
 	tls_env=(SG_HTTPS_BIND=127.0.0.1:$https SG_TLS_CRT=$dir/certs/server.pem SG_TLS_TICKETS=$dir/ticket.keys.haproxy)
 fi
 
+# Access control (--auth): the demo key pair and the agents' key file.
+auth_args=() auth_env=()
+if [ $auth = 1 ]; then
+	command -v openssl >/dev/null || die "--auth: the openssl command is needed (Debian package openssl)"
+	mkdir -p "$dir/auth"
+	if [ ! -s "$dir/auth/demo-1.key.pem" ] || [ ! -s "$dir/auth/demo-1.pub.pem" ]; then
+		(umask 077; openssl ecparam -name prime256v1 -genkey -noout -out "$dir/auth/demo-1.key.pem") &&
+			openssl ec -in "$dir/auth/demo-1.key.pem" -pubout -out "$dir/auth/demo-1.pub.pem" 2>/dev/null ||
+			die "--auth: cannot make the demo key pair in $dir/auth"
+	fi
+	printf '# kid  public key (relative to this file); route-agent reloads it on SIGHUP\ndemo-1 demo-1.pub.pem\n' \
+		>"$dir/auth/keys"
+	auth_args=(--auth-keys "$dir/auth/keys")
+	auth_env=(SG_AUTH=1)
+fi
+
 # --- processes ------------------------------------------------------------------
 declare -A server_addr=()
 while read -r kind name addr _dc; do
@@ -278,9 +301,9 @@ if [ $have_hc = 1 ]; then
 	health=(--health "$dir/health.sock")
 fi
 start route-agent-1 "$build/route-agent" --listen "127.0.0.1:$agent1" --seed "$seed_arg" \
-	--stats "127.0.0.1:$astats1" "${health[@]}" "${cache_a1[@]}"
+	--stats "127.0.0.1:$astats1" "${health[@]}" "${cache_a1[@]}" "${auth_args[@]}"
 start route-agent-2 "$build/route-agent" --listen "127.0.0.1:$agent2" --seed "$seed_arg" \
-	--stats "127.0.0.1:$astats2" "${health[@]}" "${cache_a2[@]}"
+	--stats "127.0.0.1:$astats2" "${health[@]}" "${cache_a2[@]}" "${auth_args[@]}"
 
 for name in "${!server_addr[@]}"; do
 	wait_tcp "${server_addr[$name]##*:}" "$name"
@@ -293,7 +316,7 @@ wait_tcp "$agent2" route-agent-2
 start haproxy env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$dir SG_CONF_DIR=$here \
 	SG_USER=root SG_GROUP=root \
 	SG_AGENT1=127.0.0.1:$agent1 SG_AGENT2=127.0.0.1:$agent2 SG_DC=$local_dc SG_ROUTE_CACHE=$cache \
-	"${tls_env[@]}" "$here/run-haproxy.sh" "$dir/backends.cfg"
+	"${tls_env[@]}" "${auth_env[@]}" "$here/run-haproxy.sh" "$dir/backends.cfg"
 wait_tcp "$http" haproxy
 if [ $have_tls = 1 ]; then
 	case "$tls_front" in
@@ -324,6 +347,17 @@ cat <<EOF
   curl -s http://127.0.0.1:$astats1/metrics                 # route agent 1
   kill -USR2 \$(cat $dir/haproxy.pid)                        # hitless HAProxy reload
 EOF
+if [ $auth = 1 ]; then
+	cat <<EOF
+
+Access control is on (SG_AUTH=1): project paths need a token (401 without, 403 for another project).
+  token=\$($build/seedctl token --key $dir/auth/demo-1.key.pem --user alice --project $project --ttl 3600)
+  curl -si -b "sg_token=\$token" http://127.0.0.1:$http/$project/           # -> node $node, as alice
+  curl -si -H "Authorization: Bearer \$token" http://127.0.0.1:$http/$project/
+  curl -si http://127.0.0.1:$http/$project/                                  # 401
+  curl -s http://127.0.0.1:$astats1/metrics | grep '^seedgate_auth_'
+EOF
+fi
 if [ $etcd = 1 ]; then
 	cat <<EOF
 

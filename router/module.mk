@@ -21,7 +21,7 @@ BINS  += $(B)/seedctl
 # seedctl health prints healthcheckd's table with libhc (no libev needed).
 # The etcd commands use libseeddir's blocking client (libcurl, json-c).
 $(call objs_of,$(SEEDCTL_SRCS)): EXTRA_CFLAGS += $(CURL_CFLAGS) $(JSONC_CFLAGS)
-$(eval $(call program,$(B)/seedctl,$(SEEDCTL_SRCS),$(B)/libseeddir.a $(ROUTER_LIB) $(B)/libhc.a,$(ROUTER_LIBS) $(SEEDDIR_LIBS)))
+$(eval $(call program,$(B)/seedctl,$(SEEDCTL_SRCS),$(B)/libseeddir.a $(SGJWT_LIB) $(ROUTER_LIB) $(B)/libhc.a,$(ROUTER_LIBS) $(SEEDDIR_LIBS) $(SGJWT_LIBS)))
 endif
 
 # Unit tests, one per concept.

@@ -26,6 +26,7 @@ static const struct {
 	{ "del",     seedctl_del,     "remove one record of the directory in etcd" },
 	{ "drain",   seedctl_drain,   "set state=drain on a hub or node in etcd (--undrain: back up)" },
 	{ "register", seedctl_register, "keep a node/hub in etcd under a lease while running" },
+	{ "token",   seedctl_token,   "mint a project access token (ES256 JWT) with a private key" },
 };
 
 static void usage(FILE *f)

@@ -29,6 +29,7 @@ int seedctl_put(int argc, char **argv);
 int seedctl_del(int argc, char **argv);
 int seedctl_drain(int argc, char **argv);
 int seedctl_register(int argc, char **argv);
+int seedctl_token(int argc, char **argv);
 
 /* Loads a seed directory: a file, or etcd://HOST:PORT[,...]/PREFIX (read
  * at one revision). On error prints "file:line: message" (or

@@ -7,7 +7,7 @@
 ROUTE_AGENT_SRCS := $(sort $(wildcard spoe-agents/route/route_*.c))
 
 BINS += $(B)/route-agent
-$(eval $(call program,$(B)/route-agent,$(ROUTE_AGENT_SRCS),$(SPOP_LIB) $(SEEDDIR_LIB) $(B)/libhc.a $(B)/librouter.a,$(SEEDDIR_LIBS) $(EV_LIBS) $(XXH_LIBS)))
+$(eval $(call program,$(B)/route-agent,$(ROUTE_AGENT_SRCS),$(SPOP_LIB) $(SEEDDIR_LIB) $(SGJWT_LIB) $(B)/libhc.a $(B)/librouter.a,$(SEEDDIR_LIBS) $(SGJWT_LIBS) $(EV_LIBS) $(XXH_LIBS)))
 
 # Unit tests of the agent's own pieces (health table, views and holder).
 ROUTE_VIEW_OBJS := $(call objs_of,spoe-agents/route/route_view.c spoe-agents/route/route_health.c)

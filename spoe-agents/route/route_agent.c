@@ -2,6 +2,7 @@
  * route_agent.c — the decision handler that runs on the SPOP workers.
  */
 #include "route_agent.h"
+#include "route_auth.h"
 
 #include <ev.h>
 #include <stdatomic.h>
@@ -28,6 +29,7 @@ struct route_worker {
 struct route_message {
 	struct route_agent *agent;
 	enum spop_scope scope;
+	bool auth;                           /* `route-auth`: also check the credential */
 };
 
 struct route_agent {
@@ -37,6 +39,8 @@ struct route_agent {
 	struct route_worker *workers;        /* nworkers, 64-byte aligned */
 	struct route_message txn_msg;        /* `route` */
 	struct route_message sess_msg;       /* `route-sess` */
+	struct route_message auth_msg;       /* `route-auth` (access control, route_auth.h) */
+	struct route_auth *auth;             /* NULL: no --auth-keys, every project request 401 */
 };
 
 /* Single-writer counter bump: a relaxed load and store, no locked
@@ -224,6 +228,10 @@ static void route_on_message(void *udata, unsigned worker, const struct spop_arg
 		return;
 	}
 	rc = sess ? answer_sess(ack, &dec, path, len) : answer_txn(ack, &dec);
+	/* Access control hook: project paths only, hub paths are unaffected. */
+	if (m->auth && dec.is_project)
+		rc |= a->auth ? route_auth_answer(a->auth, worker, w->loop ? ev_now(w->loop) : 0, args, &dec, ack)
+			      : spop_ack_set_str(ack, SPOP_SCOPE_TXN, "auth", "401", 3);
 	if (rc)
 		worker_count(&w->ack_overflow);
 	worker_count(&w->decisions[dec.why]);
@@ -280,6 +288,7 @@ struct route_agent *route_agent_new(struct route_view_holder *holder, unsigned w
 	a->holder = holder;
 	a->txn_msg = (struct route_message){ .agent = a, .scope = SPOP_SCOPE_TXN };
 	a->sess_msg = (struct route_message){ .agent = a, .scope = SPOP_SCOPE_SESS };
+	a->auth_msg = (struct route_message){ .agent = a, .scope = SPOP_SCOPE_TXN, .auth = true };
 	return a;
 }
 
@@ -295,9 +304,16 @@ void route_agent_configure(struct route_agent *a, struct spop_runtime_config *cf
 /* See route_agent.h. */
 int route_agent_attach(struct route_agent *a, struct spop_runtime *rt)
 {
-	if (spop_runtime_on(rt, "route", route_on_message, &a->txn_msg) == -1)
+	if (spop_runtime_on(rt, "route", route_on_message, &a->txn_msg) == -1 ||
+	    spop_runtime_on(rt, "route-auth", route_on_message, &a->auth_msg) == -1)
 		return -1;
 	return spop_runtime_on(rt, "route-sess", route_on_message, &a->sess_msg);
+}
+
+/* See route_agent.h. */
+void route_agent_set_auth(struct route_agent *a, struct route_auth *auth)
+{
+	a->auth = auth;
 }
 
 /* See route_agent.h. */

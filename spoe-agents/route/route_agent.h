@@ -2,7 +2,8 @@
  * route_agent.h — the `route` and `route-sess` SPOE messages: per-worker
  * state, the decision handler and its counters.
  *
- * `route` answers in scope txn (per-request routing); `route-sess` makes the
+ * `route` answers in scope txn (per-request routing); `route-auth` is `route`
+ * plus the access-control answer (route_auth.h); `route-sess` makes the
  * same decision and answers in scope sess, for haproxy.cfg's decision cache
  * (SG_ROUTE_CACHE=1): dest = "<backend>/<node>/<why>" (node empty for the
  * hubs), then key, the path's first segment as HAProxy's `path,field(2,/)`
@@ -26,6 +27,7 @@
 #include "route_view.h"
 
 struct route_agent;
+struct route_auth;
 
 /* Longest first path segment the decision cache keys on (a project id is
  * 36 characters); a longer one is never cached. */
@@ -46,6 +48,9 @@ void route_agent_configure(struct route_agent *a, struct spop_runtime_config *cf
 /* Registers the `route` and `route-sess` message handlers on rt (before
  * spop_runtime_start). 0, or -1 when the runtime refuses one. */
 int route_agent_attach(struct route_agent *a, struct spop_runtime *rt);
+/* Access control for `route-auth` (borrowed; before spop_runtime_start).
+ * Without it `route-auth` answers auth=401 for every project path. */
+void route_agent_set_auth(struct route_agent *a, struct route_auth *auth);
 /* Sums the workers' counters (any thread). */
 void route_agent_counts(const struct route_agent *a, struct route_agent_counts *out);
 /* Frees the agent and the views its workers still hold. Call after the

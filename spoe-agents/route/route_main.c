@@ -22,6 +22,7 @@
 #include "router.h"
 #include "spop_runtime.h"
 #include "route_agent.h"
+#include "route_auth.h"
 #include "route_health.h"
 #include "route_log.h"
 #include "route_view.h"
@@ -53,6 +54,9 @@ struct route_options {
 	unsigned idle_timeout_ms;
 	unsigned max_connections;
 	bool check, use_syslog;
+	const char *auth_keys;               /* --auth-keys: access control on */
+	unsigned auth_cache;
+	unsigned auth_from;
 };
 
 /* The daemon: what the main thread owns. */
@@ -63,6 +67,8 @@ struct route_daemon {
 	struct route_view_holder *holder;
 	struct route_view *current;          /* main's ref to the latest published view */
 	struct route_agent *agent;
+	struct route_auth *auth;             /* NULL without --auth-keys */
+	uint64_t auth_reloads_ok, auth_reloads_error;
 	struct spop_runtime *rt;
 	struct sd_source *seeds;             /* the seed directory: file or etcd */
 	struct hc_metrics_server *stats;
@@ -113,10 +119,18 @@ static void usage(FILE *out)
 		"                           AGENT-DISCONNECT 13 (default: what the open-files limit\n"
 		"                           allows, less a reserve of %u; the soft limit is raised\n"
 		"                           to the hard one at start)\n"
+		"      --auth-keys FILE     project access control: the ES256 public keys, one\n"
+		"                           'KID PEM-FILE' per line (reloaded on SIGHUP); the\n"
+		"                           `route-auth` message then answers txn.route.auth\n"
+		"                           (401/403) or txn.route.user and txn.route.cookie\n"
+		"                           (docs/access-control.md)\n"
+		"      --auth-from LIST     credentials read: cookie,bearer (default both; a\n"
+		"                           Bearer Authorization header wins over the cookie)\n"
+		"      --auth-cache N       verified tokens cached per worker (default %u)\n"
 		"      --syslog             log to syslog instead of stderr\n"
 		"  -c, --check              check the seed directory (and --dc) and exit 0/1\n"
 		"  -h, --help               this text\n",
-		SPOP_DEFAULT_IDLE_TIMEOUT_MS, ROUTE_FD_RESERVE);
+		SPOP_DEFAULT_IDLE_TIMEOUT_MS, ROUTE_FD_RESERVE, ROUTE_AUTH_CACHE_DEFAULT);
 }
 
 /* Strict unsigned parse: whole string, in [min, max]. */
@@ -147,10 +161,40 @@ static unsigned long opt_uint(const char *name, const char *arg, unsigned long m
 	return v;
 }
 
+/* --auth-from: "cookie", "bearer" or both, comma-separated; exits 2 on
+ * anything else. */
+static unsigned parse_auth_from(const char *arg)
+{
+	unsigned from = 0;
+	const char *p = arg;
+
+	while (*p) {
+		size_t n = strcspn(p, ",");
+
+		if (n == 6 && strncmp(p, "cookie", 6) == 0)
+			from |= ROUTE_AUTH_FROM_COOKIE;
+		else if (n == 6 && strncmp(p, "bearer", 6) == 0)
+			from |= ROUTE_AUTH_FROM_BEARER;
+		else {
+			fprintf(stderr, "route-agent: --auth-from: expected cookie, bearer or cookie,bearer, got '%s'\n", arg);
+			exit(2);
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	if (!from) {
+		fprintf(stderr, "route-agent: --auth-from: expected cookie, bearer or cookie,bearer, got '%s'\n", arg);
+		exit(2);
+	}
+	return from;
+}
+
 /* Fills opt from argv; exits 0 on --help, 2 on a usage error. */
 static void parse_options(int argc, char **argv, struct route_options *opt)
 {
-	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN, OPT_SEED_CACHE };
+	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN, OPT_SEED_CACHE, OPT_AUTH_KEYS, OPT_AUTH_FROM,
+	       OPT_AUTH_CACHE };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "seed", required_argument, NULL, 's' },
@@ -163,6 +207,9 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE },
 		{ "max-connections", required_argument, NULL, OPT_MAXCONN },
 		{ "syslog", no_argument, NULL, OPT_SYSLOG },
+		{ "auth-keys", required_argument, NULL, OPT_AUTH_KEYS },
+		{ "auth-from", required_argument, NULL, OPT_AUTH_FROM },
+		{ "auth-cache", required_argument, NULL, OPT_AUTH_CACHE },
 		{ "check", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -171,6 +218,7 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 
 	memset(opt, 0, sizeof(*opt));
 	opt->workers = 1;
+	opt->auth_cache = ROUTE_AUTH_CACHE_DEFAULT;
 	while ((c = getopt_long(argc, argv, "l:s:d:w:H:S:ch", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -187,6 +235,11 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		case 'S': opt->stats = optarg; break;
 		case 'c': opt->check = true; break;
 		case OPT_SYSLOG: opt->use_syslog = true; break;
+		case OPT_AUTH_KEYS: opt->auth_keys = optarg; break;
+		case OPT_AUTH_FROM: opt->auth_from = parse_auth_from(optarg); break;
+		case OPT_AUTH_CACHE:
+			opt->auth_cache = (unsigned)opt_uint("--auth-cache", optarg, 4, 1u << 24, "4..16777216");
+			break;
 		case 'w': opt->workers = (unsigned)opt_uint("--workers", optarg, 1, 256, "1..256"); break;
 		case OPT_MFS:
 			opt->max_frame_size = (uint32_t)opt_uint("--max-frame-size", optarg, 256, 1u << 20, "256..1048576");
@@ -419,6 +472,44 @@ static void on_feed_retry(void *udata, unsigned failures, const char *why, doubl
 		  d->feed_ever_connected ? "lost" : "not reachable", failures, why, retry_in);
 }
 
+/* Access control counters (only with --auth-keys). */
+static void render_auth_metrics(struct route_daemon *d, struct hc_text *t)
+{
+	struct route_auth_counts a;
+
+	if (!d->auth)
+		return;
+	route_auth_counts(d->auth, &a);
+	hc_text_printf(t, "# HELP seedgate_auth_results_total Project access checks by outcome (ok; 401: missing, expired, bad_signature, bad_alg, unknown_kid, malformed; 403: forbidden).\n"
+			  "# TYPE seedgate_auth_results_total counter\n");
+	for (unsigned k = 0; k < SG_JWT_RESULT_COUNT; k++)
+		hc_text_printf(t, "seedgate_auth_results_total{result=\"%s\"} %llu\n",
+			       sg_jwt_result_str((enum sg_jwt_result)k), (unsigned long long)a.results[k]);
+	hc_text_printf(t, "# HELP seedgate_auth_cache_hits_total Tokens found in a worker's verified-token cache.\n"
+			  "# TYPE seedgate_auth_cache_hits_total counter\n"
+			  "seedgate_auth_cache_hits_total %llu\n"
+			  "# HELP seedgate_auth_cache_misses_total Tokens verified (ECDSA) because no cache entry held them.\n"
+			  "# TYPE seedgate_auth_cache_misses_total counter\n"
+			  "seedgate_auth_cache_misses_total %llu\n"
+			  "# HELP seedgate_auth_cache_entries Verified tokens held by the workers' caches.\n"
+			  "# TYPE seedgate_auth_cache_entries gauge\n"
+			  "seedgate_auth_cache_entries %llu\n"
+			  "# HELP seedgate_auth_cache_flushes_total Worker caches emptied because a new key set was loaded.\n"
+			  "# TYPE seedgate_auth_cache_flushes_total counter\n"
+			  "seedgate_auth_cache_flushes_total %llu\n"
+			  "# HELP seedgate_auth_keys Public keys in the key set in use.\n"
+			  "# TYPE seedgate_auth_keys gauge\n"
+			  "seedgate_auth_keys %u\n"
+			  "# HELP seedgate_auth_key_reloads_total Key file loads by result.\n"
+			  "# TYPE seedgate_auth_key_reloads_total counter\n"
+			  "seedgate_auth_key_reloads_total{result=\"ok\"} %llu\n"
+			  "seedgate_auth_key_reloads_total{result=\"error\"} %llu\n",
+		       (unsigned long long)a.cache_hits, (unsigned long long)a.cache_misses,
+		       (unsigned long long)a.cache_entries, (unsigned long long)a.cache_flushes,
+		       route_auth_key_count(d->auth), (unsigned long long)d->auth_reloads_ok,
+		       (unsigned long long)d->auth_reloads_error);
+}
+
 /* Prometheus text for GET /metrics. */
 static void render_metrics(void *udata, struct hc_text *t)
 {
@@ -440,6 +531,8 @@ static void render_metrics(void *udata, struct hc_text *t)
 	hc_text_printf(t, "# HELP seedgate_route_errors_total Messages answered with an empty ACK.\n"
 			  "# TYPE seedgate_route_errors_total counter\n"
 			  "seedgate_route_errors_total %llu\n", (unsigned long long)c.errors);
+
+	render_auth_metrics(d, t);
 
 	hc_text_printf(t, "# HELP seedgate_spop_disconnects_total AGENT-DISCONNECT frames sent, by status.\n"
 			  "# TYPE seedgate_spop_disconnects_total counter\n");
@@ -547,7 +640,27 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
-/* SIGHUP: reload the seed directory. */
+/* (Re)loads --auth-keys and publishes the set; a bad file keeps the keys
+ * in use and is logged with file:line. Workers take the new set (and
+ * forget the tokens they verified) at their next message. */
+static int reload_auth_keys(struct route_daemon *d, const char *reason)
+{
+	char err[600], kids[400];
+
+	if (route_auth_load(d->auth, d->opt.auth_keys, err, sizeof(err)) == -1) {
+		d->auth_reloads_error++;
+		route_log(LOG_ERR, "auth keys reload failed, keeping the keys in use: %s", err);
+		return -1;
+	}
+	d->auth_reloads_ok++;
+	route_auth_describe(d->auth, kids, sizeof(kids));
+	route_log(LOG_NOTICE, "auth keys loaded from %s: %u key%s (%s)%s%s", d->opt.auth_keys,
+		  route_auth_key_count(d->auth), route_auth_key_count(d->auth) == 1 ? "" : "s", kids,
+		  reason ? "; " : "", reason ? reason : "");
+	return 0;
+}
+
+/* SIGHUP: reload the seed directory and the auth keys. */
 static void on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct route_daemon *d = w->data;
@@ -557,6 +670,8 @@ static void on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	route_log(LOG_INFO, "SIGHUP: reloading %s", d->opt.seed);
 	if (d->seeds)
 		sd_source_request(d->seeds, "SIGHUP");
+	if (d->auth)
+		reload_auth_keys(d, "SIGHUP");
 }
 
 /* The seed source of --seed (file or etcd) on loop. check: no local copy
@@ -609,6 +724,16 @@ static int check_only(const struct route_options *opt)
 	describe_dir(dir, desc, sizeof(desc));
 	printf("%s: ok (%s; local datacenter %s)\n", opt->seed, desc, router_dir_dc_name(dir, (unsigned)dc));
 	router_dir_release(&dir);
+	if (opt->auth_keys) {
+		struct sg_jwt_keys *keys = sg_jwt_keys_load(opt->auth_keys, err, sizeof(err));
+
+		if (!keys) {
+			print_escaped(stderr, err);
+			return 1;
+		}
+		printf("%s: ok (%u keys)\n", opt->auth_keys, sg_jwt_keys_count(keys));
+		sg_jwt_keys_release(&keys);
+	}
 	return 0;
 }
 
@@ -691,6 +816,25 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		return -1;
 	}
 	route_agent_configure(d->agent, &cfg);
+	if (d->opt.auth_keys) {
+		d->auth = route_auth_new(d->opt.workers, d->opt.auth_cache, d->opt.auth_from);
+		if (!d->auth) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		if (route_auth_load(d->auth, d->opt.auth_keys, err, errlen) == -1)
+			return -1;
+		d->auth_reloads_ok = 1;
+		route_agent_set_auth(d->agent, d->auth);
+		{
+			char kids[400];
+
+			route_auth_describe(d->auth, kids, sizeof(kids));
+			route_log(LOG_NOTICE, "access control on: %u key%s from %s (%s); %u cached tokens per worker",
+				  route_auth_key_count(d->auth), route_auth_key_count(d->auth) == 1 ? "" : "s",
+				  d->opt.auth_keys, kids, d->opt.auth_cache);
+		}
+	}
 	d->rt = spop_runtime_new(&cfg, err, errlen);
 	if (!d->rt)
 		return -1;
@@ -736,6 +880,7 @@ static void daemon_teardown(struct route_daemon *d)
 		ev_signal_stop(d->loop, &d->sig_hup);
 	}
 	route_agent_free(&d->agent);
+	route_auth_free(&d->auth);
 	route_view_release(&d->current);
 	route_view_holder_free(&d->holder);
 	route_health_free(&d->health);

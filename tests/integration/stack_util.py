@@ -6,8 +6,13 @@ harness.free_port() and every file in the test's temp dir.
 
     info = start_stack(stack, seed_path, agents=2, cache=False,
                        health_feed=None, stunnel=False, agent_args=(),
-                       haproxy_env=None, agent_seed=None)
+                       haproxy_env=None, agent_seed=None, auth=False)
     restart_agent(stack, info, 0)
+
+auth=True turns project access control on (docs/access-control.md): a
+P-256 key pair "k1" under <tmp>/auth/ (openssl CLI), the key file
+<tmp>/auth/keys given to every agent (--auth-keys), SG_AUTH=1 for HAProxy;
+info.auth holds the paths, make_auth_key() adds keys, mint_token() mints.
 
 One demo server per hub and node of the seed, on the seed's address (write
 seeds with ports from free_port()); `agents` route agents (reading
@@ -54,6 +59,58 @@ class StackInfo:
     stunnel: Optional[Proc] = None
     ca_file: Optional[str] = None       # CA of the stunnel certificate
     targets: List[tuple] = field(default_factory=list)   # (kind, name, addr, dc)
+    auth: Optional["AuthInfo"] = None   # access control, when started with auth=True
+
+
+@dataclass
+class AuthInfo:
+    dir: str                            # <tmp>/auth: key pairs and the key file
+    keys_file: str                      # what --auth-keys names: "KID PEM" lines
+    private: Dict[str, str]             # kid -> private key PEM (for seedctl token)
+
+
+def make_auth_key(auth_dir, kid):
+    """A P-256 key pair <kid>.key.pem / <kid>.pub.pem in auth_dir (openssl
+    CLI, as demo.sh does). Returns (private, public) paths."""
+    os.makedirs(auth_dir, exist_ok=True)
+    priv = os.path.join(auth_dir, f"{kid}.key.pem")
+    pub = os.path.join(auth_dir, f"{kid}.pub.pem")
+    for argv in (["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", priv],
+                 ["openssl", "ec", "-in", priv, "-pubout", "-out", pub]):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        assert r.returncode == 0, f"{argv}: {r.stderr}"
+    return priv, pub
+
+
+def write_auth_keys(auth, kids):
+    """Rewrites the key file to list exactly `kids` (atomic rename)."""
+    tmp = auth.keys_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("# kid  public key (relative to this file)\n")
+        for kid in kids:
+            f.write(f"{kid} {kid}.pub.pem\n")
+    os.rename(tmp, auth.keys_file)
+
+
+def mint_token(auth, user, projects, kid="k1", ttl=300, now=None):
+    """A token from `seedctl token` with kid's private key."""
+    argv = [harness.bin_path("seedctl"), "token", "--key", auth.private[kid], "--kid", kid,
+            "--user", user, "--ttl", str(ttl)]
+    for p in projects:
+        argv += ["--project", p]
+    if now is not None:
+        argv += ["--now", str(int(now))]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    assert r.returncode == 0, f"seedctl token failed: {r.stderr}"
+    return r.stdout.strip()
+
+
+def _setup_auth(stack):
+    d = stack.path("auth")
+    priv, _pub = make_auth_key(d, "k1")
+    auth = AuthInfo(dir=d, keys_file=os.path.join(d, "keys"), private={"k1": priv})
+    write_auth_keys(auth, ["k1"])
+    return auth
 
 
 def seed_targets(seed_path):
@@ -122,7 +179,7 @@ def _start_agent(stack, i, argv, port):
 
 
 def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
-                stunnel=False, agent_args=(), haproxy_env=None, agent_seed=None):
+                stunnel=False, agent_args=(), haproxy_env=None, agent_seed=None, auth=False):
     """Starts demo servers, route agents, HAProxy (and stunnel) for seed_path.
     Returns a StackInfo once every port accepts connections."""
     seed_path = os.path.abspath(seed_path)
@@ -132,6 +189,9 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
         harness.check_socket_path(stack.path(sock))
     dcs, targets = seed_targets(seed_path)
     agent_args = [str(a) for a in agent_args]
+    auth_info = _setup_auth(stack) if auth else None
+    if auth_info:
+        agent_args += ["--auth-keys", auth_info.keys_file]
     dc = dcs[0] if dcs else "default"
     if "--dc" in agent_args:
         dc = agent_args[agent_args.index("--dc") + 1]
@@ -180,6 +240,8 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
         # run-haproxy.sh takes HAProxy from HAPROXY, like every test.
         "HAPROXY": harness.HAPROXY,
     }
+    if auth_info:
+        env["SG_AUTH"] = "1"
     env.update(haproxy_env or {})
     hap = stack.start("haproxy", [os.path.join(CONF_DIR, "run-haproxy.sh"), gen_cfg], env=env)
     stack.wait_port(http_port, hap, timeout=10.0)
@@ -189,7 +251,8 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
                      agent_ports=agent_ports, agent_procs=agent_procs,
                      agent_stats_ports=stats_ports, agent_argvs=argvs, haproxy=hap,
                      servers=servers, server_ports=server_ports, admin_sock=admin_sock,
-                     gen_cfg=gen_cfg, seed_path=seed_path, dc=dc, env=env, targets=targets)
+                     gen_cfg=gen_cfg, seed_path=seed_path, dc=dc, env=env, targets=targets,
+                     auth=auth_info)
     if agents:
         wait_agents_up(info)
     if stunnel:

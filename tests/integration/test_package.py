@@ -107,7 +107,7 @@ def help_text(binary, *args):
 
 
 SEEDCTL_CMDS = ("check", "where", "stats", "haproxy", "health", "import", "export", "put", "del",
-                "drain", "register")
+                "drain", "register", "token")
 
 
 @pytest.mark.parametrize("binary", ["route-agent", "healthcheckd", "seedctl"])
