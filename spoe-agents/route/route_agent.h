@@ -46,6 +46,10 @@ void route_agent_configure(struct route_agent *a, struct spop_runtime_config *cf
 /* Registers the `route` and `route-sess` message handlers on rt (before
  * spop_runtime_start). 0, or -1 when the runtime refuses one. */
 int route_agent_attach(struct route_agent *a, struct spop_runtime *rt);
+/* Publishes the project decisions that name a node through m (the map
+ * cache, route_map.h); before the workers start. NULL: none. */
+struct route_map;
+void route_agent_set_map(struct route_agent *a, struct route_map *m);
 /* Sums the workers' counters (any thread). */
 void route_agent_counts(const struct route_agent *a, struct route_agent_counts *out);
 /* Frees the agent and the views its workers still hold. Call after the

@@ -24,6 +24,7 @@
 #include "route_agent.h"
 #include "route_health.h"
 #include "route_log.h"
+#include "route_map.h"
 #include "route_view.h"
 #include "hc_sdnotify.h"
 #include "hc_feed.h"
@@ -52,6 +53,9 @@ struct route_options {
 	uint32_t max_frame_size;
 	unsigned idle_timeout_ms;
 	unsigned max_connections;
+	const char *haproxy_socket;          /* map cache: HAProxy's admin socket */
+	const char *map_file;                /* map cache: this agent's map */
+	unsigned map_max;
 	bool check, use_syslog;
 };
 
@@ -63,6 +67,7 @@ struct route_daemon {
 	struct route_view_holder *holder;
 	struct route_view *current;          /* main's ref to the latest published view */
 	struct route_agent *agent;
+	struct route_map *map;               /* --map-file: the map publisher */
 	struct spop_runtime *rt;
 	struct sd_source *seeds;             /* the seed directory: file or etcd */
 	struct hc_metrics_server *stats;
@@ -113,10 +118,18 @@ static void usage(FILE *out)
 		"                           AGENT-DISCONNECT 13 (default: what the open-files limit\n"
 		"                           allows, less a reserve of %u; the soft limit is raised\n"
 		"                           to the hard one at start)\n"
+		"      --haproxy-socket PATH  map cache: HAProxy's admin socket (runtime API) the\n"
+		"                           decisions are published through (with --map-file)\n"
+		"      --map-file PATH      map cache: this agent's HAProxy map, named as haproxy.cfg\n"
+		"                           names it (SG_ROUTE_MAP=1: ${SG_RUN_DIR}/route-agentN.map);\n"
+		"                           the agent owns it: cleared at start, project decisions\n"
+		"                           added, changed on health, drain and directory changes\n"
+		"      --map-max N          map cache: entries at most (default %u); at the cap the\n"
+		"                           most recently used half stays\n"
 		"      --syslog             log to syslog instead of stderr\n"
 		"  -c, --check              check the seed directory (and --dc) and exit 0/1\n"
 		"  -h, --help               this text\n",
-		SPOP_DEFAULT_IDLE_TIMEOUT_MS, ROUTE_FD_RESERVE);
+		SPOP_DEFAULT_IDLE_TIMEOUT_MS, ROUTE_FD_RESERVE, ROUTE_MAP_MAX_DEFAULT);
 }
 
 /* Strict unsigned parse: whole string, in [min, max]. */
@@ -150,7 +163,7 @@ static unsigned long opt_uint(const char *name, const char *arg, unsigned long m
 /* Fills opt from argv; exits 0 on --help, 2 on a usage error. */
 static void parse_options(int argc, char **argv, struct route_options *opt)
 {
-	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN, OPT_SEED_CACHE };
+	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN, OPT_SEED_CACHE, OPT_HSOCK, OPT_MAPFILE, OPT_MAPMAX };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "seed", required_argument, NULL, 's' },
@@ -162,6 +175,9 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		{ "max-frame-size", required_argument, NULL, OPT_MFS },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE },
 		{ "max-connections", required_argument, NULL, OPT_MAXCONN },
+		{ "haproxy-socket", required_argument, NULL, OPT_HSOCK },
+		{ "map-file", required_argument, NULL, OPT_MAPFILE },
+		{ "map-max", required_argument, NULL, OPT_MAPMAX },
 		{ "syslog", no_argument, NULL, OPT_SYSLOG },
 		{ "check", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
@@ -171,6 +187,7 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 
 	memset(opt, 0, sizeof(*opt));
 	opt->workers = 1;
+	opt->map_max = ROUTE_MAP_MAX_DEFAULT;
 	while ((c = getopt_long(argc, argv, "l:s:d:w:H:S:ch", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -187,6 +204,11 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		case 'S': opt->stats = optarg; break;
 		case 'c': opt->check = true; break;
 		case OPT_SYSLOG: opt->use_syslog = true; break;
+		case OPT_HSOCK: opt->haproxy_socket = optarg; break;
+		case OPT_MAPFILE: opt->map_file = optarg; break;
+		case OPT_MAPMAX:
+			opt->map_max = (unsigned)opt_uint("--map-max", optarg, 2, ROUTE_MAP_MAX_LIMIT, "2..1000000");
+			break;
 		case 'w': opt->workers = (unsigned)opt_uint("--workers", optarg, 1, 256, "1..256"); break;
 		case OPT_MFS:
 			opt->max_frame_size = (uint32_t)opt_uint("--max-frame-size", optarg, 256, 1u << 20, "256..1048576");
@@ -213,6 +235,10 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 	if (!opt->seed) {
 		fprintf(stderr, "route-agent: --seed FILE|etcd://... is required\n");
 		usage(stderr);
+		exit(2);
+	}
+	if (!opt->haproxy_socket != !opt->map_file) {
+		fprintf(stderr, "route-agent: --haproxy-socket and --map-file go together (the map cache)\n");
 		exit(2);
 	}
 	if (!opt->check && opt->nlisten == 0) {
@@ -278,6 +304,8 @@ static int publish_view(struct route_daemon *d, struct router_dir *dir, unsigned
 	route_view_release(&d->current);
 	d->current = route_view_ref(v);
 	route_view_holder_publish(d->holder, v);
+	if (d->map)
+		route_map_view(d->map, v, route_view_holder_generation(d->holder));
 	/* the view marks drained targets too (no new requests); the log and
 	 * the gauge count failures only */
 	if (ndown - ndrain != d->last_ndown || ndrain != d->ndrain)
@@ -534,6 +562,8 @@ static void render_metrics(void *udata, struct hc_text *t)
 			  "# TYPE seedgate_route_workers gauge\n"
 			  "seedgate_route_workers %u\n",
 		       d->feed_connected ? 1 : 0, (unsigned long long)d->health_epoch, d->current->ndown - d->ndrain, d->ndrain, d->opt.workers);
+	if (d->map)
+		route_map_metrics(d->map, t);
 	hc_metrics_process(t, "route-agent");
 }
 
@@ -698,6 +728,22 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot register the route message");
 		return -1;
 	}
+	if (d->opt.map_file) {
+		struct route_map_config mc = {
+			.loop = d->loop, .socket = d->opt.haproxy_socket, .map_file = d->opt.map_file,
+			.max = d->opt.map_max, .workers = d->opt.workers,
+		};
+
+		d->map = route_map_new(&mc, err, errlen);
+		if (!d->map)
+			return -1;
+		if (route_map_attach(d->map, d->rt) == -1) {
+			snprintf(err, errlen, "cannot register the route-touch message");
+			return -1;
+		}
+		route_map_view(d->map, d->current, route_view_holder_generation(d->holder));
+		route_agent_set_map(d->agent, d->map);
+	}
 	for (unsigned i = 0; i < d->opt.nlisten; i++)
 		if (spop_runtime_listen(d->rt, d->opt.listen[i], err, errlen) == -1)
 			return -1;
@@ -717,7 +763,11 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 			return -1;
 		hc_feed_client_set_retry_cb(d->feed, on_feed_retry);
 	}
-	return spop_runtime_start(d->rt, err, errlen);
+	if (spop_runtime_start(d->rt, err, errlen) == -1)
+		return -1;
+	if (d->map)
+		route_map_start(d->map);
+	return 0;
 }
 
 /* Releases everything in reverse order; safe on a partial setup. */
@@ -736,6 +786,7 @@ static void daemon_teardown(struct route_daemon *d)
 		ev_signal_stop(d->loop, &d->sig_hup);
 	}
 	route_agent_free(&d->agent);
+	route_map_free(&d->map);
 	route_view_release(&d->current);
 	route_view_holder_free(&d->holder);
 	route_health_free(&d->health);
