@@ -107,6 +107,7 @@ struct route_map {
 	double last_batch;
 	unsigned backoff_ms;
 	long pid;                              /* HAProxy worker the table describes */
+	bool ok;                               /* the last batch was answered */
 
 	uint64_t adds, invalidations, rebuilds, evictions, touches, stale, batches;
 	uint64_t cmd_errors, conn_errors, resets_reload, resets_error;
@@ -464,6 +465,7 @@ static void batch_failed(struct route_map *m, const char *why)
 		route_log(LOG_WARNING, "map %s: runtime API %s: %s (%llu so far); the map starts over", m->file,
 		          m->sock, why, (unsigned long long)m->conn_errors);
 	batch_close(m);
+	m->ok = false;
 	m->resets_error++;
 	rm_reset(m);
 	ev_timer_set(&m->backoff, m->backoff_ms / 1000.0, 0.0);
@@ -606,6 +608,7 @@ static void batch_done(struct route_map *m)
 		return;
 	}
 	m->pid = pid;
+	m->ok = true;
 	m->backoff_ms = 100;
 	for (unsigned i = 0; i < m->bcmds; i++) {
 		if (!next_response(&p, end, &r, &rlen)) {
@@ -759,6 +762,8 @@ void route_map_metrics(const struct route_map *m, struct hc_text *t)
 
 	for (unsigned k = 0; k < m->nworkers; k++)
 		dropped += atomic_load_explicit(&m->rings[k].dropped, memory_order_relaxed);
+	hc_text_printf(t, "# HELP seedgate_route_map_connected 1 when HAProxy answered the publisher's last batch.\n"
+	                  "# TYPE seedgate_route_map_connected gauge\nseedgate_route_map_connected %d\n", m->ok ? 1 : 0);
 	hc_text_printf(t, "# HELP seedgate_route_map_entries Entries in this agent's HAProxy map (--map-file).\n"
 	                  "# TYPE seedgate_route_map_entries gauge\nseedgate_route_map_entries %zu\n"
 	                  "# HELP seedgate_route_map_max_entries The cap (--map-max).\n"

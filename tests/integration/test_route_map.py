@@ -53,7 +53,7 @@ def metric_sum(info, name, **labels):
     return sum(ru.metric(ru.read_metrics(p), name, **labels) or 0 for p in info.agent_stats_ports)
 
 
-def start(stack, *, health=False, agent_args=(), nodes=3):
+def start(stack, *, health=False, agent_args=(), nodes=3, agents=2, haproxy_env=None):
     ports = [harness.free_port() for _ in range(2 * (1 + nodes))]
     text, addrs = ru.seed_text(ports, hubs=1, nodes=nodes)
     seed = stack.write("seed.conf", text)
@@ -61,7 +61,8 @@ def start(stack, *, health=False, agent_args=(), nodes=3):
     if health:
         feed = stack.path("health.sock")
         hc = hu.start_healthcheckd(stack, seed, feed=feed, haproxy_socks=[stack.path("haproxy.sock")])
-    info = stack_util.start_stack(stack, seed, health_feed=feed, route_map=True, agent_args=agent_args)
+    info = stack_util.start_stack(stack, seed, health_feed=feed, route_map=True, agent_args=agent_args,
+                                  agents=agents, haproxy_env=haproxy_env)
     if health:
         w = hu.Feed(feed)
         for name in addrs:
@@ -70,10 +71,9 @@ def start(stack, *, health=False, agent_args=(), nodes=3):
             harness.wait_until(lambda p=port: ru.metric(ru.read_metrics(p), "seedgate_health_feed_connected") == 1,
                                5, what="route agents connected to the health feed")
     # the publishers reached HAProxy (their first batch cleared the maps)
-    harness.wait_until(lambda: metric_sum(info, "seedgate_route_map_batches_total") >= 2
-                       and metric_sum(info, "seedgate_route_map_api_errors_total", kind="connection") ==
-                       metric_sum(info, "seedgate_route_map_resets_total", cause="error"),
-                       5, what="map publishers connected")
+    for port in info.agent_stats_ports:
+        harness.wait_until(lambda p=port: ru.metric(ru.read_metrics(p), "seedgate_route_map_connected") == 1,
+                           5, what="map publishers connected to HAProxy")
     return info, seed, text, addrs, w
 
 
@@ -149,3 +149,151 @@ def test_node_killed_under_load(stack):
         if placed[p] != node:
             assert both_maps(info).get(p, "").endswith("/" + placed[p])
     assert metric_sum(info, "seedgate_route_map_invalidations_total") >= 1
+
+
+def agent_entries(info, i):
+    return ru.metric(ru.read_metrics(info.agent_stats_ports[i]), "seedgate_route_map_entries")
+
+
+def test_two_agents_each_fill_their_own_map(stack):
+    info, seed, _text, _addrs, _w = start(stack)
+    pids = IDS[:40]
+    placed = warm(info, pids)
+    # each map holds exactly what its own agent says it published, and the
+    # two agree wherever both answered the same project
+    for i in (0, 1):
+        harness.wait_until(lambda i=i: agent_entries(info, i) == len(show_map(info, i)), 2,
+                           what=f"agent {i + 1}'s map as it counts it")
+    assert len(show_map(info, 0)) > 0 and len(show_map(info, 1)) > 0
+    for pid in pids:
+        assert placed[pid] == stack_util.where(seed, pid, dc="us-east"), pid
+    assert metric_sum(info, "seedgate_route_map_api_errors_total", kind="command") == 0
+
+
+def poll_change(info, pred, t0, what, timeout=1.0):
+    """Polls the maps until pred(maps) holds; returns the seconds since t0."""
+    harness.wait_until(lambda: pred(both_maps(info)), timeout, interval=0.002, what=what)
+    return time.monotonic() - t0
+
+
+def seed_generation_moved(info, gen):
+    """The monotonic time at which every agent reports seed generation gen."""
+    harness.wait_until(lambda: all(ru.metric(ru.read_metrics(p), "seedgate_seed_generation") == gen
+                                   for p in info.agent_stats_ports), 3, interval=0.002,
+                       what=f"seed generation {gen} in every agent")
+    return time.monotonic()
+
+
+def test_drain_and_directory_change_follow_within_100ms(stack):
+    # one agent: every entry in one map, so the directory change below
+    # changes more entries than the del threshold (64) and rebuilds
+    info, seed, text, _addrs, _w = start(stack, agents=1)
+    pids = IDS[:150]
+    placed = warm(info, pids)
+    on11 = [p for p in pids if placed[p] == "node11"]
+    assert on11
+
+    # a drain (seedctl drain writes state=drain): node11's projects move
+    drained = "\n".join(l + " state=drain" if l.startswith("node node11 ") else l for l in text.splitlines()) + "\n"
+    ru.write_atomic(seed, drained)
+    t_applied = seed_generation_moved(info, 2)
+    took = poll_change(info, lambda m: not any(v.endswith("/node11") for v in m.values()), t_applied,
+                       "no entry names the drained node11")
+    print(f"\ndrain of node11 ({len(on11)} of {len(pids)} entries): map followed within {1000 * took:.1f} ms "
+          f"of the agents applying it")
+    assert took < 0.1, took
+    for p in on11[:5]:
+        assert get(info.http_port, f"/{p}/d")[1] == stack_util.where(seed, p, dc="us-east")
+
+    # a directory change: a new us-east node takes over part of the projects
+    # (more than the del threshold: a versioned rebuild)
+    port = harness.free_port()
+    info.servers["node14"] = stack.start("node14", [harness.bin_path("demo-server"), "--name", "node14",
+                                                    "--listen", f"127.0.0.1:{port}"])
+    stack.wait_port(port, info.servers["node14"])
+    stack_util.admin(info, f"add server nodes_us-east/node14 127.0.0.1:{port} weight 0")
+    stack_util.admin(info, "enable server nodes_us-east/node14")
+    grown = drained.replace("node node12 ", f"node node14 127.0.0.1:{port} dc=us-east weight=40\nnode node12 ", 1)
+    want = {p: stack_util.where(grown_path(stack, grown), p, dc="us-east") for p in pids}
+    movers = [p for p in pids if want[p] == "node14"]
+    assert len(movers) > 64, len(movers)
+    before = metric_sum(info, "seedgate_route_map_rebuilds_total")
+    ru.write_atomic(seed, grown)
+    t_applied = seed_generation_moved(info, 3)
+    took = poll_change(info, lambda m: all(m.get(p, "/node14").endswith("/node14") for p in movers), t_applied,
+                       "moved projects on node14 in the map")
+    print(f"node14 added ({len(movers)} entries move, rebuilt): map followed within {1000 * took:.1f} ms")
+    assert took < 0.1, took
+    assert metric_sum(info, "seedgate_route_map_rebuilds_total") > before
+    assert all(v.split("/")[1] == want[k] for k, v in both_maps(info).items())
+    assert get(info.http_port, f"/{movers[0]}/n")[1] == "node14"
+
+
+def grown_path(stack, text):
+    return stack.write("seed-next.conf", text)
+
+
+def test_haproxy_reload_under_load_misroutes_nothing(stack):
+    info, seed, _text, _addrs, _w = start(stack)
+    pids = IDS[:20]
+    placed = warm(info, pids)
+    bad, ok = [], [0]
+    stop = False
+
+    def run(k):
+        i = k
+        while not stop:
+            p = pids[i % len(pids)]
+            i += 1
+            try:
+                st, by = get(info.http_port, f"/{p}/r")
+            except OSError as e:
+                st, by = repr(e), None
+            if st != 200 or by != placed[p]:
+                bad.append((p, st, by))
+            else:
+                ok[0] += 1
+    import threading
+    threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(3)]
+    for t in threads:
+        t.start()
+    harness.wait_until(lambda: ok[0] > 50, 5, what="load running")
+    old = stack_util.admin(info, "show info")
+    stack_util.reload_haproxy(info)
+    harness.wait_until(lambda: stack_util.admin(info, "show info").split("Pid: ")[1].split()[0] !=
+                       old.split("Pid: ")[1].split()[0], 5, what="a new HAProxy worker")
+    harness.wait_until(lambda: metric_sum(info, "seedgate_route_map_resets_total", cause="reload") >= 2, 5,
+                       what="both publishers noticed the new worker")
+    harness.wait_until(lambda: all(p in both_maps(info) for p in pids), 5, what="the new worker's maps filled")
+    n = ok[0]
+    harness.wait_until(lambda: ok[0] > n + 50, 5, what="load after the maps are filled")
+    stop = True
+    for t in threads:
+        t.join(10)
+    print(f"\nHAProxy reloaded under load: {ok[0]} GETs on the right node, {len(bad)} failed or misrouted")
+    assert not bad, bad[:5]
+
+
+def test_map_never_exceeds_its_cap_and_hot_projects_stay(stack):
+    # one agent, and every hit tells it (SG_MAP_TOUCH_EVERY=1): which
+    # entries are recent is then exact, not sampled
+    info, _seed, _text, _addrs, _w = start(stack, agent_args=["--map-max", "8"], agents=1,
+                                           haproxy_env={"SG_MAP_TOUCH_EVERY": "1"})
+    hot = IDS[0]
+    cold = IDS[1:41]
+    biggest = 0
+    assert get(info.http_port, f"/{hot}/h")[0] == 200
+    for p in cold:
+        assert get(info.http_port, f"/{p}/c")[0] == 200
+        for _ in range(3):
+            assert get(info.http_port, f"/{hot}/h")[0] == 200
+        biggest = max(biggest, len(show_map(info, 0)))
+    harness.wait_until(lambda: metric_sum(info, "seedgate_route_map_evictions_total") > 0, 2, what="evictions")
+    print(f"\ncap 8: largest map seen {biggest} entries; evictions "
+          f"{metric_sum(info, 'seedgate_route_map_evictions_total')}, touches "
+          f"{metric_sum(info, 'seedgate_route_map_touches_total')}")
+    assert biggest <= 8
+    assert metric_sum(info, "seedgate_route_map_touches_total") > 0
+    assert agent_entries(info, 0) <= 8
+    assert show_map(info, 1) == {}
+    assert hot in show_map(info, 0)
