@@ -56,6 +56,7 @@ struct route_options {
 	const char *haproxy_socket;          /* map cache: HAProxy's admin socket */
 	const char *map_file;                /* map cache: this agent's map */
 	unsigned map_max;
+	bool map_admit_first;
 	bool check, use_syslog;
 };
 
@@ -126,6 +127,8 @@ static void usage(FILE *out)
 		"                           added, changed on health, drain and directory changes\n"
 		"      --map-max N          map cache: entries at most (default %u); at the cap the\n"
 		"                           most recently used half stays\n"
+		"      --map-admit-first    map cache: publish a project on its first miss (default:\n"
+		"                           on its second, so never-seen projects cost no map write)\n"
 		"      --syslog             log to syslog instead of stderr\n"
 		"  -c, --check              check the seed directory (and --dc) and exit 0/1\n"
 		"  -h, --help               this text\n",
@@ -163,7 +166,7 @@ static unsigned long opt_uint(const char *name, const char *arg, unsigned long m
 /* Fills opt from argv; exits 0 on --help, 2 on a usage error. */
 static void parse_options(int argc, char **argv, struct route_options *opt)
 {
-	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN, OPT_SEED_CACHE, OPT_HSOCK, OPT_MAPFILE, OPT_MAPMAX };
+	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN, OPT_SEED_CACHE, OPT_HSOCK, OPT_MAPFILE, OPT_MAPMAX, OPT_MAPFIRST };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "seed", required_argument, NULL, 's' },
@@ -178,6 +181,7 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		{ "haproxy-socket", required_argument, NULL, OPT_HSOCK },
 		{ "map-file", required_argument, NULL, OPT_MAPFILE },
 		{ "map-max", required_argument, NULL, OPT_MAPMAX },
+		{ "map-admit-first", no_argument, NULL, OPT_MAPFIRST },
 		{ "syslog", no_argument, NULL, OPT_SYSLOG },
 		{ "check", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
@@ -206,6 +210,7 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		case OPT_SYSLOG: opt->use_syslog = true; break;
 		case OPT_HSOCK: opt->haproxy_socket = optarg; break;
 		case OPT_MAPFILE: opt->map_file = optarg; break;
+		case OPT_MAPFIRST: opt->map_admit_first = true; break;
 		case OPT_MAPMAX:
 			opt->map_max = (unsigned)opt_uint("--map-max", optarg, 2, ROUTE_MAP_MAX_LIMIT, "2..1000000");
 			break;
@@ -731,7 +736,7 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 	if (d->opt.map_file) {
 		struct route_map_config mc = {
 			.loop = d->loop, .socket = d->opt.haproxy_socket, .map_file = d->opt.map_file,
-			.max = d->opt.map_max, .workers = d->opt.workers,
+			.max = d->opt.map_max, .workers = d->opt.workers, .admit_first = d->opt.map_admit_first,
 		};
 
 		d->map = route_map_new(&mc, err, errlen);

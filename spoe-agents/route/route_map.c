@@ -17,8 +17,14 @@
  * queue in order; a rebuild replaces the queue with a snapshot of the whole
  * table and runs prepare / add @V payloads / commit before the next queued
  * command. The cap: when a new entry would exceed --map-max, the most
- * recently used half is kept (misses and sampled hits, `route-touch`, mark
- * an entry used) and the map is rebuilt from it.
+ * recently used half is kept (misses, and sampled hits when haproxy.cfg
+ * sends `route-touch`, mark an entry used) and the map is rebuilt from it.
+ *
+ * Admission: a project is published on its second miss, not its first. A
+ * direct-mapped array of key hashes (the doorkeeper) remembers the last
+ * first-miss of each slot; a stream of never-seen projects (a scan, random
+ * ids) then costs HAProxy no `add map` and no eviction rebuild at all, and
+ * a project in use is published after one more round trip.
  */
 #include "route_map.h"
 
@@ -89,6 +95,7 @@ struct route_map {
 
 	struct rm_entry *tab;
 	size_t size, used, gone;               /* slots, live entries, tombstones */
+	uint64_t *door;                        /* doorkeeper: size hashes of first misses */
 
 	struct hcd_buf ops;                    /* queued commands, one per line */
 	struct hcd_buf snap;                   /* rebuild payload: "key dest\n" lines */
@@ -109,7 +116,7 @@ struct route_map {
 	long pid;                              /* HAProxy worker the table describes */
 	bool ok;                               /* the last batch was answered */
 
-	uint64_t adds, invalidations, rebuilds, evictions, touches, stale, batches;
+	uint64_t adds, invalidations, rebuilds, evictions, touches, stale, batches, first_misses;
 	uint64_t cmd_errors, conn_errors, resets_reload, resets_error;
 };
 
@@ -174,18 +181,18 @@ static void on_touch(void *udata, unsigned worker, const struct spop_args *args,
 
 /* ---------------------------------------------------------------- table */
 
-static size_t key_hash(const char *key)
+static uint64_t key_hash(const char *key)
 {
 	uint64_t h = 1469598103934665603ull;
 
 	for (unsigned i = 0; i < RM_KEY_LEN; i++)
 		h = (h ^ (uint8_t)key[i]) * 1099511628211ull;
-	return (size_t)(h ^ (h >> 29));
+	return (h ^ (h >> 29)) | 1;            /* never 0: 0 is an empty doorkeeper slot */
 }
 
 static struct rm_entry *tab_find(struct route_map *m, const char *key)
 {
-	for (size_t i = key_hash(key) & (m->size - 1);; i = (i + 1) & (m->size - 1)) {
+	for (size_t i = (size_t)key_hash(key) & (m->size - 1);; i = (i + 1) & (m->size - 1)) {
 		struct rm_entry *e = &m->tab[i];
 
 		if (e->state == E_FREE)
@@ -199,7 +206,7 @@ static struct rm_entry *tab_find(struct route_map *m, const char *key)
  * max live entries plus tombstones in twice that many slots). */
 static struct rm_entry *tab_insert(struct route_map *m, const char *key)
 {
-	size_t i = key_hash(key) & (m->size - 1);
+	size_t i = (size_t)key_hash(key) & (m->size - 1);
 
 	while (m->tab[i].state == E_USED)
 		i = (i + 1) & (m->size - 1);
@@ -337,6 +344,17 @@ static void rm_item(struct route_map *m, const struct rm_item *it, double now)
 	if (e) {                    /* already published (or queued): a miss meanwhile */
 		e->used = now;
 		return;
+	}
+	if (m->door) {
+		uint64_t h = key_hash(it->key);
+		uint64_t *slot = &m->door[(h >> 7) & (m->size - 1)];
+
+		if (*slot != h) {       /* a first miss: remember it, publish the next */
+			*slot = h;
+			m->first_misses++;
+			return;
+		}
+		*slot = 0;
 	}
 	if (m->used >= m->max)
 		rm_evict(m);
@@ -713,8 +731,10 @@ struct route_map *route_map_new(const struct route_map_config *cfg, char *err, s
 	m = calloc(1, sizeof(*m));
 	if (!m || !(m->file = strdup(cfg->map_file)) ||
 	    !(m->rings = aligned_alloc(64, (cfg->workers ? cfg->workers : 1) * sizeof(*m->rings))) ||
-	    !(m->tab = calloc(size, sizeof(*m->tab)))) {
+	    !(m->tab = calloc(size, sizeof(*m->tab))) ||
+	    (cfg->admit_first == 0 && !(m->door = calloc(size, sizeof(*m->door))))) {
 		if (m) {
+			free(m->tab);
 			free(m->file);
 			free(m->rings);
 			free(m);
@@ -778,6 +798,8 @@ void route_map_metrics(const struct route_map *m, struct hc_text *t)
 	                  "# TYPE seedgate_route_map_evictions_total counter\nseedgate_route_map_evictions_total %llu\n"
 	                  "# HELP seedgate_route_map_touches_total Sampled map hits (route-touch) that marked an entry used.\n"
 	                  "# TYPE seedgate_route_map_touches_total counter\nseedgate_route_map_touches_total %llu\n"
+	                  "# HELP seedgate_route_map_first_misses_total Decisions not published yet: the project's first miss (it is published on its second).\n"
+	                  "# TYPE seedgate_route_map_first_misses_total counter\nseedgate_route_map_first_misses_total %llu\n"
 	                  "# HELP seedgate_route_map_stale_total Decisions not published: made with a view that was already replaced.\n"
 	                  "# TYPE seedgate_route_map_stale_total counter\nseedgate_route_map_stale_total %llu\n"
 	                  "# HELP seedgate_route_map_dropped_total Decisions not published: the worker's ring was full.\n"
@@ -794,7 +816,8 @@ void route_map_metrics(const struct route_map *m, struct hc_text *t)
 	                  "seedgate_route_map_resets_total{cause=\"error\"} %llu\n",
 	               m->used, m->max, (unsigned long long)m->adds, (unsigned long long)m->invalidations,
 	               (unsigned long long)m->rebuilds, (unsigned long long)m->evictions,
-	               (unsigned long long)m->touches, (unsigned long long)m->stale, (unsigned long long)dropped,
+	               (unsigned long long)m->touches, (unsigned long long)m->first_misses,
+	               (unsigned long long)m->stale, (unsigned long long)dropped,
 	               (unsigned long long)m->batches, (unsigned long long)m->cmd_errors,
 	               (unsigned long long)m->conn_errors, (unsigned long long)m->resets_reload,
 	               (unsigned long long)m->resets_error);
@@ -817,6 +840,7 @@ void route_map_free(struct route_map **mp)
 	hcd_buf_free(&m->wr);
 	hcd_buf_free(&m->rd);
 	free(m->tab);
+	free(m->door);
 	free(m->rings);
 	free(m->file);
 	free(m);

@@ -44,6 +44,7 @@ struct route_map_config {
 	const char *map_file;          /* the map's name in HAProxy (--map-file) */
 	unsigned max;                  /* entries at most (--map-max) */
 	unsigned workers;              /* SPOP workers that push */
+	int admit_first;               /* 1: publish on the first miss (no doorkeeper) */
 };
 
 /* NULL with err on a bad configuration or no memory. */
