@@ -3,8 +3,13 @@
 -- the agent is asked, the map cache's worst case.
 local fmt, rnd = string.format, math.random
 
+-- Seeded from /dev/urandom: two runs started within the same second must
+-- not ask for the same "never-seen" projects.
 function init(args)
-	math.randomseed(os.time() * 1000 + (tonumber(tostring({}):match("0x(%x+)"), 16) or 0) % 1000)
+	local f = assert(io.open("/dev/urandom", "rb"))
+	local b = f:read(4)
+	f:close()
+	math.randomseed(((b:byte(1) * 256 + b:byte(2)) * 256 + b:byte(3)) * 256 + b:byte(4))
 end
 
 function request()
