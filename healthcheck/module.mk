@@ -3,7 +3,8 @@
 #   build/libhc.a         the health feed (codec and client, route-agent links
 #                         it), status table (seedctl health), check state
 #                         machine, HTTP request/status code; and the plumbing
-#                         both daemons share: the /metrics server (hc_metrics)
+#                         both daemons share: the /metrics server (hc_metrics),
+#                         the output queue (hc_buf; route-agent's map publisher too)
 #                         (the seed directory source both daemons use is
 #                         seeddir's libseeddir: sd_source.h)
 #   build/healthcheckd    the checker daemon (librouter, libsgtls-$(TLS), c-ares, libev)
