@@ -15,7 +15,7 @@ seeds with ports from free_port()); `agents` route agents (reading
 directory as seed_path, each with its own local copy in the temp dir;
 else seed_path); route_map=True: the map cache (SG_ROUTE_MAP=1), agent N
 publishing into RUN/route-agentN.map through RUN/haproxy-map.sock
-(map_args(info, i) are its flags); HAProxy in
+(map_path(dir, i) names agent i's map); HAProxy in
 master-worker mode; stunnel in front when asked. Processes belong to the
 `stack` fixture, which stops them by PID and prints their logs on failure.
 """
