@@ -17,7 +17,7 @@ What it proves, on the real stack (stack_util.start_stack, haproxy.cfg):
 * two agents of one proxy: each writes its own map only, their entries
   agree with seedctl where, no runtime-API command is refused.
 """
-import signal
+import threading
 import time
 
 import harness
@@ -57,10 +57,10 @@ def start(stack, *, health=False, agent_args=(), nodes=3, agents=2, haproxy_env=
     ports = [harness.free_port() for _ in range(2 * (1 + nodes))]
     text, addrs = ru.seed_text(ports, hubs=1, nodes=nodes)
     seed = stack.write("seed.conf", text)
-    feed = hc = w = None
+    feed = w = None
     if health:
         feed = stack.path("health.sock")
-        hc = hu.start_healthcheckd(stack, seed, feed=feed, haproxy_socks=[stack.path("haproxy.sock")])
+        hu.start_healthcheckd(stack, seed, feed=feed, haproxy_socks=[stack.path("haproxy.sock")])
     info = stack_util.start_stack(stack, seed, health_feed=feed, route_map=True, agent_args=agent_args,
                                   agents=agents, haproxy_env=haproxy_env)
     if health:
@@ -107,9 +107,11 @@ def test_map_hits_route_like_the_agent(stack):
         assert get(info.http_port, f"/{pid}/again") == (200, placed[pid])
     # every one of them a hit: no agent decided (touches are not decisions)
     assert stack_util.agent_decisions(info) == before
-    log = info.haproxy.log()
-    hits = [l for l in log.splitlines() if "/again " in l]
-    assert len(hits) == len(pids) and all(" map=nodes_us-east/" in l for l in hits), hits[:3]
+    # HAProxy logs a request once its stream ends, maybe after the client
+    # read the response: wait for every line
+    hits = harness.wait_until(lambda: (lambda h: h if len(h) == len(pids) else None)(
+        [l for l in info.haproxy.log().splitlines() if "/again " in l]), 2, what="the log lines of the hits")
+    assert all(" map=nodes_us-east/" in l for l in hits), hits[:3]
     # a project asked for once is not published (the doorkeeper): a stream
     # of never-seen projects costs HAProxy no map write
     once = IDS[100]
@@ -263,7 +265,6 @@ def test_haproxy_reload_under_load_misroutes_nothing(stack):
                 bad.append((p, st, by))
             else:
                 ok[0] += 1
-    import threading
     threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(3)]
     for t in threads:
         t.start()
