@@ -13,7 +13,15 @@
 #   cache-rotate  SG_ROUTE_CACHE=1, a new project per request (cache misses)
 #   lua-rotate    SG_ROUTE_LUA=1: a Lua table in HAProxy with the same ids
 #                 and the same placement (seedctl where), for comparison
-# BENCH_CONFIGS="plain-repeat cache-repeat" runs a subset.
+# The map cache against the other routing modes (bench/bench-map.sh runs
+# these alone), one scenario each with every mode:
+#   {off,spoe,cache,map}-hot    every request another project among 1000
+#   {off,spoe,cache,map}-repeat every connection repeats one project
+#   {off,spoe,cache,map}-fresh  every request a never-seen project
+# off = SG_ROUTE_OFF=1, spoe = per-request SPOE, cache = SG_ROUTE_CACHE=1,
+# map = SG_ROUTE_MAP=1 with a second route agent publishing its map.
+# BENCH_CONFIGS="plain-repeat cache-repeat" runs a subset. HAPROXY=/path
+# runs another HAProxy binary.
 # "rotate" runs use bench/wrk/rotate.lua over BENCH_IDS (default 10000)
 # project ids, "repeat" runs bench/wrk/repeat.lua; each is compared with the
 # plain run of the same wrk script. Medians over the rounds, ratios against
@@ -29,12 +37,19 @@ duration=${BENCH_DURATION:-5}
 nids=${BENCH_IDS:-10000}
 out=${BENCH_OUT:-$root/bench/results/haproxy.md}
 py=/usr/bin/python3
+haproxy_bin=${HAPROXY:-haproxy}
 
 . bench/lib.sh
-bench_init haproxy "seedctl route-agent tools/demo-server" "haproxy wrk taskset"
+bench_init haproxy "seedctl route-agent tools/demo-server" "$haproxy_bin wrk taskset"
 # --- the bench's seed: one datacenter, one hub, three nodes ----------------
 bench_seed
+agent_map=$(free_port)   # the map cache's agent
 $py -c "import uuid,sys; [print(uuid.uuid4()) for _ in range($nids)]" >"$work/ids"
+head -1000 "$work/ids" >"$work/ids-hot"
+# the map cache's maps must exist before HAProxy starts (run-haproxy.sh
+# creates them too; the callgrind runs start HAProxy directly)
+: >"$work/route-agent1.map"
+: >"$work/route-agent2.map"
 # The Lua table: the same placement the agent computes (seedctl where).
 "$build/seedctl" where --seed "$work/seed.conf" - <"$work/ids" |
 	awk -F'\t' 'BEGIN { print "return {" } { printf "[\"%s\"]={\"nodes_bench\",\"%s\"},\n", $1, $2 } END { print "}" }' \
@@ -44,6 +59,20 @@ bench_servers
 # SG_ROUTE_LUA=1); wrk's ids.
 hap_env=(SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua SG_LUA_TABLE=$work/routes.lua)
 wrk_env=(SG_BENCH_IDS=$work/ids)
+# the map cache's agent: publishes into $work/route-agent1.map
+taskset -c $cpu_rest "$build/route-agent" --listen "127.0.0.1:$agent_map" --seed "$work/seed.conf" \
+	--workers 1 --haproxy-socket "$work/haproxy-map.sock" --map-file "$work/route-agent1.map" \
+	>>"$work/agent-map.log" 2>&1 &
+pids+=($!)
+wait_tcp "$agent_map"
+
+# wrk_for SCRIPT -> "lua-file ids-file": hot rotates over the first 1000 ids
+wrk_for() {
+	case $1 in
+	hot) echo "bench/wrk/rotate.lua $work/ids-hot" ;;
+	*) echo "bench/wrk/$1.lua $work/ids" ;;
+	esac
+}
 
 # run_one NAME SCRIPT ENV...: one fresh HAProxy with ENV, one measurement.
 run_one() {
@@ -62,12 +91,14 @@ run_one() {
 # appends "round name rps errors to_hubs to_nodes cpu_us" to raw.tsv.
 measure() {
 	local name=$1 script=$2
-	SG_BENCH_IDS=$work/ids taskset -c $cpu_rest wrk -t1 -c64 -d1s -s "bench/wrk/$script.lua" \
+	local lua ids
+	read -r lua ids < <(wrk_for "$script")
+	SG_BENCH_IDS=$ids taskset -c $cpu_rest wrk -t1 -c64 -d1s -s "$lua" \
 		"http://127.0.0.1:$http" >/dev/null
 	local worker t0 t1
 	worker=$(cat "/proc/$hap_pid/task/$hap_pid/children" | awk '{ print $1 }')
 	t0=$(cpu_ticks "$worker")
-	SG_BENCH_IDS=$work/ids taskset -c $cpu_rest wrk -t1 -c64 -d"${duration}s" -s "bench/wrk/$script.lua" \
+	SG_BENCH_IDS=$ids taskset -c $cpu_rest wrk -t1 -c64 -d"${duration}s" -s "$lua" \
 		"http://127.0.0.1:$http" >"$work/wrk.out"
 	t1=$(cpu_ticks "$worker")
 	local stat hubs nodes
@@ -90,6 +121,13 @@ configs=(
 	"plain-repeat repeat SG_ROUTE_OFF=1"
 	"cache-repeat repeat SG_ROUTE_CACHE=1"
 )
+map_env="SG_ROUTE_MAP=1 SG_AGENT1=127.0.0.1:$agent_map SG_AGENT2=127.0.0.1:$agent_map"
+for scen in hot repeat fresh; do
+	configs+=("off-$scen $scen SG_ROUTE_OFF=1" "spoe-$scen $scen" "cache-$scen $scen SG_ROUTE_CACHE=1"
+		"map-$scen $scen $map_env")
+done
+# the map-cache comparison only when asked for (bench/bench-map.sh)
+[ -n "${BENCH_CONFIGS:-}" ] || configs=("${configs[@]:0:6}")
 if [ -n "${BENCH_CONFIGS:-}" ]; then   # e.g. BENCH_CONFIGS="plain-repeat cache-repeat"
 	keep=()
 	for c in "${configs[@]}"; do
@@ -113,8 +151,53 @@ done
 # instructions executed by HAProxy per request do not. Each configuration
 # runs under callgrind twice (2 s and 6 s of wrk -c8); the difference of the
 # instruction totals over the difference of the request counts removes the
-# start-up cost. Skipped without valgrind or with BENCH_CALLGRIND=0.
-# (cg_run: bench/lib.sh)
+# start-up cost. The map cache's runs first warm the maps with a fixed
+# number of requests (three passes over the ids: its agent publishes a
+# project on its second miss), the same in both runs, so the difference
+# removes them too. Skipped without valgrind or with BENCH_CALLGRIND=0.
+# warm_map PORT IDS: three passes of GETs over the ids, one connection
+warm_map() {
+	$py - "$1" "$2" <<'PY'
+import http.client, sys
+ids = [l.strip() for l in open(sys.argv[2]) if l.strip()]
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
+for _ in range(3):
+    for i in ids:
+        c.request("GET", f"/{i}/files/a.txt")
+        c.getresponse().read()
+PY
+}
+# cg_run DURATION SCRIPT ENV... -> "requests instructions"
+cg_run() {
+	local dur=$1 script=$2; shift 2
+	local cg_http i vp lua ids
+	read -r lua ids < <(wrk_for "$script")
+	cg_http=$(free_port)
+	rm -f "$work"/cgout.*
+	env SG_HTTP_BIND=127.0.0.1:$cg_http SG_PROXY_BIND=127.0.0.1:$(free_port) SG_RUN_DIR=$work \
+		SG_CONF_DIR=$root/haproxy-conf SG_AGENT1=127.0.0.1:$agent SG_AGENT2=127.0.0.1:$agent \
+		SG_DC=bench SG_NBTHREAD=1 SG_QUIET=1 SG_SPOE_PROCESSING=2s SG_USER=root SG_GROUP=root \
+		SG_LUA_FILE=$root/bench/wrk/haproxy-route.lua SG_LUA_TABLE=$work/routes.lua "$@" \
+		valgrind --tool=callgrind --callgrind-out-file="$work/cgout.%p" \
+		"$haproxy_bin" -W -db -f haproxy-conf/haproxy.cfg -f "$work/backends.cfg" >>"$work/callgrind.log" 2>&1 &
+	vp=$!
+	for ((i = 0; i < 300; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$cg_http") 2>/dev/null && break
+		kill -0 "$vp" 2>/dev/null || break
+		sleep 0.1
+	done
+	sleep 1
+	case " $* " in *" SG_ROUTE_MAP=1 "*)
+		case $script in
+		hot) warm_map "$cg_http" "$ids" ;;
+		repeat) warm_map "$cg_http" <(head -1 "$ids") ;;
+		esac ;;
+	esac
+	SG_BENCH_IDS=$ids wrk -t1 -c8 -d"${dur}s" -s "$lua" \
+		"http://127.0.0.1:$cg_http" >"$work/wrk-cg.out"
+	kill -TERM "$vp" 2>/dev/null; wait "$vp" 2>/dev/null
+	echo "$(awk '/requests in/ { print $1 }' "$work/wrk-cg.out") $(cat "$work"/cgout.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')"
+}
 if [ "${BENCH_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null; then
 	echo "bench-haproxy: instructions per request under callgrind"
 	for c in "${configs[@]}"; do
@@ -132,7 +215,7 @@ touch "$work/cg.tsv"
 
 # --- report ---------------------------------------------------------------------
 {
-	echo "haproxy: $(haproxy -v | head -1)"
+	echo "haproxy: $("$haproxy_bin" -v | head -1)"
 	echo "wrk: $(wrk -v 2>&1 | head -1)"
 	echo "kernel: $(uname -sr)"
 	echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $ncpu cores"
@@ -155,6 +238,21 @@ targets = {  # (baseline, target ratio or None, what)
     "cache-rotate": ("plain-rotate", None, "decision cache, every request another project (>= agent-rotate)"),
     "lua-rotate": ("plain-rotate", None, "Lua table in HAProxy (comparison, docs/architecture.md: ~0.63)"),
 }
+for scen, what in (("hot", "every request another of 1000 hot projects"),
+                   ("repeat", "every connection repeats one project"),
+                   ("fresh", "every request a never-seen project")):
+    targets[f"spoe-{scen}"] = (f"off-{scen}", None, f"per-request SPOE, {what}")
+    targets[f"cache-{scen}"] = (f"off-{scen}", None, f"per-connection cache, {what}")
+    targets[f"map-{scen}"] = (f"off-{scen}", 0.92 if scen == "hot" else None, f"map cache, {what}")
+names = ["plain-rotate", "plain-repeat", "agent-rotate", "cache-repeat", "cache-rotate", "lua-rotate"]
+names += [f"{m}-{s}" for s in ("hot", "repeat", "fresh") for m in ("off", "spoe", "cache", "map")]
+def miss_check(name, value_of, higher_better):
+    # the miss path: map-fresh at most 5 % slower than per-request SPOE
+    if name != "map-fresh" or "spoe-fresh" not in med:
+        return None
+    a, b = value_of("map-fresh"), value_of("spoe-fresh")
+    ok = a >= 0.95 * b if higher_better else a <= b / 0.95
+    return (">= 0.95 x spoe-fresh", "meets" if ok else "MISSES")
 lines = ["# bench-haproxy: routing cost relative to plain HAProxy", "",
          "Produced by `bench/bench-haproxy.sh` (`make bench`, or `BENCH_ONLY=haproxy bench/run-all.sh`).",
          f"HAProxy nbthread 1 pinned to CPU 0; wrk -t1 -c64 -d{duration}s, demo servers and one route agent",
@@ -172,10 +270,10 @@ lines += ["", "## Medians and ratios", "",
           "less sensitive to other load on the machine than req/s.", "",
           "| configuration | median req/s | HAProxy µs/req | ratio to | ratio | CPU ratio | target | verdict (req/s) |",
           "|---|---|---|---|---|---|---|---|"]
-for name in ("plain-rotate", "plain-repeat", "agent-rotate", "cache-repeat", "cache-rotate", "lua-rotate"):
+for name in names:
     if name not in med:
         continue
-    if name not in targets:
+    if name not in targets or targets[name][0] not in med:
         lines.append(f"| {name} | {med[name]:.0f} | {cpu[name]:.1f} | - | 1.00 | 1.00 | - | baseline |")
         continue
     base, tgt, what = targets[name]
@@ -188,24 +286,28 @@ for name in ("plain-rotate", "plain-repeat", "agent-rotate", "cache-repeat", "ca
         tgt_s = ">= agent-rotate (5% noise)"
     else:
         verdict, tgt_s = "-", "-"
+    mc = miss_check(name, lambda n: med[n], True)
+    if mc:
+        tgt_s, verdict = mc
     cratio = cpu[base] / cpu[name] if cpu[name] else 0
     lines.append(f"| {name} ({what}) | {med[name]:.0f} | {cpu[name]:.1f} | {base} | {ratio:.2f} | {cratio:.2f} | {tgt_s} | {verdict} |")
 cg = {l.split("\t")[0]: l.rstrip("\n").split("\t") for l in open(cgfile) if l.strip()}
 if cg:
     lines += ["", "## HAProxy instructions per request (callgrind)", "",
               "Deterministic where req/s is not: each configuration under valgrind --tool=callgrind,",
-              "wrk -t1 -c8 for 2 s and for 6 s; (instructions(6 s) - instructions(2 s)) /",
+              "wrk -t1 -c8 for 2 s and for 6 s (map-hot, map-repeat: after the same fixed warm-up);",
+              "(instructions(6 s) - instructions(2 s)) /",
               "(requests(6 s) - requests(2 s)). Ratio = baseline's instructions over this one's:",
               "the req/s ratio if HAProxy's CPU is the bottleneck, as it is here.", "",
               "| configuration | requests (2 s / 6 s) | instructions/request | ratio to | ratio | target | verdict |",
               "|---|---|---|---|---|---|---|"]
     def ir(n):
         return float(cg[n][5]) if n in cg else 0.0
-    for name in ("plain-rotate", "plain-repeat", "agent-rotate", "cache-repeat", "cache-rotate", "lua-rotate"):
+    for name in names:
         if name not in cg:
             continue
         r = cg[name]
-        if name not in targets:
+        if name not in targets or targets[name][0] not in cg:
             lines.append(f"| {name} | {r[1]} / {r[3]} | {ir(name):.0f} | - | 1.00 | - | baseline |")
             continue
         base, tgt, what = targets[name]
@@ -217,6 +319,9 @@ if cg:
             verdict = "meets" if ir(name) <= ir("agent-rotate") else "MISSES"
         else:
             tgt_s, verdict = "-", "-"
+        if name == "map-fresh" and "spoe-fresh" in cg:
+            tgt_s = "<= spoe-fresh / 0.95"
+            verdict = "meets" if ir(name) <= ir("spoe-fresh") / 0.95 else "MISSES"
         lines.append(f"| {name} | {r[1]} / {r[3]} | {ir(name):.0f} | {base} | {ratio:.2f} | {tgt_s} | {verdict} |")
 text = "\n".join(lines) + "\n"
 open(out, "w").write(text)

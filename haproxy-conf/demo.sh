@@ -16,6 +16,9 @@
 #   --agent-stats  their /metrics ports (default 9101,9102)
 #   --hc-stats     healthcheckd's stats port (default 9110)
 #   --cache        route with the decision cache (SG_ROUTE_CACHE=1)
+#   --map          route with the map cache (SG_ROUTE_MAP=1): the agents
+#                  publish into DIR/route-agent{1,2}.map through
+#                  DIR/haproxy-map.sock
 #   --tls-front    who terminates TLS on --https (default $TLS_FRONT, else
 #                  stunnel): stunnel or hitch (PROXY protocol to HAProxy),
 #                  or haproxy (its own `bind ... ssl`, SG_HTTPS_BIND). All
@@ -52,7 +55,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 die() { echo "demo: $*" >&2; exit 1; }
 
 seed=$here/seed.conf dir= http=8080 https=8443 proxy=8081 agents=12345,12346
-agent_stats=9101,9102 hc_stats=9110 cache=0 tls_front=${TLS_FRONT:-stunnel}
+agent_stats=9101,9102 hc_stats=9110 cache=0 map=0 tls_front=${TLS_FRONT:-stunnel}
 etcd=0 etcd_ports=2379,2380 auth=0
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -65,6 +68,7 @@ while [ $# -gt 0 ]; do
 	--agent-stats) agent_stats=${2:?}; shift 2 ;;
 	--hc-stats) hc_stats=${2:?}; shift 2 ;;
 	--cache) cache=1; shift ;;
+	--map) map=1; shift ;;
 	--tls-front) tls_front=${2:?}; shift 2 ;;
 	--etcd) etcd=1; shift ;;
 	--etcd-ports) etcd_ports=${2:?}; shift 2 ;;
@@ -300,10 +304,15 @@ if [ $have_hc = 1 ]; then
 		--haproxy-socket "$dir/haproxy.sock" --stats "127.0.0.1:$hc_stats" "${cache_hc[@]}"
 	health=(--health "$dir/health.sock")
 fi
+map_a1=() map_a2=()
+if [ $map = 1 ]; then
+	map_a1=(--haproxy-socket "$dir/haproxy-map.sock" --map-file "$dir/route-agent1.map")
+	map_a2=(--haproxy-socket "$dir/haproxy-map.sock" --map-file "$dir/route-agent2.map")
+fi
 start route-agent-1 "$build/route-agent" --listen "127.0.0.1:$agent1" --seed "$seed_arg" \
-	--stats "127.0.0.1:$astats1" "${health[@]}" "${cache_a1[@]}" "${auth_args[@]}"
+	--stats "127.0.0.1:$astats1" "${health[@]}" "${cache_a1[@]}" "${map_a1[@]}" "${auth_args[@]}"
 start route-agent-2 "$build/route-agent" --listen "127.0.0.1:$agent2" --seed "$seed_arg" \
-	--stats "127.0.0.1:$astats2" "${health[@]}" "${cache_a2[@]}" "${auth_args[@]}"
+	--stats "127.0.0.1:$astats2" "${health[@]}" "${cache_a2[@]}" "${map_a2[@]}" "${auth_args[@]}"
 
 for name in "${!server_addr[@]}"; do
 	wait_tcp "${server_addr[$name]##*:}" "$name"
@@ -315,7 +324,7 @@ wait_tcp "$agent2" route-agent-2
 # (the shipped default drops to haproxy:haproxy, see haproxy.cfg).
 start haproxy env SG_HTTP_BIND=127.0.0.1:$http SG_PROXY_BIND=127.0.0.1:$proxy SG_RUN_DIR=$dir SG_CONF_DIR=$here \
 	SG_USER=root SG_GROUP=root \
-	SG_AGENT1=127.0.0.1:$agent1 SG_AGENT2=127.0.0.1:$agent2 SG_DC=$local_dc SG_ROUTE_CACHE=$cache \
+	SG_AGENT1=127.0.0.1:$agent1 SG_AGENT2=127.0.0.1:$agent2 SG_DC=$local_dc SG_ROUTE_CACHE=$cache SG_ROUTE_MAP=$map \
 	"${tls_env[@]}" "${auth_env[@]}" "$here/run-haproxy.sh" "$dir/backends.cfg"
 wait_tcp "$http" haproxy
 if [ $have_tls = 1 ]; then

@@ -18,6 +18,15 @@ export SG_CONF_DIR=${SG_CONF_DIR:-$here}
 haproxy=${HAPROXY:-haproxy}
 command -v "$haproxy" >/dev/null || { echo "run-haproxy.sh: no HAProxy binary '$haproxy' (install haproxy, or set HAPROXY=/path)" >&2; exit 1; }
 [ -r "$backends" ] || { echo "run-haproxy.sh: cannot read backends file $backends" >&2; exit 1; }
+# The map cache's maps (SG_ROUTE_MAP=1): HAProxy loads them at start and
+# refuses to start without them. Always empty on disk: the route agents
+# fill them at run time (runtime API), and a new worker starts empty.
+run_dir=${SG_RUN_DIR:-/run/seedgate}
+if [ -d "$run_dir" ]; then
+	for m in route-agent1.map route-agent2.map; do
+		[ -e "$run_dir/$m" ] || : > "$run_dir/$m"
+	done
+fi
 # No -q: a broken file must show HAProxy's ALERT lines (file:line: why),
 # not just exit 1. HAProxy prints them on stderr; the caller's log gets them.
 if ! "$haproxy" -c -f "$here/haproxy.cfg" -f "$backends" "$@" >&2; then

@@ -3,7 +3,8 @@
 #   build/libhc.a         the health feed (codec and client, route-agent links
 #                         it), status table (seedctl health), check state
 #                         machine, HTTP request/status code; and the plumbing
-#                         both daemons share: the /metrics server (hc_metrics)
+#                         both daemons share: the /metrics server (hc_metrics),
+#                         the output queue (hc_buf; route-agent's map publisher too)
 #                         (the seed directory source both daemons use is
 #                         seeddir's libseeddir: sd_source.h)
 #   build/healthcheckd    the checker daemon (librouter, libsgtls-$(TLS), c-ares, libev)
@@ -13,7 +14,8 @@
 HC_LIB_SRCS := healthcheck/hc_feed_codec.c healthcheck/hc_line.c healthcheck/hc_feed_client.c \
                healthcheck/hc_status.c healthcheck/hc_state.c healthcheck/hc_http.c \
                healthcheck/hc_metrics.c healthcheck/hc_escape.c \
-               healthcheck/hc_limits.c healthcheck/hc_sdnotify.c healthcheck/hc_procmetrics.c
+               healthcheck/hc_limits.c healthcheck/hc_sdnotify.c healthcheck/hc_procmetrics.c \
+               healthcheck/hc_buf.c
 HC_LIB      := $(B)/libhc.a
 
 $(eval $(call static_lib,hc,$(HC_LIB_SRCS)))
@@ -23,7 +25,7 @@ $(B)/obj/healthcheck/hc_procmetrics.o: EXTRA_CFLAGS += -DSEEDGATE_VERSION='"$(or
 
 HCD_SRCS := healthcheck/hc_main.c healthcheck/hc_target.c healthcheck/hc_probe.c \
             healthcheck/hc_dns.c healthcheck/hc_feed_server.c healthcheck/hc_haproxy.c \
-            healthcheck/hc_stats.c healthcheck/hc_buf.c healthcheck/hc_servers.c
+            healthcheck/hc_stats.c healthcheck/hc_servers.c
 
 $(call objs_of,$(HCD_SRCS)): EXTRA_CFLAGS += $(CARES_CFLAGS)
 BINS += $(B)/healthcheckd

@@ -3,6 +3,7 @@
  */
 #include "route_agent.h"
 #include "route_auth.h"
+#include "route_map.h"
 
 #include <ev.h>
 #include <stdatomic.h>
@@ -41,6 +42,7 @@ struct route_agent {
 	struct route_message sess_msg;       /* `route-sess` */
 	struct route_message auth_msg;       /* `route-auth` (access control, route_auth.h) */
 	struct route_auth *auth;             /* NULL: no --auth-keys, every project request 401 */
+	struct route_map *map;               /* map publisher (--map-file), or NULL */
 };
 
 /* Single-writer counter bump: a relaxed load and store, no locked
@@ -197,6 +199,18 @@ static int answer_sess(struct spop_ack *ack, const struct router_decision *dec, 
 	return rc;
 }
 
+/* The map cache (route_map.h): a project decision that names a node goes
+ * to the publisher's ring, keyed like haproxy.cfg's lookup. */
+static void publish_decision(struct route_agent *a, unsigned worker, uint64_t gen, const char *path, size_t len,
+			     const struct router_decision *dec)
+{
+	const char *seg;
+	size_t seg_len;
+
+	if (route_first_segment(path, len, &seg, &seg_len))
+		route_map_push(a->map, worker, gen, seg, seg_len, dec->backend, dec->server);
+}
+
 /* Handler of both messages; udata is the route_message that says which
  * scope the answer goes to: `route` (txn, per request; an empty ACK when no
  * decision could be made, and HAProxy's fallback rules send the request to
@@ -227,6 +241,8 @@ static void route_on_message(void *udata, unsigned worker, const struct spop_arg
 			worker_count(&w->ack_overflow);
 		return;
 	}
+	if (a->map && dec.is_project && dec.server)
+		publish_decision(a, worker, w->gen, path, len, &dec);
 	rc = sess ? answer_sess(ack, &dec, path, len) : answer_txn(ack, &dec);
 	/* Access control hook: project paths only, hub paths are unaffected. */
 	if (m->auth && dec.is_project)
@@ -314,6 +330,12 @@ int route_agent_attach(struct route_agent *a, struct spop_runtime *rt)
 void route_agent_set_auth(struct route_agent *a, struct route_auth *auth)
 {
 	a->auth = auth;
+}
+
+/* See route_agent.h. */
+void route_agent_set_map(struct route_agent *a, struct route_map *m)
+{
+	a->map = m;
 }
 
 /* See route_agent.h. */

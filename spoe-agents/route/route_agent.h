@@ -51,6 +51,10 @@ int route_agent_attach(struct route_agent *a, struct spop_runtime *rt);
 /* Access control for `route-auth` (borrowed; before spop_runtime_start).
  * Without it `route-auth` answers auth=401 for every project path. */
 void route_agent_set_auth(struct route_agent *a, struct route_auth *auth);
+/* Publishes the project decisions that name a node through m (the map
+ * cache, route_map.h); before the workers start. NULL: none. */
+struct route_map;
+void route_agent_set_map(struct route_agent *a, struct route_map *m);
 /* Sums the workers' counters (any thread). */
 void route_agent_counts(const struct route_agent *a, struct route_agent_counts *out);
 /* Frees the agent and the views its workers still hold. Call after the

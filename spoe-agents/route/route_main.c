@@ -25,6 +25,7 @@
 #include "route_auth.h"
 #include "route_health.h"
 #include "route_log.h"
+#include "route_map.h"
 #include "route_view.h"
 #include "hc_sdnotify.h"
 #include "hc_feed.h"
@@ -53,6 +54,10 @@ struct route_options {
 	uint32_t max_frame_size;
 	unsigned idle_timeout_ms;
 	unsigned max_connections;
+	const char *haproxy_socket;          /* map cache: HAProxy's admin socket */
+	const char *map_file;                /* map cache: this agent's map */
+	unsigned map_max;
+	bool map_admit_first;
 	bool check, use_syslog;
 	const char *auth_keys;               /* --auth-keys: access control on */
 	unsigned auth_cache;
@@ -69,6 +74,7 @@ struct route_daemon {
 	struct route_agent *agent;
 	struct route_auth *auth;             /* NULL without --auth-keys */
 	uint64_t auth_reloads_ok, auth_reloads_error;
+	struct route_map *map;               /* --map-file: the map publisher */
 	struct spop_runtime *rt;
 	struct sd_source *seeds;             /* the seed directory: file or etcd */
 	struct hc_metrics_server *stats;
@@ -127,10 +133,20 @@ static void usage(FILE *out)
 		"      --auth-from LIST     credentials read: cookie,bearer (default both; a\n"
 		"                           Bearer Authorization header wins over the cookie)\n"
 		"      --auth-cache N       verified tokens cached per worker (default %u)\n"
+		"      --haproxy-socket PATH  map cache: HAProxy's admin socket (runtime API) the\n"
+		"                           decisions are published through (with --map-file)\n"
+		"      --map-file PATH      map cache: this agent's HAProxy map, named as haproxy.cfg\n"
+		"                           names it (SG_ROUTE_MAP=1: ${SG_RUN_DIR}/route-agentN.map);\n"
+		"                           the agent owns it: cleared at start, project decisions\n"
+		"                           added, changed on health, drain and directory changes\n"
+		"      --map-max N          map cache: entries at most (default %u); at the cap the\n"
+		"                           most recently used half stays\n"
+		"      --map-admit-first    map cache: publish a project on its first miss (default:\n"
+		"                           on its second, so never-seen projects cost no map write)\n"
 		"      --syslog             log to syslog instead of stderr\n"
 		"  -c, --check              check the seed directory (and --dc) and exit 0/1\n"
 		"  -h, --help               this text\n",
-		SPOP_DEFAULT_IDLE_TIMEOUT_MS, ROUTE_FD_RESERVE, ROUTE_AUTH_CACHE_DEFAULT);
+		SPOP_DEFAULT_IDLE_TIMEOUT_MS, ROUTE_FD_RESERVE, ROUTE_AUTH_CACHE_DEFAULT, ROUTE_MAP_MAX_DEFAULT);
 }
 
 /* Strict unsigned parse: whole string, in [min, max]. */
@@ -194,7 +210,7 @@ static unsigned parse_auth_from(const char *arg)
 static void parse_options(int argc, char **argv, struct route_options *opt)
 {
 	enum { OPT_MFS = 256, OPT_IDLE, OPT_SYSLOG, OPT_MAXCONN, OPT_SEED_CACHE, OPT_AUTH_KEYS, OPT_AUTH_FROM,
-	       OPT_AUTH_CACHE };
+	       OPT_AUTH_CACHE, OPT_HSOCK, OPT_MAPFILE, OPT_MAPMAX, OPT_MAPFIRST };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "seed", required_argument, NULL, 's' },
@@ -206,6 +222,10 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		{ "max-frame-size", required_argument, NULL, OPT_MFS },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE },
 		{ "max-connections", required_argument, NULL, OPT_MAXCONN },
+		{ "haproxy-socket", required_argument, NULL, OPT_HSOCK },
+		{ "map-file", required_argument, NULL, OPT_MAPFILE },
+		{ "map-max", required_argument, NULL, OPT_MAPMAX },
+		{ "map-admit-first", no_argument, NULL, OPT_MAPFIRST },
 		{ "syslog", no_argument, NULL, OPT_SYSLOG },
 		{ "auth-keys", required_argument, NULL, OPT_AUTH_KEYS },
 		{ "auth-from", required_argument, NULL, OPT_AUTH_FROM },
@@ -219,6 +239,7 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 	memset(opt, 0, sizeof(*opt));
 	opt->workers = 1;
 	opt->auth_cache = ROUTE_AUTH_CACHE_DEFAULT;
+	opt->map_max = ROUTE_MAP_MAX_DEFAULT;
 	while ((c = getopt_long(argc, argv, "l:s:d:w:H:S:ch", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -239,6 +260,12 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 		case OPT_AUTH_FROM: opt->auth_from = parse_auth_from(optarg); break;
 		case OPT_AUTH_CACHE:
 			opt->auth_cache = (unsigned)opt_uint("--auth-cache", optarg, 4, 1u << 24, "4..16777216");
+			break;
+		case OPT_HSOCK: opt->haproxy_socket = optarg; break;
+		case OPT_MAPFILE: opt->map_file = optarg; break;
+		case OPT_MAPFIRST: opt->map_admit_first = true; break;
+		case OPT_MAPMAX:
+			opt->map_max = (unsigned)opt_uint("--map-max", optarg, 2, ROUTE_MAP_MAX_LIMIT, "2..1000000");
 			break;
 		case 'w': opt->workers = (unsigned)opt_uint("--workers", optarg, 1, 256, "1..256"); break;
 		case OPT_MFS:
@@ -266,6 +293,10 @@ static void parse_options(int argc, char **argv, struct route_options *opt)
 	if (!opt->seed) {
 		fprintf(stderr, "route-agent: --seed FILE|etcd://... is required\n");
 		usage(stderr);
+		exit(2);
+	}
+	if (!opt->haproxy_socket != !opt->map_file) {
+		fprintf(stderr, "route-agent: --haproxy-socket and --map-file go together (the map cache)\n");
 		exit(2);
 	}
 	if (!opt->check && opt->nlisten == 0) {
@@ -331,6 +362,8 @@ static int publish_view(struct route_daemon *d, struct router_dir *dir, unsigned
 	route_view_release(&d->current);
 	d->current = route_view_ref(v);
 	route_view_holder_publish(d->holder, v);
+	if (d->map)
+		route_map_view(d->map, v, route_view_holder_generation(d->holder));
 	/* the view marks drained targets too (no new requests); the log and
 	 * the gauge count failures only */
 	if (ndown - ndrain != d->last_ndown || ndrain != d->ndrain)
@@ -627,6 +660,8 @@ static void render_metrics(void *udata, struct hc_text *t)
 			  "# TYPE seedgate_route_workers gauge\n"
 			  "seedgate_route_workers %u\n",
 		       d->feed_connected ? 1 : 0, (unsigned long long)d->health_epoch, d->current->ndown - d->ndrain, d->ndrain, d->opt.workers);
+	if (d->map)
+		route_map_metrics(d->map, t);
 	hc_metrics_process(t, "route-agent");
 }
 
@@ -842,6 +877,22 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot register the route message");
 		return -1;
 	}
+	if (d->opt.map_file) {
+		struct route_map_config mc = {
+			.loop = d->loop, .socket = d->opt.haproxy_socket, .map_file = d->opt.map_file,
+			.max = d->opt.map_max, .workers = d->opt.workers, .admit_first = d->opt.map_admit_first,
+		};
+
+		d->map = route_map_new(&mc, err, errlen);
+		if (!d->map)
+			return -1;
+		if (route_map_attach(d->map, d->rt) == -1) {
+			snprintf(err, errlen, "cannot register the route-touch message");
+			return -1;
+		}
+		route_map_view(d->map, d->current, route_view_holder_generation(d->holder));
+		route_agent_set_map(d->agent, d->map);
+	}
 	for (unsigned i = 0; i < d->opt.nlisten; i++)
 		if (spop_runtime_listen(d->rt, d->opt.listen[i], err, errlen) == -1)
 			return -1;
@@ -861,7 +912,11 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 			return -1;
 		hc_feed_client_set_retry_cb(d->feed, on_feed_retry);
 	}
-	return spop_runtime_start(d->rt, err, errlen);
+	if (spop_runtime_start(d->rt, err, errlen) == -1)
+		return -1;
+	if (d->map)
+		route_map_start(d->map);
+	return 0;
 }
 
 /* Releases everything in reverse order; safe on a partial setup. */
@@ -881,6 +936,7 @@ static void daemon_teardown(struct route_daemon *d)
 	}
 	route_agent_free(&d->agent);
 	route_auth_free(&d->auth);
+	route_map_free(&d->map);
 	route_view_release(&d->current);
 	route_view_holder_free(&d->holder);
 	route_health_free(&d->health);

@@ -6,7 +6,7 @@ harness.free_port() and every file in the test's temp dir.
 
     info = start_stack(stack, seed_path, agents=2, cache=False,
                        health_feed=None, stunnel=False, agent_args=(),
-                       haproxy_env=None, agent_seed=None, auth=False)
+                       haproxy_env=None, agent_seed=None, auth=False, route_map=False)
     restart_agent(stack, info, 0)
 
 auth=True turns project access control on (docs/access-control.md): a
@@ -18,7 +18,9 @@ One demo server per hub and node of the seed, on the seed's address (write
 seeds with ports from free_port()); `agents` route agents (reading
 `agent_seed` when given, e.g. an etcd://... spec holding the same
 directory as seed_path, each with its own local copy in the temp dir;
-else seed_path); HAProxy in
+else seed_path); route_map=True: the map cache (SG_ROUTE_MAP=1), agent N
+publishing into RUN/route-agentN.map through RUN/haproxy-map.sock
+(map_path(dir, i) names agent i's map); HAProxy in
 master-worker mode; stunnel in front when asked. Processes belong to the
 `stack` fixture, which stops them by PID and prints their logs on failure.
 """
@@ -178,14 +180,20 @@ def _start_agent(stack, i, argv, port):
     return p
 
 
+def map_path(stack_dir, i):
+    """The map of route agent i (0-based), as haproxy.cfg names it."""
+    return os.path.join(stack_dir, f"route-agent{i + 1}.map")
+
+
 def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
-                stunnel=False, agent_args=(), haproxy_env=None, agent_seed=None, auth=False):
+                stunnel=False, agent_args=(), haproxy_env=None, agent_seed=None, auth=False,
+                route_map=False):
     """Starts demo servers, route agents, HAProxy (and stunnel) for seed_path.
     Returns a StackInfo once every port accepts connections."""
     seed_path = os.path.abspath(seed_path)
     # HAProxy's sockets live in the test's dir: say so, before anything
     # starts, if it is too deep (HAProxy would refuse its configuration).
-    for sock in ("haproxy.sock", "node-fallback.sock"):
+    for sock in ("haproxy.sock", "node-fallback.sock", "haproxy-map.sock"):
         harness.check_socket_path(stack.path(sock))
     dcs, targets = seed_targets(seed_path)
     agent_args = [str(a) for a in agent_args]
@@ -211,6 +219,8 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
     etcd = bool(agent_seed and agent_seed.startswith("etcd://"))
     argvs = [_agent_argv(agent_ports[i], stats_ports[i], agent_seed or seed_path, health_feed, agent_args,
                          stack.path(f"route-agent-{i + 1}.seed-cache") if etcd else None)
+             + (["--haproxy-socket", stack.path("haproxy-map.sock"), "--map-file", map_path(stack.dir, i)]
+                if route_map else [])
              for i in range(agents)]
     agent_procs = [_start_agent(stack, i, argvs[i], agent_ports[i]) for i in range(agents)]
 
@@ -226,6 +236,7 @@ def start_stack(stack, seed_path, *, agents=2, cache=False, health_feed=None,
         "SG_AGENT2": a2,
         "SG_DC": dc,
         "SG_ROUTE_CACHE": "1" if cache else "0",
+        "SG_ROUTE_MAP": "1" if route_map else "0",
         # The product waits 15 ms for the agent, then fails open to the hubs.
         # On a loaded CI machine (or under ASan) that would send some project
         # requests to the hubs and make exact-node assertions flaky (100 ms

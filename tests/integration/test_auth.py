@@ -76,13 +76,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start_auth_stack(stack, haproxy_env=None, agent_args=()):
+def start_auth_stack(stack, haproxy_env=None, agent_args=(), route_map=False):
     """2 dcs x (1 hub + 2 nodes); every target replaced by a Recorder on its
     port. Returns (info, recorders by name)."""
     ports = [harness.free_port() for _ in range(8)]
     text, _ = ru.seed_text(ports, hubs=1, nodes=2)
     seed = stack.write("seed.conf", text)
-    info = stack_util.start_stack(stack, seed, auth=True, haproxy_env=haproxy_env, agent_args=agent_args)
+    info = stack_util.start_stack(stack, seed, auth=True, haproxy_env=haproxy_env, agent_args=agent_args,
+                                  route_map=route_map)
     recs = {}
     for name, proc in info.servers.items():
         proc.stop()
@@ -214,6 +215,24 @@ def test_token_checks_at_the_edge(stack):
     harness.wait_until(lambda: request(port, f"/{project}/down", {"Cookie": f"sg_token={good}"})[1] == hub,
                        10 * SLOW, interval=0.1, what="fail-open to the hubs")
     assert not recs[node].requests(f"/{project}/down")
+
+
+def test_map_cache_never_skips_the_check(stack):
+    """SG_ROUTE_MAP=1 with the agents publishing their maps: a map hit would
+    route without asking the agent, so SG_AUTH=1 turns the map cache off.
+    A project requested often with a valid token (published by now if the
+    maps were read) still needs its token on every request."""
+    info, recs = start_auth_stack(stack, route_map=True)
+    port = info.http_port
+    project, = ru.random_ids(1, seed=21)
+    node = stack_util.where(info.seed_path, project, dc=info.dc)
+    good = stack_util.mint_token(info.auth, "alice", [project])
+    for i in range(8):
+        assert request(port, f"/{project}/ok{i}", {"Cookie": f"sg_token={good}"})[:2] == (200, node)
+    seen = len(node_requests(recs, project))
+    for i in range(8):
+        assert request(port, f"/{project}/no{i}", {})[:2] == (401, None)
+    assert len(node_requests(recs, project)) == seen, "a request without a token reached the node"
 
 
 def test_key_rotation_and_revocation(stack):

@@ -47,7 +47,10 @@ def endpoints(stack, broken_seed=False):
     stack.wait_unix(feed, hc)
     agent_port = free_port()
     ra = stack.start("route-agent", [harness.bin_path("route-agent"), "--seed", seed, "--health", feed,
-                                     "--listen", f"127.0.0.1:{agent_port}", "--stats", f"127.0.0.1:{ra_port}"])
+                                     "--listen", f"127.0.0.1:{agent_port}", "--stats", f"127.0.0.1:{ra_port}",
+                                     # the map cache's families too (no HAProxy: it keeps retrying)
+                                     "--haproxy-socket", stack.path("no-haproxy.sock"),
+                                     "--map-file", stack.path("route-agent1.map")])
     stack.wait_port(agent_port, ra)
     ports = {"healthcheckd": hc_port, "route-agent": ra_port}
     if broken_seed:
