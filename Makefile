@@ -144,7 +144,7 @@ soak: deps all ## faults under load for SOAK_SECONDS (default 240): zero failed 
 #                                gen-backends.sh seed-targets.sh seed.conf (example)
 #   share/seedgate/tls/          make-certs.sh ticket-keys.sh stunnel-conf.sh stunnel-run.sh
 #                                hitch-conf.sh hitch-run.sh stunnel.conf.in
-#   lib/seedgate/                libsg-ticketkeys.so (hitch-run.sh preloads it into hitch)
+#   lib/seedgate/                libsg-hitch.so (hitch-run.sh preloads it into hitch)
 #   share/doc/seedgate/          README.md, docs/*.md, haproxy-conf and tls READMEs
 # Installed copies point at $(PREFIX), never at the build tree: haproxy.cfg's
 # default SG_CONF_DIR is the installed haproxy-conf/, and the scripts find
@@ -158,7 +158,7 @@ INSTALL_TLS     := tls/stunnel.conf.in
 INSTALL_TLS_SH  := tls/make-certs.sh tls/ticket-keys.sh tls/stunnel-conf.sh tls/stunnel-run.sh tls/hitch-conf.sh \
 	tls/hitch-run.sh
 INSTALL_DOCS    := README.md $(wildcard docs/*.md)
-INSTALLED_FILES := $(addprefix bin/,$(notdir $(BINS))) lib/seedgate/libsg-ticketkeys.so \
+INSTALLED_FILES := $(addprefix bin/,$(notdir $(BINS))) lib/seedgate/libsg-hitch.so \
 	$(addprefix share/seedgate/,$(INSTALL_CONF) $(INSTALL_CONF_SH) $(INSTALL_TLS) $(INSTALL_TLS_SH)) \
 	$(addprefix share/doc/seedgate/,$(notdir $(INSTALL_DOCS)) haproxy-conf.md tls.md)
 # Rewrites applied to every installed config and script: the default config
@@ -167,10 +167,10 @@ INSTALL_SED     := -e 's|/usr/local/share/seedgate/haproxy-conf|$(SG_SHARE)/hapr
 	-e 's|$${SEEDGATE_BUILD:-$$here/../build}/seedctl|$(PREFIX)/bin/seedctl|g' \
 	-e 's|^so_dirs=.*|so_dirs="$(PREFIX)/lib/seedgate"|'
 
-install: $(BINS) $(TICKETKEYS_SO) ## install binaries, haproxy-conf/, tls/ scripts and docs under DESTDIR/PREFIX
+install: $(BINS) $(HITCH_SO) ## install binaries, haproxy-conf/, tls/ scripts and docs under DESTDIR/PREFIX
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/seedgate $(DESTDIR)$(SG_SHARE)/haproxy-conf $(DESTDIR)$(SG_SHARE)/tls $(DESTDIR)$(SG_DOC)
 	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 $(TICKETKEYS_SO) $(DESTDIR)$(PREFIX)/lib/seedgate/
+	install -m 0644 $(HITCH_SO) $(DESTDIR)$(PREFIX)/lib/seedgate/
 	@set -e; for f in $(INSTALL_CONF) $(INSTALL_TLS); do \
 	    sed $(INSTALL_SED) $$f >$(DESTDIR)$(SG_SHARE)/$$f.tmp; chmod 0644 $(DESTDIR)$(SG_SHARE)/$$f.tmp; \
 	    mv -f $(DESTDIR)$(SG_SHARE)/$$f.tmp $(DESTDIR)$(SG_SHARE)/$$f; echo "  $(DESTDIR)$(SG_SHARE)/$$f"; done

@@ -53,7 +53,7 @@ for c in openssl stunnel haproxy wrk taskset curl; do
 	command -v "$c" >/dev/null || fail "$c not installed"
 done
 command -v hitch >/dev/null || [ -x /usr/sbin/hitch ] || fail "hitch not installed"
-[ -f "$BUILD/libsg-ticketkeys.so" ] || fail "$BUILD/libsg-ticketkeys.so not built (make)"
+[ -f "$BUILD/libsg-hitch.so" ] || fail "$BUILD/libsg-hitch.so not built (make)"
 [ "$(nproc)" -ge 2 ] || { SERVER_CPU=0; LOAD_CPU=0; echo "bench-tls: one CPU, server and load share it"; }
 
 free_port() {

@@ -104,7 +104,7 @@ tls_missing=
 case "$tls_front" in
 stunnel) command -v stunnel4 >/dev/null || tls_missing="stunnel4 (Debian package stunnel4)" ;;
 hitch) { command -v hitch >/dev/null || [ -x /usr/sbin/hitch ]; } || tls_missing="hitch (Debian package hitch)"
-       [ -f "$build/libsg-ticketkeys.so" ] || tls_missing="$build/libsg-ticketkeys.so (run make)" ;;
+       [ -f "$build/libsg-hitch.so" ] || tls_missing="$build/libsg-hitch.so (run make)" ;;
 esac
 if [ -n "$tls_missing" ]; then
 	have_tls=0

@@ -101,7 +101,7 @@ ecdh-curve = "$curves"
 prefer-server-ciphers = on
 
 # Session resumption: tickets with the keys of RUN/ticket.keys, installed
-# by tls/hitch-run.sh (libsg-ticketkeys.so), so they survive restarts and
+# by tls/hitch-run.sh (libsg-hitch.so), so they survive restarts and
 # reloads. (Debian's hitch is built without its shared session cache; a
 # client that takes no ticket resumes only on the worker that served it,
 # through OpenSSL's per-process cache.)

@@ -42,11 +42,12 @@ endif
 tls: $(TLS_ARCHIVES) $(filter $(B)/tests/test_tls_%,$(UNIT_TESTS)) ## build the TLS library (both back ends) and its tests
 .PHONY: tls
 
-# libsg-ticketkeys.so: an LD_PRELOAD library for hitch, which has no ticket
-# key setting (tls/ticketkeys_preload.c); tls/hitch-run.sh loads it. Built
+# libsg-hitch.so: an LD_PRELOAD library for hitch (tls/hitch_preload.c):
+# ticket keys, which hitch has no setting for, and one listener shared by
+# its workers so a reload resets nothing; tls/hitch-run.sh loads it. Built
 # without the sanitizers: it is loaded into hitch, not into our binaries.
-TICKETKEYS_SO := $(B)/libsg-ticketkeys.so
-TOOLS += $(TICKETKEYS_SO)
-$(TICKETKEYS_SO): tls/ticketkeys_preload.c
+HITCH_SO := $(B)/libsg-hitch.so
+TOOLS += $(HITCH_SO)
+$(HITCH_SO): tls/hitch_preload.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(SSL_CFLAGS) -std=c11 $(OPT) $(WARN) -fPIC -shared -o $@ $< $(SSL_LIBS) -ldl

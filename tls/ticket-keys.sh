@@ -8,7 +8,7 @@
 # RUN/ticket.keys holds two lines of 64 hex digits (32 random bytes each):
 # the ticket encryption key and the ticket MAC key. Every front reads it:
 #   stunnel  ticketKeySecret / ticketMacSecret (tls/stunnel-conf.sh)
-#   hitch    SG_TICKET_KEYS through build/libsg-ticketkeys.so (tls/hitch-run.sh)
+#   hitch    SG_TICKET_KEYS through build/libsg-hitch.so (tls/hitch-run.sh)
 #   HAProxy  RUN/ticket.keys.haproxy, written here: three base64 lines of
 #            80 bytes (16-byte name, 32-byte AES key, 32-byte HMAC key).
 #            HAProxy encrypts with the next-to-last line and decrypts with

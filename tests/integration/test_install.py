@@ -58,7 +58,7 @@ def test_destdir_layout_and_uninstall(stack):
     gen = open(os.path.join(share, "haproxy-conf", "gen-backends.sh")).read()
     assert "/usr/bin/seedctl" in gen
     # hitch's ticket-key library, where the installed hitch-run.sh looks.
-    assert os.path.isfile(os.path.join(usr, "lib", "seedgate", "libsg-ticketkeys.so"))
+    assert os.path.isfile(os.path.join(usr, "lib", "seedgate", "libsg-hitch.so"))
     hitch_run = open(os.path.join(share, "tls", "hitch-run.sh")).read()
     assert 'so_dirs="/usr/lib/seedgate"' in hitch_run
     # Nothing installed leads back to the clone, its build tree or DESTDIR.

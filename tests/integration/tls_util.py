@@ -228,7 +228,7 @@ def start_hitch(stack, certs, run_dir, connect_port, port=None, name="hitch"):
     def argv(p):
         confs[p] = hitch_conf(stack, p, connect_port, certs, run_dir, name=f"{name}-{p}.conf")
         return [os.path.join(TLS_DIR, "hitch-run.sh"), confs[p], run_dir]
-    env = {"SEEDGATE_BUILD": harness.bin_path("libsg-ticketkeys.so").rsplit("/", 1)[0]}
+    env = {"SEEDGATE_BUILD": harness.bin_path("libsg-hitch.so").rsplit("/", 1)[0]}
     proc, port = start_listener(stack, name, argv, port=port, env=env)
     return proc, port, confs[port]
 
