@@ -103,6 +103,10 @@ static void generate(FILE *f, const struct router_dir *d, const char *seed, cons
 		        "    # the node the route agent named, or the hubs; never another node\n"
 		        ".if streq(\"${SG_ROUTE_CACHE}\",1)\n"
 		        "    use-server %%[var(sess.route.dest),field(2,/)] if TRUE\n"
+		        ".elif streq(\"${SG_ROUTE_MAP}\",1)\n"
+		        "    # a map hit (\"<backend>/<node>\") names the node; a miss asks the agent\n"
+		        "    use-server %%[var(txn.sg_dest),field(2,/)] if { var(txn.sg_dest) -m found }\n"
+		        "    use-server %%[var(txn.route.server)] if { var(txn.route.server) -m found }\n"
 		        ".else\n"
 		        "    use-server %%[var(txn.route.server)] if { var(txn.route.server) -m found }\n"
 		        ".endif\n",

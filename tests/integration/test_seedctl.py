@@ -226,7 +226,9 @@ def test_haproxy_backends_load(stack):
     # the final backends: dynamic cookies, node guards and the fallback backup
     assert text.count("cookie SGHUB insert indirect nocache dynamic\n") == 2
     assert 'dynamic-cookie-key "seedgate"' in text
-    assert text.count("use-server %[var(txn.route.server)] if { var(txn.route.server) -m found }") == 2
+    # per-request and map-cache modes (two each), and the map hit's own rule
+    assert text.count("use-server %[var(txn.route.server)] if { var(txn.route.server) -m found }") == 4
+    assert text.count("use-server %[var(txn.sg_dest),field(2,/)] if { var(txn.sg_dest) -m found }") == 2
     assert text.count('server sg_hubs_fallback "unix@${SG_RUN_DIR}/node-fallback.sock" backup') == 2
     assert " cookie hub" not in text     # 2.6 refuses "cookie" on servers added at run time
     assert not [f for f in os.listdir(stack.dir) if ".tmp." in f]
