@@ -180,6 +180,12 @@ static int edit(const char *spec, change_fn fn, void *arg)
  * put
  */
 
+/* The records that are directory-wide settings: one key each, no name. */
+static bool setting(const char *kw)
+{
+	return !strcmp(kw, "replicas") || !strcmp(kw, "ring-scale") || !strcmp(kw, "check-defaults");
+}
+
 static void put_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl put --etcd [etcd://]HOST:PORT[,...]/PREFIX \"RECORD\"\n"
@@ -187,7 +193,8 @@ static void put_usage(FILE *f)
 	        "the text form:\n"
 	        "  \"node NAME ADDR dc=DC [key=value...]\"   \"hub NAME ADDR dc=DC [...]\"\n"
 	        "  \"dc NAME\" (a new dc goes last in the failover order)\n"
-	        "  \"project UUID NODE...\"   \"replicas N\"   \"check-defaults key=value...\"\n"
+	        "  \"project UUID NODE...\"   \"replicas N\"   \"ring-scale S\"\n"
+	        "  \"check-defaults key=value...\"\n"
 	        "  \"pool NAME\"   \"server NAME ADDR dc=DC pool=POOL [...]\"   \"route PREFIX POOL\"\n"
 	        "The resulting directory must be valid (exit 1 with 'KEY: message', nothing\n"
 	        "written). The write is guarded by PREFIX/current: a concurrent change is\n"
@@ -205,7 +212,7 @@ static int put_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 		fprintf(stderr, "seedctl: put: empty record\n");
 		return -1;
 	}
-	if (!strcmp(kw, "replicas") || !strcmp(kw, "check-defaults"))
+	if (setting(kw))
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/%s", s->gen, kw);
 	else if (!word(line, len, 1, name, sizeof(name))) {
 		fprintf(stderr, "seedctl: put: '%s' needs a name\n", kw);
@@ -237,7 +244,7 @@ static int put_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/project/%s", s->gen, canon);
 	} else {
 		fprintf(stderr, "seedctl: put: unknown record '%s' (node, hub, dc, project, replicas, "
-		        "check-defaults, pool, server, route)\n", kw);
+		        "ring-scale, check-defaults, pool, server, route)\n", kw);
 		return -1;
 	}
 	ch->value = strdup(line);
@@ -277,8 +284,8 @@ static void del_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl del --etcd [etcd://]HOST:PORT[,...]/PREFIX KIND [NAME]\n"
 	        "Removes one record of the current generation. KIND NAME is one of\n"
-	        "  node NAME | hub NAME | dc NAME | project UUID | replicas | check-defaults |\n"
-	        "  pool NAME | server NAME | route PREFIX\n"
+	        "  node NAME | hub NAME | dc NAME | project UUID | replicas | ring-scale |\n"
+	        "  check-defaults | pool NAME | server NAME | route PREFIX\n"
 	        "The resulting directory must be valid (a dc still used, a node still\n"
 	        "pinned: exit 1 with 'KEY: message', nothing written). Registered records\n"
 	        "(live/) go away with their `seedctl register`, not with del.\n"
@@ -292,7 +299,7 @@ struct del_arg {
 static int del_change(const struct seedctl_etcd *e, const struct seedctl_snap *s, void *arg, struct change *ch)
 {
 	const struct del_arg *a = arg;
-	bool needs_name = strcmp(a->kind, "replicas") && strcmp(a->kind, "check-defaults");
+	bool needs_name = !setting(a->kind);
 
 	if (needs_name != (a->name != NULL)) {
 		fprintf(stderr, "seedctl: del: %s %s\n", a->kind, needs_name ? "needs a name" : "takes no name");
@@ -320,7 +327,7 @@ static int del_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/project/%s", s->gen, canon);
 	} else {
 		fprintf(stderr, "seedctl: del: unknown kind '%s' (node, hub, dc, project, replicas, "
-		        "check-defaults, pool, server, route /PREFIX)\n", a->kind);
+		        "ring-scale, check-defaults, pool, server, route /PREFIX)\n", a->kind);
 		return -1;
 	}
 	if (!ch->key[0] || find_key(s, ch->key) < 0) {

@@ -203,7 +203,7 @@ int sd_etcd_spec_parse(const char *spec, struct sd_etcd_spec *out, char *err, si
  */
 
 /* Groups, in the order the text form gets them. */
-enum sd_group { G_REPLICAS, G_DEFAULTS, G_DC, G_HUB, G_NODE, G_POOL, G_SERVER, G_ROUTE, G_LIVE, G_PROJECT,
+enum sd_group { G_REPLICAS, G_RING_SCALE, G_DEFAULTS, G_DC, G_HUB, G_NODE, G_POOL, G_SERVER, G_ROUTE, G_LIVE, G_PROJECT,
                 G_IGNORE };
 
 struct sd_item {
@@ -288,7 +288,7 @@ static bool word_is(const char *v, size_t len, unsigned i, const char *want, siz
 static int check_value(const struct sd_record *r, enum sd_group g, const char *tail, size_t tlen,
                        char *err, size_t errlen)
 {
-	static const char *const kw[] = { "replicas", "check-defaults", "dc", "hub", "node", "pool", "server", "route",
+	static const char *const kw[] = { "replicas", "ring-scale", "check-defaults", "dc", "hub", "node", "pool", "server", "route",
 	                                  NULL, "project" };
 	const char *v = r->value, *want = kw[g];
 	size_t vl = r->value_len;
@@ -393,6 +393,10 @@ static int classify(const char *prefix, size_t plen, const char *gen, size_t gle
 	}
 	if (rl == 14 && !memcmp(rest, "check-defaults", 14)) {
 		*g = G_DEFAULTS;
+		return 0;
+	}
+	if (rl == 10 && !memcmp(rest, "ring-scale", 10)) {
+		*g = G_RING_SCALE;
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
@@ -695,6 +699,9 @@ int sd_records_from_text(const char *prefix, const char *gen, const char *text, 
 		} else if (kwl == 14 && !memcmp(kw, "check-defaults", 14)) {
 			if (rb_add(&b, prefix, gen, "check-defaults", "", 0, line, o) == -1)
 				goto oom;
+		} else if (kwl == 10 && !memcmp(kw, "ring-scale", 10)) {
+			if (rb_add(&b, prefix, gen, "ring-scale", "", 0, line, o) == -1)
+				goto oom;
 		} else if (kwl == 2 && !memcmp(kw, "dc", 2)) {
 			snprintf(pos4, sizeof(pos4), "%04u", ++ndc);
 			if (rb_add(&b, prefix, gen, "dc/", pos4, 4, line, o) == -1)
@@ -724,8 +731,13 @@ int sd_records_from_text(const char *prefix, const char *gen, const char *text, 
 			router_project_format(id, canon);
 			if (rb_add(&b, prefix, gen, "project/", canon, 36, line, o) == -1)
 				goto oom;
-		} else
-			goto oom;                      /* cannot happen either */
+		} else {
+			/* The parser knows a record this layout has no key for:
+			 * a bug of ours, said as such rather than as "no memory". */
+			snprintf(err, errlen, "%s: '%.*s' records have no etcd key (a seedgate bug; "
+			         "keep this directory in a file)", filename ? filename : "<seed>", (int)kwl, kw);
+			goto out;
+		}
 	}
 
 	block = malloc(b.n * sizeof(*recs) + b.slen + 1);

@@ -404,3 +404,30 @@ def test_export_without_live_records(stack, cluster, prefix):
     r = seedctl("import", "--etcd", spec, clash)
     assert r.returncode == 1 and "duplicate name 'hub-live'" in r.stderr, r.stderr
     assert reg.stop(signal.SIGTERM) == 0
+
+
+def test_ring_scale_in_etcd(stack, cluster, prefix):
+    """`ring-scale` is a directory setting like `replicas`: a file with it
+    imports (it used to fail with "out of memory splitting the directory"),
+    places projects as the file does, exports back, and put/del change it
+    under its own key, refused with that key when out of range."""
+    spec = cluster.spec(prefix)
+    ids = random_ids(300, seed=5)
+    text = "ring-scale 4\n" + seed_text()
+    path = import_text(stack, cluster, prefix, text)
+    gen = cluster.get(prefix + "/current").decode()
+    assert cluster.get(f"{prefix}/g/{gen}/ring-scale") == b"ring-scale 4"
+    assert where(spec, ids) == where(path, ids)
+    r = seedctl("export", "--etcd", spec)
+    assert r.returncode == 0, r.stderr
+    assert "\nring-scale 4\n" in r.stdout
+
+    r = seedctl("put", "--etcd", spec, "ring-scale 9")
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"{prefix}/g/{gen}/ring-scale: bad ring-scale '9' (0-8)"
+    assert seedctl("put", "--etcd", spec, "ring-scale 6").returncode == 0
+    six = stack.write("six.conf", "ring-scale 6\n" + seed_text())
+    assert where(spec, ids) == where(six, ids)
+    assert seedctl("del", "--etcd", spec, "ring-scale").returncode == 0
+    plain = stack.write("plain.conf", seed_text())
+    assert where(spec, ids) == where(plain, ids)

@@ -245,6 +245,7 @@ static void test_build_gen_and_empty(void **state)
 static const char file[] =
 	"# the example\n"
 	"replicas 2\n"
+	"ring-scale 6\n"
 	"check-defaults check=http   check-path=/health\n"
 	"dc us-east\n"
 	"hub  hub1 127.0.0.1:5001 dc=us-east\t# first hub\n"
@@ -281,6 +282,7 @@ static void test_records_from_text(void **state)
 	struct router_dir *d;
 	static const char *const want[][2] = {
 		{ "/p/q/g/12/replicas", "replicas 2" },
+		{ "/p/q/g/12/ring-scale", "ring-scale 6" },   /* etcd could not hold it before */
 		{ "/p/q/g/12/check-defaults", "check-defaults check=http check-path=/health" },
 		{ "/p/q/g/12/dc/0001", "dc us-east" },
 		{ "/p/q/g/12/hub/hub1", "hub hub1 127.0.0.1:5001 dc=us-east" },
@@ -298,6 +300,7 @@ static void test_records_from_text(void **state)
 	assert_string_equal(router_dir_dc_name(d, 0), "us-east");
 	assert_string_equal(router_dir_dc_name(d, 1), "eu-west");
 	assert_int_equal(router_dir_target_count(d), 3);
+	assert_int_equal(router_dir_ring_scale(d), 6);
 	router_dir_release(&d);
 	/* and back: the text of the records is what export prints; it splits
 	 * into the same records */
