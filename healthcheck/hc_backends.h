@@ -30,20 +30,23 @@
  * then on busy servers. */
 #define HC_SERVER_OPTS "pool-purge-delay 1s"
 
-/* The backend a target's server lives in: hubs_<dc>, nodes_<dc>, or for a
- * pool server pool_<pool>_<dc>. */
+/* The backend a target's server lives in: hubs_<dc>, its node backend
+ * (nodes_<dc>, or nodes_<dc>_<k> with node-shards), or for a pool server
+ * pool_<pool>_<dc>. */
 static inline const char *hc_backend_of(const struct router_dir *d, const struct router_target *t)
 {
 	return t->kind == ROUTER_HUB ? router_dir_hub_backend(d, t->dc) :
-	       t->kind == ROUTER_NODE ? router_dir_node_backend(d, t->dc) :
+	       t->kind == ROUTER_NODE ? router_dir_node_backend(d, t->dc, t->shard) :
 	       router_dir_pool_backend(d, (unsigned)t->pool, t->dc);
 }
 
-/* Whether be is one of d's backends (hubs_<dc>, nodes_<dc>, pool_<pool>_<dc>). */
+/* Whether be is one of d's backends (hubs_<dc>, node backends, pool_<pool>_<dc>). */
 static inline bool hc_backend_ours(const struct router_dir *d, const char *be)
 {
+	if (router_dir_is_node_backend(d, be))
+		return true;
 	for (unsigned dc = 0; dc < router_dir_dc_count(d); dc++) {
-		if (strcmp(be, router_dir_hub_backend(d, dc)) == 0 || strcmp(be, router_dir_node_backend(d, dc)) == 0)
+		if (strcmp(be, router_dir_hub_backend(d, dc)) == 0)
 			return true;
 		for (unsigned p = 0; p < router_dir_pool_count(d); p++)
 			if (strcmp(be, router_dir_pool_backend(d, p, dc)) == 0)

@@ -27,6 +27,7 @@
 #define ROUTER_MAX_WEIGHT    256     /* weight=1..256 (HAProxy's server weight range) */
 #define ROUTER_RING_SCALE_MAX      8  /* "ring-scale S": 0..8, 2^S points per unit of weight */
 #define ROUTER_RING_SCALE_DEFAULT  8  /* 256 points per unit of weight */
+#define ROUTER_MAX_NODE_SHARDS   256  /* "node-shards N": 1..256 node backends per dc */
 /* Most ring points a directory may need, all datacenters together: the
  * parser refuses more (with the ring-scale that would fit) before it
  * builds anything, so no seed file can make a process allocate more than
@@ -70,6 +71,7 @@ struct router_target {
 	const char *addr;           /* "host:port" as written (v6 keeps its brackets) */
 	struct router_check check;  /* merged with check-defaults */
 	int pool;                   /* ROUTER_SERVER: its pool's index; -1 for hubs and nodes */
+	unsigned shard;             /* ROUTER_NODE: its node backend in its dc (node-shards) */
 };
 
 /* Loading. Both return a snapshot holding one reference, or NULL with
@@ -99,7 +101,14 @@ unsigned router_dir_target_count(const struct router_dir *d);                /* 
 const struct router_target *router_dir_target(const struct router_dir *d, unsigned i);
 int router_dir_target_find(const struct router_dir *d, const char *name);     /* index or -1 */
 const char *router_dir_hub_backend(const struct router_dir *d, unsigned dc);   /* "hubs_<dc>" */
-const char *router_dir_node_backend(const struct router_dir *d, unsigned dc);  /* "nodes_<dc>" */
+/* Node backends (docs/seed-directory.md, node-shards): a dc's nodes are
+ * spread over router_dir_node_shards() backends by a hash of their name,
+ * "nodes_<dc>" when there is one, "nodes_<dc>_<k>" (k from 0) when there
+ * are more. A node's own is router_dir_node_backend(d, t->dc, t->shard). */
+unsigned router_dir_node_shards(const struct router_dir *d);
+const char *router_dir_node_backend(const struct router_dir *d, unsigned dc, unsigned shard);
+/* Whether be is one of d's node backends. */
+bool router_dir_is_node_backend(const struct router_dir *d, const char *be);
 /* Additions: counts for summaries and sizing. */
 unsigned router_dir_pin_count(const struct router_dir *d);
 unsigned router_dir_hub_count(const struct router_dir *d, unsigned dc);

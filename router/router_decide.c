@@ -46,7 +46,7 @@ static void to_node(const struct router_dir *d, unsigned t, enum router_why why,
 {
 	out->why = why;
 	out->target = (int)t;
-	out->backend = d->dcs[d->hot[t].dc].node_backend;
+	out->backend = d->dcs[d->hot[t].dc].node_backends[d->hot[t].shard];
 	out->server = d->hot[t].name;
 }
 

@@ -46,6 +46,7 @@ void router_dir_destroy(struct router_dir *d)
 	free(d->pools);
 	free(d->pool_members);
 	free(d->pool_backends);
+	free(d->node_backends);
 	free(d->pool_first);
 	free(d->routes);
 	free(d->route_slots);
@@ -198,9 +199,40 @@ const char *router_dir_hub_backend(const struct router_dir *d, unsigned dc)
 	return dc < d->ndcs ? d->dcs[dc].hub_backend : NULL;
 }
 
-const char *router_dir_node_backend(const struct router_dir *d, unsigned dc)
+unsigned router_dir_node_shards(const struct router_dir *d)
 {
-	return dc < d->ndcs ? d->dcs[dc].node_backend : NULL;
+	return d->node_shards;
+}
+
+const char *router_dir_node_backend(const struct router_dir *d, unsigned dc, unsigned shard)
+{
+	return dc < d->ndcs && shard < d->node_shards ? d->dcs[dc].node_backends[shard] : NULL;
+}
+
+/* "nodes_<dc>" exactly, or "nodes_<dc>_<k>" with k < node_shards: parsed,
+ * not compared with every name (256 shards x 64 dcs). */
+bool router_dir_is_node_backend(const struct router_dir *d, const char *be)
+{
+	for (unsigned dc = 0; dc < d->ndcs; dc++) {
+		const char *base = d->dcs[dc].node_backends[0];
+		size_t bl = d->node_shards == 1 ? strlen(base) : strlen(base) - 2;   /* without "_0" */
+		unsigned long k;
+		char *end;
+
+		if (strncmp(be, base, bl))
+			continue;
+		if (d->node_shards == 1) {
+			if (!be[bl])
+				return true;
+			continue;
+		}
+		if (be[bl] != '_' || be[bl + 1] < '0' || be[bl + 1] > '9' || (be[bl + 1] == '0' && be[bl + 2]))
+			continue;
+		k = strtoul(be + bl + 1, &end, 10);
+		if (!*end && k < d->node_shards)
+			return true;
+	}
+	return false;
 }
 
 unsigned router_dir_pin_count(const struct router_dir *d)

@@ -95,7 +95,7 @@ struct router_pin {
 struct router_dc {
 	const char *name;
 	const char *hub_backend;       /* "hubs_<dc>" */
-	const char *node_backend;      /* "nodes_<dc>" */
+	const char **node_backends;    /* node_shards entries: "nodes_<dc>" or "nodes_<dc>_<k>" */
 	unsigned nhubs, nnodes;
 	uint64_t points;               /* sum of its nodes' weight x 2^ring_scale (rings or not) */
 	uint32_t *hubs;                /* target indices of the dc's hubs, file order */
@@ -108,7 +108,8 @@ struct router_dc {
 struct router_hot {
 	const char *name;
 	uint32_t dc;
-	uint32_t drain;
+	uint16_t drain;
+	uint16_t shard;                /* its node backend in its dc */
 };
 
 /* A pool: its backend in every dc and its members there (target indices
@@ -142,6 +143,8 @@ struct router_dir {
 	atomic_uint refs;
 	unsigned replicas;
 	int ring_scale;                /* `ring-scale S`: 2^S points per unit of weight */
+	unsigned node_shards;          /* `node-shards N`: node backends per dc */
+	const char **node_backends;    /* ndcs x node_shards, see struct router_dc */
 	unsigned ndcs;
 	struct router_dc *dcs;
 	unsigned ntargets;

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "router_int.h"
 
 #define MAX_WORDS 48
@@ -74,6 +76,7 @@ struct parser {
 	size_t npin_names, pin_names_room;
 	unsigned replicas, replicas_line;
 	unsigned ring_scale, ring_scale_line;
+	unsigned node_shards, node_shards_line;
 	struct ppool *pools;
 	size_t npools, pools_room;
 	struct proute *routes;
@@ -424,6 +427,19 @@ static int kw_replicas(struct parser *p, char **w, unsigned n)
 	return 0;
 }
 
+/* node-shards N: each dc's nodes spread over N HAProxy backends (router.h). */
+static int kw_node_shards(struct parser *p, char **w, unsigned n)
+{
+	if (n != 2)
+		return perr(p, "usage: node-shards N");
+	if (p->node_shards_line)
+		return perr(p, "node-shards already set on line %u", p->node_shards_line);
+	if (!parse_uint(w[1], ROUTER_MAX_NODE_SHARDS, &p->node_shards) || p->node_shards == 0)
+		return perr(p, "bad node-shards '%s' (1-%d)", w[1], ROUTER_MAX_NODE_SHARDS);
+	p->node_shards_line = p->line;
+	return 0;
+}
+
 /* ring-scale S: 2^S ring points per unit of weight (router_int.h). Only
  * ever set here, by the operator: placement never rescales by itself. */
 static int kw_ring_scale(struct parser *p, char **w, unsigned n)
@@ -670,6 +686,7 @@ static const struct {
 } keywords[] = {
 	{ "replicas",       kw_replicas },
 	{ "ring-scale",     kw_ring_scale },
+	{ "node-shards",    kw_node_shards },
 	{ "dc",             kw_dc },
 	{ "hub",            kw_target },
 	{ "node",           kw_target },
@@ -951,8 +968,8 @@ static int build_routes(struct parser *p, struct router_dir *d)
 static struct router_dir *assemble(struct parser *p)
 {
 	struct router_dir *d = calloc(1, sizeof(*d));
-	size_t hub_off[ROUTER_MAX_DCS], node_off[ROUTER_MAX_DCS];
-	size_t *pb_off = NULL;
+	size_t hub_off[ROUTER_MAX_DCS];
+	size_t *pb_off = NULL, *nb_off = NULL;
 	unsigned *tdc = NULL;
 
 	if (!d)
@@ -960,6 +977,7 @@ static struct router_dir *assemble(struct parser *p)
 	atomic_init(&d->refs, 1);
 	d->replicas = p->replicas_line ? p->replicas : 2;
 	d->ring_scale = p->ring_scale_line ? (int)p->ring_scale : ROUTER_RING_SCALE_DEFAULT;
+	d->node_shards = p->node_shards_line ? p->node_shards : 1;
 	p->line = p->ndcs ? p->dc_line[0] : 1;
 	if (p->ndcs == 0) {
 		p->line = 1;
@@ -967,15 +985,24 @@ static struct router_dir *assemble(struct parser *p)
 		goto out_free_dir;
 	}
 	/* Backend names go in the arena before it is frozen. */
+	nb_off = malloc((size_t)p->ndcs * d->node_shards * sizeof(*nb_off));
+	if (!nb_off)
+		goto out_oom;
 	for (unsigned i = 0; i < p->ndcs; i++) {
 		char buf[64];
 
 		snprintf(buf, sizeof(buf), "hubs_%s", p->arena + p->dcs[i]);
 		hub_off[i] = arena_add(p, buf, strlen(buf));
-		snprintf(buf, sizeof(buf), "nodes_%s", p->arena + p->dcs[i]);
-		node_off[i] = arena_add(p, buf, strlen(buf));
-		if (!hub_off[i] || !node_off[i])
+		if (!hub_off[i])
 			goto out_oom;
+		for (unsigned k = 0; k < d->node_shards; k++) {
+			if (d->node_shards == 1)
+				snprintf(buf, sizeof(buf), "nodes_%s", p->arena + p->dcs[i]);
+			else
+				snprintf(buf, sizeof(buf), "nodes_%s_%u", p->arena + p->dcs[i], k);
+			if (!(nb_off[(size_t)i * d->node_shards + k] = arena_add(p, buf, strlen(buf))))
+				goto out_oom;
+		}
 	}
 	pb_off = malloc((p->npools * p->ndcs + 1) * sizeof(*pb_off));
 	if (!pb_off)
@@ -1002,10 +1029,16 @@ static struct router_dir *assemble(struct parser *p)
 	if (!d->dcs || !d->targets || !d->hot || !tdc)
 		goto out_oom;
 	d->memory += p->ndcs * sizeof(*d->dcs) + p->nt * (sizeof(*d->targets) + sizeof(*d->hot));
+	d->node_backends = malloc((size_t)p->ndcs * d->node_shards * sizeof(*d->node_backends));
+	if (!d->node_backends)
+		goto out_oom;
+	d->memory += (size_t)p->ndcs * d->node_shards * sizeof(*d->node_backends);
 	for (unsigned i = 0; i < p->ndcs; i++) {
 		d->dcs[i].name = d->strings + p->dcs[i];
 		d->dcs[i].hub_backend = d->strings + hub_off[i];
-		d->dcs[i].node_backend = d->strings + node_off[i];
+		d->dcs[i].node_backends = d->node_backends + (size_t)i * d->node_shards;
+		for (unsigned k = 0; k < d->node_shards; k++)
+			d->dcs[i].node_backends[k] = d->strings + nb_off[(size_t)i * d->node_shards + k];
 	}
 
 	/* Targets: datacenter and name table. */
@@ -1036,9 +1069,15 @@ static struct router_dir *assemble(struct parser *p)
 		t->port = pt->port;
 		t->addr = d->strings + pt->addr;
 		merge_check(&t->check, &pt->check, &p->defaults, d->strings);
+		/* Stable: a node's backend depends on its name and N alone, so
+		 * every daemon and `seedctl haproxy` agree, and a node added at
+		 * run time lands in a backend that already exists. */
+		t->shard = t->kind == ROUTER_NODE && d->node_shards > 1 ?
+		           (unsigned)(XXH3_64bits(t->name, strlen(t->name)) % d->node_shards) : 0;
 		d->hot[i].name = t->name;
 		d->hot[i].dc = t->dc;
 		d->hot[i].drain = t->drain;
+		d->hot[i].shard = (uint16_t)t->shard;
 		slot = (uint32_t)router_name_hash(t->name, strlen(t->name)) & d->names_mask;
 		while (d->names[slot] != UINT32_MAX) {
 			if (!strcmp(d->targets[d->names[slot]].name, t->name)) {
@@ -1120,6 +1159,7 @@ static struct router_dir *assemble(struct parser *p)
 		goto out_free_dir;
 	free(tdc);
 	free(pb_off);
+	free(nb_off);
 	return d;
 
 out_oom:
@@ -1127,6 +1167,7 @@ out_oom:
 out_free_dir:
 	free(tdc);
 	free(pb_off);
+	free(nb_off);
 	router_dir_destroy(d);
 	return NULL;
 }

@@ -8,6 +8,7 @@
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "seedctl.h"
 
@@ -18,6 +19,38 @@ static void check_usage(FILE *f)
 	        "'KEY: message', the key holding the bad record) and exits 1; otherwise\n"
 	        "prints a one-line summary and exits 0.\n"
 	        "  --seed SPEC  the directory: a file, or etcd (read at one revision)\n");
+}
+
+/* Nodes in the fullest node backend above this: a note. HAProxy 2.6 to 3.2
+ * resolve `use-server %[...]` by scanning the backend's servers, about 10 ns
+ * a server for every request routed to a node (bench/results/node-backends.md). */
+#define SHARD_NOTE_NODES 64
+
+static void shard_note(const struct router_dir *d)
+{
+	unsigned counts[ROUTER_MAX_NODE_SHARDS], big = 0, big_dc = 0, big_k = 0, want = 1;
+
+	for (unsigned dc = 0; dc < router_dir_dc_count(d); dc++) {
+		memset(counts, 0, sizeof(counts));
+		for (unsigned i = 0; i < router_dir_target_count(d); i++) {
+			const struct router_target *t = router_dir_target(d, i);
+
+			if (t->kind == ROUTER_NODE && t->dc == dc && ++counts[t->shard] > big) {
+				big = counts[t->shard];
+				big_dc = dc;
+				big_k = t->shard;
+			}
+		}
+	}
+	if (big <= SHARD_NOTE_NODES)
+		return;
+	while (want < ROUTER_MAX_NODE_SHARDS &&
+	       (router_dir_node_count(d, big_dc) + want - 1) / want > SHARD_NOTE_NODES)
+		want *= 2;
+	fprintf(stderr, "seedctl: note: %s holds %u nodes; HAProxy 2.6 to 3.2 scan a backend's servers "
+	        "for every request routed to a node (about 10 ns a server): `node-shards %u` keeps each "
+	        "node backend near %u (docs/seed-directory.md, node-shards)\n",
+	        router_dir_node_backend(d, big_dc, big_k), big, want, SHARD_NOTE_NODES);
 }
 
 int seedctl_check(int argc, char **argv)
@@ -70,6 +103,7 @@ int seedctl_check(int argc, char **argv)
 		printf(", %u pools, %u pool servers, %u routes", router_dir_pool_count(d), servers,
 		       router_dir_route_count(d));
 	putchar('\n');
+	shard_note(d);
 	router_dir_release(&d);
 	return 0;
 }

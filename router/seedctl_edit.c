@@ -183,7 +183,8 @@ static int edit(const char *spec, change_fn fn, void *arg)
 /* The records that are directory-wide settings: one key each, no name. */
 static bool setting(const char *kw)
 {
-	return !strcmp(kw, "replicas") || !strcmp(kw, "ring-scale") || !strcmp(kw, "check-defaults");
+	return !strcmp(kw, "replicas") || !strcmp(kw, "ring-scale") || !strcmp(kw, "node-shards") ||
+	       !strcmp(kw, "check-defaults");
 }
 
 static void put_usage(FILE *f)
@@ -193,7 +194,7 @@ static void put_usage(FILE *f)
 	        "the text form:\n"
 	        "  \"node NAME ADDR dc=DC [key=value...]\"   \"hub NAME ADDR dc=DC [...]\"\n"
 	        "  \"dc NAME\" (a new dc goes last in the failover order)\n"
-	        "  \"project UUID NODE...\"   \"replicas N\"   \"ring-scale S\"\n"
+	        "  \"project UUID NODE...\"   \"replicas N\"   \"ring-scale S\"   \"node-shards N\"\n"
 	        "  \"check-defaults key=value...\"\n"
 	        "  \"pool NAME\"   \"server NAME ADDR dc=DC pool=POOL [...]\"   \"route PREFIX POOL\"\n"
 	        "The resulting directory must be valid (exit 1 with 'KEY: message', nothing\n"
@@ -244,7 +245,7 @@ static int put_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/project/%s", s->gen, canon);
 	} else {
 		fprintf(stderr, "seedctl: put: unknown record '%s' (node, hub, dc, project, replicas, "
-		        "ring-scale, check-defaults, pool, server, route)\n", kw);
+		        "ring-scale, node-shards, check-defaults, pool, server, route)\n", kw);
 		return -1;
 	}
 	ch->value = strdup(line);
@@ -285,7 +286,7 @@ static void del_usage(FILE *f)
 	fprintf(f, "usage: seedctl del --etcd [etcd://]HOST:PORT[,...]/PREFIX KIND [NAME]\n"
 	        "Removes one record of the current generation. KIND NAME is one of\n"
 	        "  node NAME | hub NAME | dc NAME | project UUID | replicas | ring-scale |\n"
-	        "  check-defaults | pool NAME | server NAME | route PREFIX\n"
+	        "  node-shards | check-defaults | pool NAME | server NAME | route PREFIX\n"
 	        "The resulting directory must be valid (a dc still used, a node still\n"
 	        "pinned: exit 1 with 'KEY: message', nothing written). Registered records\n"
 	        "(live/) go away with their `seedctl register`, not with del.\n"
@@ -327,7 +328,7 @@ static int del_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/project/%s", s->gen, canon);
 	} else {
 		fprintf(stderr, "seedctl: del: unknown kind '%s' (node, hub, dc, project, replicas, "
-		        "ring-scale, check-defaults, pool, server, route /PREFIX)\n", a->kind);
+		        "ring-scale, node-shards, check-defaults, pool, server, route /PREFIX)\n", a->kind);
 		return -1;
 	}
 	if (!ch->key[0] || find_key(s, ch->key) < 0) {

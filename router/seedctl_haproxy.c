@@ -53,6 +53,10 @@ static void haproxy_usage(FILE *f)
 	        "            the one server it can pick is the backup %s, which\n"
 	        "            leads to the hubs (haproxy.cfg's fe_node_fallback). Drained nodes\n"
 	        "            keep their line (the route agent stops choosing them).\n"
+	        "            With `node-shards N` (N > 1) in the directory, N backends\n"
+	        "            nodes_<dc>_0 .. nodes_<dc>_<N-1> share a dc's nodes by a\n"
+	        "            hash of their names, so that use-server, which HAProxy 2.6\n"
+	        "            to 3.2 resolves by scanning a backend's servers, scans few.\n"
 	        "pool_<pool>_<dc>: a pool's servers of that dc (path prefixes, seed `route`\n"
 	        "            lines); balanced and sticky like the hubs (cookie SGPOOL_<pool>).\n"
 	        "Servers: \"server NAME ADDR weight W init-addr last,libc,none " HC_SERVER_OPTS " [--server-opts]\".\n"
@@ -76,14 +80,14 @@ static void server_line(FILE *f, const struct router_target *t, const char *opts
 }
 
 /* The servers of one backend: targets of dc and kind (and pool, for pool
- * servers), in file order. */
+ * servers; node backend shard, for nodes), in file order. */
 static void servers(FILE *f, const struct router_dir *d, unsigned dc, enum router_kind kind, int pool,
-                    const char *opts)
+                    unsigned shard, const char *opts)
 {
 	for (unsigned i = 0; i < router_dir_target_count(d); i++) {
 		const struct router_target *t = router_dir_target(d, i);
 
-		if (t->dc == dc && t->kind == kind && t->pool == pool)
+		if (t->dc == dc && t->kind == kind && t->pool == pool && t->shard == shard)
 			server_line(f, t, opts);
 	}
 }
@@ -98,28 +102,30 @@ static void generate(FILE *f, const struct router_dir *d, const char *seed, cons
 		        "    cookie SGHUB insert indirect nocache dynamic\n"
 		        "    dynamic-cookie-key \"%s\"\n",
 		        router_dir_hub_backend(d, dc), key);
-		servers(f, d, dc, ROUTER_HUB, -1, opts);
-		fprintf(f, "\nbackend %s\n    balance roundrobin    # only ever picks the backup: nodes have weight 0\n"
-		        "    # the node the route agent named, or the hubs; never another node\n"
-		        ".if streq(\"${SG_ROUTE_CACHE}\",1)\n"
-		        "    use-server %%[var(sess.route.dest),field(2,/)] if TRUE\n"
-		        ".elif streq(\"${SG_ROUTE_MAP}\",1)\n"
-		        "    # a map hit (\"<backend>/<node>\") names the node; a miss asks the agent\n"
-		        "    use-server %%[var(txn.sg_dest),field(2,/)] if { var(txn.sg_dest) -m found }\n"
-		        "    use-server %%[var(txn.route.server)] if { var(txn.route.server) -m found }\n"
-		        ".else\n"
-		        "    use-server %%[var(txn.route.server)] if { var(txn.route.server) -m found }\n"
-		        ".endif\n",
-		        router_dir_node_backend(d, dc));
-		servers(f, d, dc, ROUTER_NODE, -1, opts);
-		fprintf(f, "    server %s \"unix@${SG_RUN_DIR}/node-fallback.sock\" backup\n", HC_FALLBACK_SERVER);
+		servers(f, d, dc, ROUTER_HUB, -1, 0, opts);
+		for (unsigned k = 0; k < router_dir_node_shards(d); k++) {
+			fprintf(f, "\nbackend %s\n    balance roundrobin    # only ever picks the backup: nodes have weight 0\n"
+			        "    # the node the route agent named, or the hubs; never another node\n"
+			        ".if streq(\"${SG_ROUTE_CACHE}\",1)\n"
+			        "    use-server %%[var(sess.route.dest),field(2,/)] if TRUE\n"
+			        ".elif streq(\"${SG_ROUTE_MAP}\",1)\n"
+			        "    # a map hit (\"<backend>/<node>\") names the node; a miss asks the agent\n"
+			        "    use-server %%[var(txn.sg_dest),field(2,/)] if { var(txn.sg_dest) -m found }\n"
+			        "    use-server %%[var(txn.route.server)] if { var(txn.route.server) -m found }\n"
+			        ".else\n"
+			        "    use-server %%[var(txn.route.server)] if { var(txn.route.server) -m found }\n"
+			        ".endif\n",
+			        router_dir_node_backend(d, dc, k));
+			servers(f, d, dc, ROUTER_NODE, -1, k, opts);
+			fprintf(f, "    server %s \"unix@${SG_RUN_DIR}/node-fallback.sock\" backup\n", HC_FALLBACK_SERVER);
+		}
 		for (unsigned p = 0; p < router_dir_pool_count(d); p++) {
 			fprintf(f, "\nbackend %s\n    balance roundrobin\n"
 			        "    # pool %s (route prefixes of the seed directory); sticky like the hubs\n"
 			        "    cookie SGPOOL_%s insert indirect nocache dynamic\n"
 			        "    dynamic-cookie-key \"%s\"\n",
 			        router_dir_pool_backend(d, p, dc), router_dir_pool_name(d, p), router_dir_pool_name(d, p), key);
-			servers(f, d, dc, ROUTER_SERVER, (int)p, opts);
+			servers(f, d, dc, ROUTER_SERVER, (int)p, 0, opts);
 		}
 	}
 }

@@ -203,7 +203,7 @@ int sd_etcd_spec_parse(const char *spec, struct sd_etcd_spec *out, char *err, si
  */
 
 /* Groups, in the order the text form gets them. */
-enum sd_group { G_REPLICAS, G_RING_SCALE, G_DEFAULTS, G_DC, G_HUB, G_NODE, G_POOL, G_SERVER, G_ROUTE, G_LIVE, G_PROJECT,
+enum sd_group { G_REPLICAS, G_RING_SCALE, G_NODE_SHARDS, G_DEFAULTS, G_DC, G_HUB, G_NODE, G_POOL, G_SERVER, G_ROUTE, G_LIVE, G_PROJECT,
                 G_IGNORE };
 
 struct sd_item {
@@ -288,7 +288,7 @@ static bool word_is(const char *v, size_t len, unsigned i, const char *want, siz
 static int check_value(const struct sd_record *r, enum sd_group g, const char *tail, size_t tlen,
                        char *err, size_t errlen)
 {
-	static const char *const kw[] = { "replicas", "ring-scale", "check-defaults", "dc", "hub", "node", "pool", "server", "route",
+	static const char *const kw[] = { "replicas", "ring-scale", "node-shards", "check-defaults", "dc", "hub", "node", "pool", "server", "route",
 	                                  NULL, "project" };
 	const char *v = r->value, *want = kw[g];
 	size_t vl = r->value_len;
@@ -397,6 +397,10 @@ static int classify(const char *prefix, size_t plen, const char *gen, size_t gle
 	}
 	if (rl == 10 && !memcmp(rest, "ring-scale", 10)) {
 		*g = G_RING_SCALE;
+		return 0;
+	}
+	if (rl == 11 && !memcmp(rest, "node-shards", 11)) {
+		*g = G_NODE_SHARDS;
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
@@ -701,6 +705,9 @@ int sd_records_from_text(const char *prefix, const char *gen, const char *text, 
 				goto oom;
 		} else if (kwl == 10 && !memcmp(kw, "ring-scale", 10)) {
 			if (rb_add(&b, prefix, gen, "ring-scale", "", 0, line, o) == -1)
+				goto oom;
+		} else if (kwl == 11 && !memcmp(kw, "node-shards", 11)) {
+			if (rb_add(&b, prefix, gen, "node-shards", "", 0, line, o) == -1)
 				goto oom;
 		} else if (kwl == 2 && !memcmp(kw, "dc", 2)) {
 			snprintf(pos4, sizeof(pos4), "%04u", ++ndc);

@@ -13,6 +13,7 @@
  *   PREFIX/current                 "<GEN>": the generation in use (decimal)
  *   PREFIX/g/<GEN>/replicas        "replicas N"
  *   PREFIX/g/<GEN>/ring-scale      "ring-scale S"
+ *   PREFIX/g/<GEN>/node-shards     "node-shards N"
  *   PREFIX/g/<GEN>/check-defaults  "check-defaults key=value..."
  *   PREFIX/g/<GEN>/dc/<NNNN>       "dc NAME"; NNNN (4 digits, 0001 first) is
  *                                  the failover position the text form

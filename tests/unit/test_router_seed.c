@@ -43,7 +43,12 @@ static void test_parse_good(void **state)
 	assert_int_equal(router_dir_dc_find(d, "mars"), -1);
 	assert_null(router_dir_dc_name(d, 2));
 	assert_string_equal(router_dir_hub_backend(d, 0), "hubs_us-east");
-	assert_string_equal(router_dir_node_backend(d, 1), "nodes_eu-west");
+	assert_int_equal(router_dir_node_shards(d), 1);
+	assert_string_equal(router_dir_node_backend(d, 1, 0), "nodes_eu-west");
+	assert_null(router_dir_node_backend(d, 1, 1));
+	assert_true(router_dir_is_node_backend(d, "nodes_eu-west"));
+	assert_false(router_dir_is_node_backend(d, "nodes_eu-west_0"));
+	assert_false(router_dir_is_node_backend(d, "nodes_eu"));
 	assert_int_equal(router_dir_target_count(d), 6);
 	assert_int_equal(router_dir_pin_count(d), 1);
 	assert_int_equal(router_dir_hub_count(d, 0), 1);
@@ -235,10 +240,79 @@ static void test_find_many(void **state)
 	router_dir_release(&d);
 }
 
+/* node-shards N: a dc's nodes over N backends nodes_<dc>_<k>, by a hash of
+ * the name alone (the same node lands in the same backend whatever else the
+ * directory holds), every decision naming its node's own backend. */
+static void test_node_shards(void **state)
+{
+	char text[16384], err[256] = "x";
+	size_t n = 0;
+	unsigned per[8] = { 0 };
+	struct router_dir *d, *d2;
+
+	n += (size_t)snprintf(text + n, sizeof(text) - n, "node-shards 8\ndc east\ndc west\n"
+	                      "hub h1 127.0.0.1:5001 dc=east\n");
+	for (unsigned i = 0; i < 200; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n, "node n%u 127.0.0.1:%u dc=%s\n", i, 6000 + i,
+		                      i % 2 ? "west" : "east");
+	d = router_dir_parse(text, n, "s.conf", err, sizeof(err));
+	if (!d)
+		fail_msg("%s", err);
+	assert_int_equal(router_dir_node_shards(d), 8);
+	assert_string_equal(router_dir_node_backend(d, 0, 0), "nodes_east_0");
+	assert_string_equal(router_dir_node_backend(d, 1, 7), "nodes_west_7");
+	assert_null(router_dir_node_backend(d, 1, 8));
+	assert_true(router_dir_is_node_backend(d, "nodes_west_7"));
+	assert_false(router_dir_is_node_backend(d, "nodes_west_8"));
+	assert_false(router_dir_is_node_backend(d, "nodes_west_07"));
+	assert_false(router_dir_is_node_backend(d, "nodes_west"));
+	assert_false(router_dir_is_node_backend(d, "nodes_west_"));
+	assert_false(router_dir_is_node_backend(d, "hubs_west_1"));
+	for (unsigned i = 0; i < router_dir_target_count(d); i++) {
+		const struct router_target *t = router_dir_target(d, i);
+
+		if (t->kind != ROUTER_NODE) {
+			assert_int_equal(t->shard, 0);
+			continue;
+		}
+		assert_true(t->shard < 8);
+		per[t->shard]++;
+	}
+	for (unsigned k = 0; k < 8; k++)          /* 200 names over 8: none empty, none a majority */
+		assert_true(per[k] > 5 && per[k] < 60);
+	/* every project decision names the backend of the node it chose */
+	for (unsigned i = 0; i < 500; i++) {
+		char path[64];
+		struct router_decision dec;
+		const struct router_target *t;
+
+		snprintf(path, sizeof(path), "/%08x-0000-4000-8000-%012x/x", i * 2654435761u, i);
+		assert_int_equal(router_decide(d, i % 2, path, strlen(path), NULL, &dec), 0);
+		assert_true(dec.target >= 0);
+		t = router_dir_target(d, (unsigned)dec.target);
+		assert_string_equal(dec.backend, router_dir_node_backend(d, t->dc, t->shard));
+	}
+	/* the shard depends on the name only: n7 stays put when others go */
+	n = (size_t)snprintf(text, sizeof(text), "node-shards 8\ndc east\ndc west\nnode n7 127.0.0.1:6007 dc=west\n");
+	d2 = router_dir_parse(text, n, "s2.conf", err, sizeof(err));
+	if (!d2)
+		fail_msg("%s", err);
+	assert_int_equal(router_dir_target(d2, 0)->shard,
+	                 router_dir_target(d, (unsigned)router_dir_target_find(d, "n7"))->shard);
+	router_dir_release(&d2);
+	router_dir_release(&d);
+
+	assert_null(router_dir_parse("node-shards 0\ndc a\n", 20, "z.conf", err, sizeof(err)));
+	assert_string_equal(err, "z.conf:1: bad node-shards '0' (1-256)");
+	assert_null(router_dir_parse("node-shards 2\nnode-shards 2\ndc a\n", 34, "z.conf", err, sizeof(err)));
+	assert_string_equal(err, "z.conf:2: node-shards already set on line 1");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_good),
+		cmocka_unit_test(test_node_shards),
 		cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test(test_load_and_keep_old),
 		cmocka_unit_test(test_find_many),
