@@ -86,7 +86,7 @@ measure() {
 	aus=$wrk_us                                   # the agent's CPU per request
 	wrk_result "$work/wrk.out" $((t1 - t0))
 	rps=$wrk_rps errs=$wrk_errs us=$wrk_us
-	nodes=$(show_stat | awk -F, '$1 == "nodes_bench" && $2 == "BACKEND" { print $8 }')
+	nodes=$(show_stat | awk -F, '$1 ~ /^nodes_bench/ && $2 == "BACKEND" { n += $8 } END { print n + 0 }')
 	nodes=${nodes:--}
 	kill -TERM "$hap_pid"; wait "$hap_pid" 2>/dev/null || true; hap_pid=
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\n' "$round" "$name" "$rps" "$errs" "$nodes" "$us" "$aus" \

@@ -21,7 +21,9 @@
 # off = SG_ROUTE_OFF=1, spoe = per-request SPOE, cache = SG_ROUTE_CACHE=1,
 # map = SG_ROUTE_MAP=1 with a second route agent publishing its map.
 # BENCH_CONFIGS="plain-repeat cache-repeat" runs a subset. HAPROXY=/path
-# runs another HAProxy binary.
+# runs another HAProxy binary. BENCH_EXTRA_NODES=N adds N servers no
+# project is placed on to the node backends, BENCH_NODE_SHARDS=K spreads
+# the nodes over K node backends (`node-shards K`; bench/lib.sh).
 # "rotate" runs use bench/wrk/rotate.lua over BENCH_IDS (default 10000)
 # project ids, "repeat" runs bench/wrk/repeat.lua; each is compared with the
 # plain run of the same wrk script. Medians over the rounds, ratios against
@@ -106,7 +108,7 @@ measure() {
 	local rps=$wrk_rps errs=$wrk_errs us=$wrk_us
 	stat=$(show_stat)
 	hubs=$(echo "$stat" | awk -F, '$1 == "hubs_bench" && $2 == "BACKEND" { print $8 }')
-	nodes=$(echo "$stat" | awk -F, '$1 == "nodes_bench" && $2 == "BACKEND" { print $8 }')
+	nodes=$(echo "$stat" | awk -F, '$1 ~ /^nodes_bench/ && $2 == "BACKEND" { n += $8 } END { print n + 0 }')
 	kill -TERM "$hap_pid"; wait "$hap_pid" 2>/dev/null || true; hap_pid=
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$errs" "$hubs" "$nodes" "$us" >>"$work/raw.tsv"
 	printf '  round %s %-13s %10s req/s  %6s us HAProxy CPU/req  errors %s  to hubs %s  to nodes %s\n' \
@@ -222,6 +224,7 @@ touch "$work/cg.tsv"
 	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
 	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "node backends: ${BENCH_NODE_SHARDS:-1} (node-shards), 3 nodes + ${BENCH_EXTRA_NODES:-0} servers no project is placed on (BENCH_EXTRA_NODES)"
 } >"$work/machine"
 $py - "$work/raw.tsv" "$work/machine" "$out" "$rounds" "$duration" "$nids" "$work/cg.tsv" <<'PY'
 import statistics, sys

@@ -63,6 +63,7 @@ bench_seed() {
 	agent=$(free_port)
 	cat >"$work/seed.conf" <<EOS
 replicas 2
+node-shards ${BENCH_NODE_SHARDS:-1}
 dc bench
 hub  hub1 127.0.0.1:$hub dc=bench
 node n1   127.0.0.1:$n1  dc=bench
@@ -70,6 +71,17 @@ node n2   127.0.0.1:$n2  dc=bench
 node n3   127.0.0.1:$n3  dc=bench
 EOS
 	SEEDGATE_BUILD=$build haproxy-conf/gen-backends.sh --seed "$work/seed.conf" --out "$work/backends.cfg"
+	# BENCH_EXTRA_NODES=N: N more servers in the node backends that no
+	# project is placed on (weight 0, no address), spread evenly over them
+	# (BENCH_NODE_SHARDS=K: the seed's `node-shards K`), to measure what the
+	# size of a node backend costs HAProxy per routed request (use-server
+	# finds the node by name: a scan of the backend's servers on HAProxy 2.6
+	# to 3.2). (The Lua comparison, lua-rotate, knows nodes_bench only.)
+	if [ "${BENCH_EXTRA_NODES:-0}" -gt 0 ]; then
+		awk -v n="$BENCH_EXTRA_NODES" -v k="${BENCH_NODE_SHARDS:-1}" '{ print }
+			/^backend nodes_bench(_[0-9]+)?$/ { for (i = 1; i <= n / k; i++) printf "    server extra%d_%d 127.0.0.1:%d weight 0 init-addr none\n", NR, i, i }' \
+			"$work/backends.cfg" >"$work/backends.cfg.x" && mv "$work/backends.cfg.x" "$work/backends.cfg"
+	fi
 }
 
 # bench_servers AGENT-ARGS...: the demo servers and one route agent
