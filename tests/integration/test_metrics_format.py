@@ -85,7 +85,7 @@ def test_alert_rules_pass_promtool():
     r = subprocess.run(["promtool", "check", "rules", os.path.join(MON, "seedgate-alerts.yml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 7 rules found" in r.stdout, r.stdout
+    assert "SUCCESS: 8 rules found" in r.stdout, r.stdout
 
 
 def test_dashboard_and_rules_use_metrics_that_exist(stack):
@@ -104,3 +104,6 @@ def test_dashboard_and_rules_use_metrics_that_exist(stack):
     for e in exprs:
         for name in re.findall(r"\b((?:seedgate|process)_[a-z_]+)", e):
             assert name in served, f"{name} (in {e!r}) is served by no endpoint"
+    # The agent here has no HAProxy to publish its map to: exactly what
+    # SeedgateMapCacheUnreachable fires on.
+    assert re.search(r"^seedgate_route_map_connected 0$", texts["route-agent"], re.M)
