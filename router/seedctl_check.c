@@ -8,7 +8,7 @@
  */
 #include <getopt.h>
 #include <stdio.h>
-#include <string.h>
+#include <stdlib.h>
 
 #include "seedctl.h"
 
@@ -28,20 +28,22 @@ static void check_usage(FILE *f)
 
 static void shard_note(const struct router_dir *d)
 {
-	unsigned counts[ROUTER_MAX_NODE_SHARDS], big = 0, big_dc = 0, big_k = 0, want = 1;
+	unsigned ndcs = router_dir_dc_count(d), shards = router_dir_node_shards(d);
+	unsigned *counts = calloc((size_t)ndcs * shards, sizeof(*counts));
+	unsigned big = 0, big_dc = 0, big_k = 0, want = 1;
 
-	for (unsigned dc = 0; dc < router_dir_dc_count(d); dc++) {
-		memset(counts, 0, sizeof(counts));
-		for (unsigned i = 0; i < router_dir_target_count(d); i++) {
-			const struct router_target *t = router_dir_target(d, i);
+	if (!counts)
+		return;                        /* only a note: say nothing */
+	for (unsigned i = 0; i < router_dir_target_count(d); i++) {
+		const struct router_target *t = router_dir_target(d, i);
 
-			if (t->kind == ROUTER_NODE && t->dc == dc && ++counts[t->shard] > big) {
-				big = counts[t->shard];
-				big_dc = dc;
-				big_k = t->shard;
-			}
+		if (t->kind == ROUTER_NODE && ++counts[t->dc * shards + t->shard] > big) {
+			big = counts[t->dc * shards + t->shard];
+			big_dc = t->dc;
+			big_k = t->shard;
 		}
 	}
+	free(counts);
 	if (big <= SHARD_NOTE_NODES)
 		return;
 	while (want < ROUTER_MAX_NODE_SHARDS &&

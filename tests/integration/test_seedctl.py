@@ -75,6 +75,25 @@ def test_check_good_and_bad(stack):
     assert r.returncode == 1 and "missing.conf" in r.stderr
 
 
+def test_check_notes_a_crowded_node_backend(stack):
+    """A node backend above 64 nodes gets a note (HAProxy 2.6-3.2 scan a
+    backend's servers per routed request) naming it and the node-shards that
+    would fix it; the check still passes, and stdout is unchanged."""
+    nodes = "".join(f"node n{i} 127.0.0.1:{6000 + i} dc=a\n" for i in range(300))
+    crowded = stack.write("crowded.conf", "dc a\n" + nodes)
+    r = seedctl("check", crowded)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{crowded}: ok: 1 datacenters, 0 hubs, 300 nodes (0 drained), 0 pins, replicas 2\n"
+    assert r.stderr.startswith("seedctl: note: nodes_a holds 300 nodes;"), r.stderr
+    assert "`node-shards 8` keeps each node backend near 64" in r.stderr, r.stderr
+    sharded = stack.write("sharded.conf", "node-shards 8\ndc a\n" + nodes)
+    r = seedctl("check", sharded)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    small = stack.write("small.conf", "dc a\n" + nodes.split("node n64 ")[0])
+    r = seedctl("check", small)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
 def run_limited(args, limit_mb):
     """seedctl ARGS in an address space of limit_mb (not under ASan, whose
     shadow memory needs terabytes of it)."""
