@@ -180,13 +180,6 @@ static int edit(const char *spec, change_fn fn, void *arg)
  * put
  */
 
-/* The records that are directory-wide settings: one key each, no name. */
-static bool setting(const char *kw)
-{
-	return !strcmp(kw, "replicas") || !strcmp(kw, "ring-scale") || !strcmp(kw, "node-shards") ||
-	       !strcmp(kw, "check-defaults");
-}
-
 static void put_usage(FILE *f)
 {
 	fprintf(f, "usage: seedctl put --etcd [etcd://]HOST:PORT[,...]/PREFIX \"RECORD\"\n"
@@ -213,7 +206,7 @@ static int put_change(const struct seedctl_etcd *e, const struct seedctl_snap *s
 		fprintf(stderr, "seedctl: put: empty record\n");
 		return -1;
 	}
-	if (setting(kw))
+	if (sd_setting(kw))
 		seedctl_key(e, ch->key, sizeof(ch->key), "g/%s/%s", s->gen, kw);
 	else if (!word(line, len, 1, name, sizeof(name))) {
 		fprintf(stderr, "seedctl: put: '%s' needs a name\n", kw);
@@ -300,7 +293,7 @@ struct del_arg {
 static int del_change(const struct seedctl_etcd *e, const struct seedctl_snap *s, void *arg, struct change *ch)
 {
 	const struct del_arg *a = arg;
-	bool needs_name = !setting(a->kind);
+	bool needs_name = !sd_setting(a->kind);
 
 	if (needs_name != (a->name != NULL)) {
 		fprintf(stderr, "seedctl: del: %s %s\n", a->kind, needs_name ? "needs a name" : "takes no name");

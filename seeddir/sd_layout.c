@@ -206,6 +206,26 @@ int sd_etcd_spec_parse(const char *spec, struct sd_etcd_spec *out, char *err, si
 enum sd_group { G_REPLICAS, G_RING_SCALE, G_NODE_SHARDS, G_DEFAULTS, G_DC, G_HUB, G_NODE, G_POOL, G_SERVER, G_ROUTE, G_LIVE, G_PROJECT,
                 G_IGNORE };
 
+/* The directory-wide settings: one key each, g/<GEN>/<keyword>, holding
+ * "<keyword> ...", in the order of their groups above (G_REPLICAS on).
+ * A setting added to the text parser goes here, and nowhere else. */
+static const char *const settings[] = { "replicas", "ring-scale", "node-shards", "check-defaults" };
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+/* Index of the setting kw[0..len), or -1. */
+static int setting_index(const char *kw, size_t len)
+{
+	for (size_t i = 0; i < NSETTINGS; i++)
+		if (strlen(settings[i]) == len && !memcmp(kw, settings[i], len))
+			return (int)i;
+	return -1;
+}
+
+bool sd_setting(const char *kw)
+{
+	return setting_index(kw, strlen(kw)) >= 0;
+}
+
 struct sd_item {
 	const struct sd_record *r;
 	enum sd_group g;
@@ -288,9 +308,8 @@ static bool word_is(const char *v, size_t len, unsigned i, const char *want, siz
 static int check_value(const struct sd_record *r, enum sd_group g, const char *tail, size_t tlen,
                        char *err, size_t errlen)
 {
-	static const char *const kw[] = { "replicas", "ring-scale", "node-shards", "check-defaults", "dc", "hub", "node", "pool", "server", "route",
-	                                  NULL, "project" };
-	const char *v = r->value, *want = kw[g];
+	static const char *const kw[] = { "dc", "hub", "node", "pool", "server", "route", NULL, "project" };
+	const char *v = r->value, *want = g < G_DC ? settings[g - G_REPLICAS] : kw[g - G_DC];
 	size_t vl = r->value_len;
 	char msg[160];
 
@@ -387,20 +406,10 @@ static int classify(const char *prefix, size_t plen, const char *gen, size_t gle
 		return 0;                    /* another generation, current, or foreign: not ours */
 	rest += 3 + glen;
 	rl -= 3 + glen;
-	if (rl == 8 && !memcmp(rest, "replicas", 8)) {
-		*g = G_REPLICAS;
-		return 0;
-	}
-	if (rl == 14 && !memcmp(rest, "check-defaults", 14)) {
-		*g = G_DEFAULTS;
-		return 0;
-	}
-	if (rl == 10 && !memcmp(rest, "ring-scale", 10)) {
-		*g = G_RING_SCALE;
-		return 0;
-	}
-	if (rl == 11 && !memcmp(rest, "node-shards", 11)) {
-		*g = G_NODE_SHARDS;
+	int si = setting_index(rest, rl);
+
+	if (si >= 0) {
+		*g = (enum sd_group)(G_REPLICAS + si);
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
@@ -697,17 +706,8 @@ int sd_records_from_text(const char *prefix, const char *gen, const char *text, 
 		value_word(line, o, 0, &kw, &kwl);
 		if (!value_word(line, o, 1, &name, &namel))
 			name = "", namel = 0;
-		if (kwl == 8 && !memcmp(kw, "replicas", 8)) {
-			if (rb_add(&b, prefix, gen, "replicas", "", 0, line, o) == -1)
-				goto oom;
-		} else if (kwl == 14 && !memcmp(kw, "check-defaults", 14)) {
-			if (rb_add(&b, prefix, gen, "check-defaults", "", 0, line, o) == -1)
-				goto oom;
-		} else if (kwl == 10 && !memcmp(kw, "ring-scale", 10)) {
-			if (rb_add(&b, prefix, gen, "ring-scale", "", 0, line, o) == -1)
-				goto oom;
-		} else if (kwl == 11 && !memcmp(kw, "node-shards", 11)) {
-			if (rb_add(&b, prefix, gen, "node-shards", "", 0, line, o) == -1)
+		if (setting_index(kw, kwl) >= 0) {
+			if (rb_add(&b, prefix, gen, settings[setting_index(kw, kwl)], "", 0, line, o) == -1)
 				goto oom;
 		} else if (kwl == 2 && !memcmp(kw, "dc", 2)) {
 			snprintf(pos4, sizeof(pos4), "%04u", ++ndc);

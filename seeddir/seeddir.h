@@ -63,6 +63,9 @@ struct sd_etcd_spec {
 };
 
 bool sd_is_etcd(const char *spec);   /* starts with "etcd://" */
+/* Whether kw is a directory-wide setting (replicas, ring-scale, node-shards,
+ * check-defaults): one key, PREFIX/g/<GEN>/<kw>, and no name. */
+bool sd_setting(const char *kw);
 int sd_etcd_spec_parse(const char *spec, struct sd_etcd_spec *out, char *err, size_t errlen);
 
 /* One key/value of a range read; key is the FULL key (prefix included).

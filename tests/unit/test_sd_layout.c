@@ -246,6 +246,7 @@ static const char file[] =
 	"# the example\n"
 	"replicas 2\n"
 	"ring-scale 6\n"
+	"node-shards 3\n"
 	"check-defaults check=http   check-path=/health\n"
 	"dc us-east\n"
 	"hub  hub1 127.0.0.1:5001 dc=us-east\t# first hub\n"
@@ -283,6 +284,7 @@ static void test_records_from_text(void **state)
 	static const char *const want[][2] = {
 		{ "/p/q/g/12/replicas", "replicas 2" },
 		{ "/p/q/g/12/ring-scale", "ring-scale 6" },   /* etcd could not hold it before */
+		{ "/p/q/g/12/node-shards", "node-shards 3" },
 		{ "/p/q/g/12/check-defaults", "check-defaults check=http check-path=/health" },
 		{ "/p/q/g/12/dc/0001", "dc us-east" },
 		{ "/p/q/g/12/hub/hub1", "hub hub1 127.0.0.1:5001 dc=us-east" },
@@ -301,6 +303,11 @@ static void test_records_from_text(void **state)
 	assert_string_equal(router_dir_dc_name(d, 1), "eu-west");
 	assert_int_equal(router_dir_target_count(d), 3);
 	assert_int_equal(router_dir_ring_scale(d), 6);
+	assert_int_equal(router_dir_node_shards(d), 3);
+	/* the settings, and only they, are keys without a name */
+	assert_true(sd_setting("replicas") && sd_setting("ring-scale") && sd_setting("node-shards") &&
+	            sd_setting("check-defaults"));
+	assert_false(sd_setting("node") || sd_setting("replica") || sd_setting("") || sd_setting("ring-scales"));
 	router_dir_release(&d);
 	/* and back: the text of the records is what export prints; it splits
 	 * into the same records */
