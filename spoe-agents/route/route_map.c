@@ -21,10 +21,15 @@
  * sends `route-touch`, mark an entry used) and the map is rebuilt from it.
  *
  * Admission: a project is published on its second miss, not its first. A
- * direct-mapped array of key hashes (the doorkeeper) remembers the last
- * first-miss of each slot; a stream of never-seen projects (a scan, random
- * ids) then costs HAProxy no `add map` and no eviction rebuild at all, and
- * a project in use is published after one more round trip.
+ * Bloom filter (the doorkeeper) remembers first misses; a stream of
+ * never-seen projects (a scan, random ids) then costs HAProxy no `add map`
+ * and no eviction rebuild at all, and a project in use is published after
+ * one more round trip. A Bloom filter errs only towards admitting (a false
+ * positive publishes a project on its first miss): a table of one hash per
+ * slot erred the other way, and two projects sharing a slot, asked for in
+ * turn, wiped each other out forever and were never published. The filter
+ * is cleared after as many first misses as it has 64-bit words (false
+ * positives stay below 1e-4), so it forgets projects seen once long ago.
  */
 #include "route_map.h"
 
@@ -97,7 +102,8 @@ struct route_map {
 
 	struct rm_entry *tab;
 	size_t size, used, gone;               /* slots, live entries, tombstones */
-	uint64_t *door;                        /* doorkeeper: size hashes of first misses */
+	uint64_t *door;                        /* doorkeeper: Bloom filter of size words */
+	size_t door_n;                         /* first misses since it was cleared */
 
 	struct hcd_buf ops;                    /* queued commands, one per line */
 	struct hcd_buf snap;                   /* rebuild payload: "key dest\n" lines */
@@ -189,7 +195,35 @@ static uint64_t key_hash(const char *key)
 
 	for (unsigned i = 0; i < RM_KEY_LEN; i++)
 		h = (h ^ (uint8_t)key[i]) * 1099511628211ull;
-	return (h ^ (h >> 29)) | 1;            /* never 0: 0 is an empty doorkeeper slot */
+	return h ^ (h >> 29);
+}
+
+/* The doorkeeper: true if KEY's hash H was (probably) seen since the last
+ * clear, else remembers it. Three bits by double hashing; SIZE words of 64
+ * bits, cleared after SIZE insertions: at most SIZE keys in SIZE * 64 bits
+ * with 3 hashes is a false positive rate under 1e-4. */
+static bool door_seen(struct route_map *m, uint64_t h)
+{
+	uint64_t nbits = (uint64_t)m->size * 64;
+	uint64_t h2 = (h ^ (h >> 31)) * 0x9e3779b97f4a7c15ull;
+	uint64_t pos[3];
+	bool seen = true;
+
+	h2 |= 1;                               /* odd: the three positions differ */
+	for (unsigned i = 0; i < 3; i++) {
+		pos[i] = (h + i * h2) & (nbits - 1);
+		if (!(m->door[pos[i] >> 6] & (1ull << (pos[i] & 63))))
+			seen = false;
+	}
+	if (seen)
+		return true;
+	if (++m->door_n > m->size) {
+		memset(m->door, 0, m->size * sizeof(*m->door));
+		m->door_n = 1;
+	}
+	for (unsigned i = 0; i < 3; i++)
+		m->door[pos[i] >> 6] |= 1ull << (pos[i] & 63);
+	return false;
 }
 
 static struct rm_entry *tab_find(struct route_map *m, const char *key)
@@ -347,16 +381,9 @@ static void rm_item(struct route_map *m, const struct rm_item *it, double now)
 		e->used = now;
 		return;
 	}
-	if (m->door) {
-		uint64_t h = key_hash(it->key);
-		uint64_t *slot = &m->door[(h >> 7) & (m->size - 1)];
-
-		if (*slot != h) {       /* a first miss: remember it, publish the next */
-			*slot = h;
-			m->first_misses++;
-			return;
-		}
-		*slot = 0;
+	if (m->door && !door_seen(m, key_hash(it->key))) {
+		m->first_misses++;     /* a first miss: remembered, the next publishes */
+		return;
 	}
 	if (m->used >= m->max)
 		rm_evict(m);

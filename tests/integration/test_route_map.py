@@ -309,3 +309,21 @@ def test_map_never_exceeds_its_cap_and_hot_projects_stay(stack):
     assert agent_entries(info, 0) <= 8
     assert show_map(info, 1) == {}
     assert hot in show_map(info, 0)
+
+
+def test_every_project_asked_for_twice_is_published(stack):
+    # The doorkeeper once kept one hash per slot: two projects sharing a
+    # slot, asked for in turn, wiped each other's first miss forever and
+    # were never published (30 of the bench's 1000 hot projects went to the
+    # agent on every request). A small cap makes a small doorkeeper, where
+    # 60 projects share slots for sure.
+    info, _seed, _text, _addrs, _w = start(stack, agent_args=["--map-max", "100"], agents=1)
+    pids = ru.random_ids(60, seed=23)
+    for _ in range(3):
+        for p in pids:
+            assert get(info.http_port, f"/{p}/r")[0] == 200
+    harness.wait_until(lambda: len(show_map(info, 0)) == len(pids), 3,
+                       what="every project asked for in turn published")
+    missing = set(pids) - set(show_map(info, 0))
+    assert not missing, f"never published: {sorted(missing)}"
+    assert metric_sum(info, "seedgate_route_map_first_misses_total") <= len(pids)
