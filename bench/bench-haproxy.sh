@@ -24,6 +24,8 @@
 # runs another HAProxy binary. BENCH_EXTRA_NODES=N adds N servers no
 # project is placed on to the node backends, BENCH_NODE_SHARDS=K spreads
 # the nodes over K node backends (`node-shards K`; bench/lib.sh).
+# BENCH_SERVERS=apart runs a demo-server process per server instead of one
+# for all (bench/lib.sh says why one is the default).
 # "rotate" runs use bench/wrk/rotate.lua over BENCH_IDS (default 10000)
 # project ids, "repeat" runs bench/wrk/repeat.lua; each is compared with the
 # plain run of the same wrk script. Medians over the rounds, ratios against
@@ -225,6 +227,7 @@ touch "$work/cg.tsv"
 	echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
 	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "node backends: ${BENCH_NODE_SHARDS:-1} (node-shards), 3 nodes + ${BENCH_EXTRA_NODES:-0} servers no project is placed on (BENCH_EXTRA_NODES)"
+	echo "demo servers: ${BENCH_SERVERS:-one} (one: one process serves the hub and the nodes; apart: a process each; bench/lib.sh)"
 } >"$work/machine"
 $py - "$work/raw.tsv" "$work/machine" "$out" "$rounds" "$duration" "$nids" "$work/cg.tsv" <<'PY'
 import statistics, sys

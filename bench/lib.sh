@@ -87,13 +87,35 @@ EOS
 # bench_servers AGENT-ARGS...: the demo servers and one route agent
 # (--workers 1, plus AGENT-ARGS) on $cpu_rest; returns once all listen.
 # $agent_pid is the agent.
+#
+# By default one demo-server process serves the hub's and the nodes'
+# addresses (BENCH_SERVERS=one). Why: on loopback, HAProxy's send() wakes
+# the receiving process, and waking a process that sleeps on the other CPU
+# (an inter-processor interrupt, dear in a VM) is charged to HAProxy's CPU.
+# With one process per server, a run whose requests go to the three nodes
+# wakes three processes that each sleep three times as often as the one hub
+# of a routing-off run: 4x the context switches on the servers' CPU, and
+# 10 % of HAProxy's CPU in sock_def_readable (perf; 4 % routing off), a
+# cost of the test bed that real nodes, on other machines, never charge to
+# HAProxy.
+# One process for all addresses makes every configuration wake the same
+# one. BENCH_SERVERS=apart: one process per server, as before.
 bench_servers() {
 	local t p
-	for t in hub1:$hub n1:$n1 n2:$n2 n3:$n3; do
-		taskset -c $cpu_rest "$build/tools/demo-server" --name "${t%%:*}" --listen "127.0.0.1:${t##*:}" \
+	case ${BENCH_SERVERS:-one} in
+	one)
+		taskset -c $cpu_rest "$build/tools/demo-server" --name server --listen "127.0.0.1:$hub" \
+			--listen "127.0.0.1:$n1" --listen "127.0.0.1:$n2" --listen "127.0.0.1:$n3" \
 			>>"$work/servers.log" 2>&1 &
-		pids+=($!)
-	done
+		pids+=($!) ;;
+	apart)
+		for t in hub1:$hub n1:$n1 n2:$n2 n3:$n3; do
+			taskset -c $cpu_rest "$build/tools/demo-server" --name "${t%%:*}" --listen "127.0.0.1:${t##*:}" \
+				>>"$work/servers.log" 2>&1 &
+			pids+=($!)
+		done ;;
+	*) echo "bench-$bench_name: BENCH_SERVERS must be one or apart" >&2; exit 1 ;;
+	esac
 	taskset -c $cpu_rest "$build/route-agent" --listen "127.0.0.1:$agent" --seed "$work/seed.conf" \
 		--workers 1 "$@" >>"$work/agent.log" 2>&1 &
 	agent_pid=$!
