@@ -31,13 +31,15 @@ IDS = ru.random_ids(200, seed=11)
 
 
 def show_map(info, i):
-    """{key: value} of agent i's map in HAProxy's current worker."""
+    """{project id: value} of agent i's map in HAProxy's current worker
+    (the map's keys are "<id>/": haproxy.cfg looks up `path,bytes(1,37)`)."""
     out = stack_util.admin(info, f"show map {stack_util.map_path(info.env['SG_RUN_DIR'], i)}")
     entries = {}
     for line in out.splitlines():
         f = line.split()
         if len(f) == 3:
-            entries[f[1]] = f[2]
+            assert len(f[1]) == 37 and f[1].endswith("/"), f"map key {f[1]!r} is not '<project id>/'"
+            entries[f[1][:-1]] = f[2]
     return entries
 
 
@@ -107,6 +109,14 @@ def test_map_hits_route_like_the_agent(stack):
         assert get(info.http_port, f"/{pid}/again") == (200, placed[pid])
     # every one of them a hit: no agent decided (touches are not decisions)
     assert stack_util.agent_decisions(info) == before
+    # the lookup reads the path's bytes 1-37 ("<id>/"): a bare "/<id>" and
+    # a first segment that only starts with an id both miss, and the agent
+    # routes them: the project's node, and the hubs for what is no project
+    pid = pids[0]
+    assert get(info.http_port, f"/{pid}") == (200, placed[pid])
+    status, by = get(info.http_port, f"/{pid}x/y")
+    assert status == 200 and by.startswith("hub"), by
+    assert stack_util.agent_decisions(info) == before + 2
     # HAProxy logs a request once its stream ends, maybe after the client
     # read the response: wait for every line
     hits = harness.wait_until(lambda: (lambda h: h if len(h) == len(pids) else None)(
