@@ -74,6 +74,7 @@ struct route_daemon {
 	struct route_agent *agent;
 	struct route_auth *auth;             /* NULL without --auth-keys */
 	uint64_t auth_reloads_ok, auth_reloads_error;
+	bool auth_last_reload_ok;            /* false: the key file in use is older than the file */
 	struct route_map *map;               /* --map-file: the map publisher */
 	struct spop_runtime *rt;
 	struct sd_source *seeds;             /* the seed directory: file or etcd */
@@ -536,11 +537,14 @@ static void render_auth_metrics(struct route_daemon *d, struct hc_text *t)
 			  "# HELP seedgate_auth_key_reloads_total Key file loads by result.\n"
 			  "# TYPE seedgate_auth_key_reloads_total counter\n"
 			  "seedgate_auth_key_reloads_total{result=\"ok\"} %llu\n"
-			  "seedgate_auth_key_reloads_total{result=\"error\"} %llu\n",
+			  "seedgate_auth_key_reloads_total{result=\"error\"} %llu\n"
+			  "# HELP seedgate_auth_keys_last_reload_successful 1 if the last load of the key file succeeded; 0: it failed and the keys in use are older (a revoked key may still verify).\n"
+			  "# TYPE seedgate_auth_keys_last_reload_successful gauge\n"
+			  "seedgate_auth_keys_last_reload_successful %d\n",
 		       (unsigned long long)a.cache_hits, (unsigned long long)a.cache_misses,
 		       (unsigned long long)a.cache_entries, (unsigned long long)a.cache_flushes,
 		       route_auth_key_count(d->auth), (unsigned long long)d->auth_reloads_ok,
-		       (unsigned long long)d->auth_reloads_error);
+		       (unsigned long long)d->auth_reloads_error, d->auth_last_reload_ok ? 1 : 0);
 }
 
 /* Prometheus text for GET /metrics. */
@@ -684,10 +688,12 @@ static int reload_auth_keys(struct route_daemon *d, const char *reason)
 
 	if (route_auth_load(d->auth, d->opt.auth_keys, err, sizeof(err)) == -1) {
 		d->auth_reloads_error++;
+		d->auth_last_reload_ok = false;
 		route_log(LOG_ERR, "auth keys reload failed, keeping the keys in use: %s", err);
 		return -1;
 	}
 	d->auth_reloads_ok++;
+	d->auth_last_reload_ok = true;
 	route_auth_describe(d->auth, kids, sizeof(kids));
 	route_log(LOG_NOTICE, "auth keys loaded from %s: %u key%s (%s)%s%s", d->opt.auth_keys,
 		  route_auth_key_count(d->auth), route_auth_key_count(d->auth) == 1 ? "" : "s", kids,
@@ -860,6 +866,7 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 		if (route_auth_load(d->auth, d->opt.auth_keys, err, errlen) == -1)
 			return -1;
 		d->auth_reloads_ok = 1;
+		d->auth_last_reload_ok = true;
 		route_agent_set_auth(d->agent, d->auth);
 		{
 			char kids[400];

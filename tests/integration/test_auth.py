@@ -268,6 +268,11 @@ def test_key_rotation_and_revocation(stack):
     harness.wait_until(lambda: all("keys:2: " in p.log() for p in info.agent_procs), 5 * SLOW,
                        what="the bad key file reported with file:line")
     assert status(old) == 200 and status(new) == 200
+    # ... and every agent says so until a reload succeeds (the alert
+    # SeedgateAuthKeysReloadFailed)
+    for p in info.agent_stats_ports:
+        body = harness.http_get(p, "/metrics")[2].decode()
+        assert re.search(r"^seedgate_auth_keys_last_reload_successful 0$", body, re.M), p
 
     # Step 2: k1 revoked. The verified-token caches hold `old` (used on
     # fresh connections, which HAProxy spreads over the agents and their
@@ -306,6 +311,7 @@ def test_key_rotation_and_revocation(stack):
         assert f"# TYPE {family} " in text, family
     assert "seedgate_auth_keys 1\n" in text
     assert 'seedgate_auth_key_reloads_total{result="error"} 1\n' in text
+    assert "seedgate_auth_keys_last_reload_successful 1\n" in text
 
 
 def test_demo_auth(stack):

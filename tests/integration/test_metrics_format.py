@@ -46,7 +46,11 @@ def endpoints(stack, broken_seed=False):
                                       "--stats", f"127.0.0.1:{hc_port}"])
     stack.wait_unix(feed, hc)
     agent_port = free_port()
+    # an empty key file (every project request 401): the access-control
+    # families too
+    keys = stack.write("auth.keys", "")
     ra = stack.start("route-agent", [harness.bin_path("route-agent"), "--seed", seed, "--health", feed,
+                                     "--auth-keys", keys,
                                      "--listen", f"127.0.0.1:{agent_port}", "--stats", f"127.0.0.1:{ra_port}",
                                      # the map cache's families too (no HAProxy: it keeps retrying)
                                      "--haproxy-socket", stack.path("no-haproxy.sock"),
@@ -85,7 +89,7 @@ def test_alert_rules_pass_promtool():
     r = subprocess.run(["promtool", "check", "rules", os.path.join(MON, "seedgate-alerts.yml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 8 rules found" in r.stdout, r.stdout
+    assert "SUCCESS: 9 rules found" in r.stdout, r.stdout
 
 
 def test_dashboard_and_rules_use_metrics_that_exist(stack):
@@ -107,3 +111,5 @@ def test_dashboard_and_rules_use_metrics_that_exist(stack):
     # The agent here has no HAProxy to publish its map to: exactly what
     # SeedgateMapCacheUnreachable fires on.
     assert re.search(r"^seedgate_route_map_connected 0$", texts["route-agent"], re.M)
+    # and its key file loaded: SeedgateAuthKeysReloadFailed stays quiet
+    assert re.search(r"^seedgate_auth_keys_last_reload_successful 1$", texts["route-agent"], re.M)
