@@ -237,6 +237,12 @@ by = {}
 for r in rows:
     by.setdefault(r[1], []).append(r)
 med = {k: statistics.median(float(r[2]) for r in v) for k, v in by.items()}
+at = {(r[0], r[1]): float(r[2]) for r in rows}
+def per_round(name, base):
+    # this configuration over BASE within each round (runs minutes apart
+    # share less of the machine's drift than the medians do), sorted
+    rs = sorted(at[(k, name)] / at[(k, base)] for k, n in at if n == name and (k, base) in at and at[(k, base)])
+    return " ".join(f"{x:.2f}" for x in rs) or "-"
 cpu = {k: statistics.median(float(r[6]) for r in v) for k, v in by.items()}
 targets = {  # (baseline, target ratio or None, what)
     "agent-rotate": ("plain-rotate", 0.70, "per-request SPOE, every request another project"),
@@ -273,14 +279,15 @@ for r in rows:
 lines += ["", "## Medians and ratios", "",
           "Ratio = median req/s over the baseline's. CPU ratio = the baseline's median HAProxy CPU",
           "per request over this configuration's: the req/s ratio HAProxy alone would allow, and far",
-          "less sensitive to other load on the machine than req/s.", "",
-          "| configuration | median req/s | HAProxy µs/req | ratio to | ratio | CPU ratio | target | verdict (req/s) |",
-          "|---|---|---|---|---|---|---|---|"]
+          "less sensitive to other load on the machine than req/s. Each round: the ratio within each",
+          "round, lowest first (for map-fresh, against spoe-fresh), to show how far rounds spread.", "",
+          "| configuration | median req/s | HAProxy µs/req | ratio to | ratio | CPU ratio | each round | target | verdict (req/s) |",
+          "|---|---|---|---|---|---|---|---|---|"]
 for name in names:
     if name not in med:
         continue
     if name not in targets or targets[name][0] not in med:
-        lines.append(f"| {name} | {med[name]:.0f} | {cpu[name]:.1f} | - | 1.00 | 1.00 | - | baseline |")
+        lines.append(f"| {name} | {med[name]:.0f} | {cpu[name]:.1f} | - | 1.00 | 1.00 | - | - | baseline |")
         continue
     base, tgt, what = targets[name]
     ratio = med[name] / med[base]
@@ -296,7 +303,8 @@ for name in names:
     if mc:
         tgt_s, verdict = mc
     cratio = cpu[base] / cpu[name] if cpu[name] else 0
-    lines.append(f"| {name} ({what}) | {med[name]:.0f} | {cpu[name]:.1f} | {base} | {ratio:.2f} | {cratio:.2f} | {tgt_s} | {verdict} |")
+    each = per_round(name, "spoe-fresh" if mc else base)
+    lines.append(f"| {name} ({what}) | {med[name]:.0f} | {cpu[name]:.1f} | {base} | {ratio:.2f} | {cratio:.2f} | {each} | {tgt_s} | {verdict} |")
 cg = {l.split("\t")[0]: l.rstrip("\n").split("\t") for l in open(cgfile) if l.strip()}
 if cg:
     lines += ["", "## HAProxy instructions per request (callgrind)", "",
