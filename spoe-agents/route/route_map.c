@@ -62,7 +62,10 @@
  * `path,field(2,/)` scanned the path (800 instructions per lookup, two
  * lookups on a miss). A hit then needs "/<id>/" at the start of the path,
  * exactly a project path; "/<id>" alone, or a longer first segment, never
- * hits and is asked of the agent. */
+ * hits and is asked of the agent. Every command writes the key with
+ * RM_KEY_FMT and RM_KEY_ARG: a key written without its '/' would never hit. */
+#define RM_KEY_FMT       "%.*s/"
+#define RM_KEY_ARG(e)    RM_KEY_LEN, (e)->key
 #define RM_DEST_MAX      (6 + ROUTER_NAME_MAX + 1 + ROUTER_NAME_MAX + 1)
 /* Changed entries up to this many are deleted one by one; more rebuild the
  * map. On 2.6 `del map` scans the whole map (measured: 0.23 ms per del at
@@ -341,7 +344,7 @@ static void rm_rebuild(struct route_map *m)
 		const struct rm_entry *e = &m->tab[i];
 
 		if (e->state == E_USED)
-			hcd_buf_printf(&m->snap, "%.*s/ %.*s\n", RM_KEY_LEN, e->key, (int)e->dlen, e->dest);
+			hcd_buf_printf(&m->snap, RM_KEY_FMT " %.*s\n", RM_KEY_ARG(e), (int)e->dlen, e->dest);
 	}
 	m->rb = RB_PREPARE;
 	m->rb_seq++;
@@ -407,7 +410,7 @@ static void rm_item(struct route_map *m, const struct rm_item *it, double now)
 	memcpy(e->dest, it->dest, it->dlen);
 	e->used = now;
 	m->adds++;
-	op(m, "add map %s %.*s/ %.*s\n", m->file, RM_KEY_LEN, e->key, (int)e->dlen, e->dest);
+	op(m, "add map %s " RM_KEY_FMT " %.*s\n", m->file, RM_KEY_ARG(e), (int)e->dlen, e->dest);
 }
 
 static void on_drain(struct ev_loop *loop, ev_timer *w, int revents)
@@ -470,7 +473,7 @@ void route_map_view(struct route_map *m, const struct route_view *v, uint64_t ge
 		changed[nchanged++] = e;
 		/* the old value goes first (del), the new one after */
 		if (m->rb == RB_NONE && nchanged <= RM_DEL_MAX)
-			op(m, "del map %s %.*s/\n", m->file, RM_KEY_LEN, e->key);
+			op(m, "del map %s " RM_KEY_FMT "\n", m->file, RM_KEY_ARG(e));
 		if (dl > 0 && (size_t)dl <= RM_DEST_MAX) {
 			e->dlen = (uint8_t)dl;
 			memcpy(e->dest, dest, (size_t)dl);
@@ -485,7 +488,7 @@ void route_map_view(struct route_map *m, const struct route_view *v, uint64_t ge
 		if (e->dlen == 0)
 			tab_remove(m, e);
 		else if (m->rb == RB_NONE && nchanged <= RM_DEL_MAX)
-			op(m, "add map %s %.*s/ %.*s\n", m->file, RM_KEY_LEN, e->key, (int)e->dlen, e->dest);
+			op(m, "add map %s " RM_KEY_FMT " %.*s\n", m->file, RM_KEY_ARG(e), (int)e->dlen, e->dest);
 	}
 	free(changed);
 	/* many changes, or changes while a rebuild runs: one fresh rebuild
