@@ -93,11 +93,11 @@ EOS
 # the receiving process, and waking a process that sleeps on the other CPU
 # (an inter-processor interrupt, dear in a VM) is charged to HAProxy's CPU.
 # With one process per server, a run whose requests go to the three nodes
-# wakes three processes that each sleep three times as often as the one hub
-# of a routing-off run: 4x the context switches on the servers' CPU, and
-# 10 % of HAProxy's CPU in sock_def_readable (perf; 4 % routing off), a
-# cost of the test bed that real nodes, on other machines, never charge to
-# HAProxy.
+# wakes three processes, each with a third of the work and so more often
+# asleep than the one hub of a routing-off run: measured, 4x the context
+# switches on the servers' CPU, and 10 % of HAProxy's CPU in
+# sock_def_readable (perf; 4 % routing off), a cost of the test bed that
+# real nodes, on other machines, never charge to HAProxy.
 # One process for all addresses makes every configuration wake the same
 # one. BENCH_SERVERS=apart: one process per server, as before.
 bench_servers() {
