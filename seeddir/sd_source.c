@@ -24,18 +24,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "hc_metrics.h"
+#include "sd_filewatch.h"
 #include "sd_int.h"
 #include "seeddir.h"
 
 #define SOURCE_MAGIC     0x53454544u   /* "SEED" */
-#define WATCH_EVENTS     (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM)
 #define ERR_LEN          512
 #define FILE_MAX         (256u << 20)   /* router_dir_load's limit */
 #define RETRY_MIN        0.1            /* transient file errors: first retry */
@@ -98,10 +97,8 @@ struct sd_source {
 	char describe[64];
 
 	/* file */
-	int inotify_fd;
-	char *base;
-	ev_io inotify_io;
-	ev_timer settle, retry;
+	struct sd_filewatch watch;
+	ev_timer retry;
 	double retry_delay;
 	bool deleted_reported;
 
@@ -534,13 +531,10 @@ void sd_source_request(struct sd_source *s, const char *reason)
 	pump(s);
 }
 
-static void settle_cb(struct ev_loop *loop, ev_timer *t, int revents)
+static void file_changed(struct sd_filewatch *w, void *arg)
 {
-	struct sd_source *s = source_from(t->data);
-
-	(void)revents;
-	ev_timer_stop(loop, t);
-	sd_source_request(s, SD_REASON_FILE_CHANGED);
+	(void)w;
+	sd_source_request(source_from(arg), SD_REASON_FILE_CHANGED);
 }
 
 static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -550,66 +544,6 @@ static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	sd_source_request(source_from(t->data), SD_REASON_RETRY);
 }
 
-/* Drains inotify; an event naming our file (or an overflow, which may
- * have hidden one) re-arms the debounce. */
-static void inotify_cb(struct ev_loop *loop, ev_io *io, int revents)
-{
-	struct sd_source *s = source_from(io->data);
-	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	bool hit = false;
-	ssize_t n;
-
-	(void)revents;
-	while ((n = read(s->inotify_fd, buf, sizeof(buf))) > 0) {
-		for (char *p = buf; p < buf + n;) {
-			const struct inotify_event *ev = (const struct inotify_event *)p;
-
-			if (ev->mask & IN_Q_OVERFLOW)
-				hit = true;
-			else if (ev->len && strcmp(ev->name, s->base) == 0)
-				hit = true;
-			p += sizeof(*ev) + ev->len;
-		}
-	}
-	if (hit)
-		ev_timer_again(loop, &s->settle);
-}
-
-static int file_follow(struct sd_source *s, char *err, size_t errlen)
-{
-	char *dcopy = strdup(s->spec), *bcopy = strdup(s->spec);
-	int fd = -1, rc = -1;
-
-	if (!dcopy || !bcopy) {
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	free(s->base);
-	s->base = strdup(basename(bcopy));
-	if (!s->base) {
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (fd == -1) {
-		snprintf(err, errlen, "inotify on %s: %s", dirname(dcopy), strerror(errno));
-		goto out;
-	}
-	if (inotify_add_watch(fd, dirname(dcopy), WATCH_EVENTS) == -1) {
-		snprintf(err, errlen, "inotify on %s: %s", dcopy, strerror(errno));
-		close(fd);
-		goto out;
-	}
-	s->inotify_fd = fd;
-	ev_io_init(&s->inotify_io, inotify_cb, fd, EV_READ);
-	s->inotify_io.data = s;
-	ev_io_start(s->loop, &s->inotify_io);
-	rc = 0;
-out:
-	free(dcopy);
-	free(bcopy);
-	return rc;
-}
 
 /* ---- etcd source ------------------------------------------------------- */
 
@@ -806,7 +740,7 @@ struct sd_source *sd_source_new(struct ev_loop *loop, const struct sd_source_con
 	s->magic = SOURCE_MAGIC;
 	s->loop = loop;
 	s->cfg = *cfg;
-	s->inotify_fd = -1;
+	sd_filewatch_init(&s->watch);
 	s->retry_delay = RETRY_MIN;
 	s->spec = strdup(cfg->spec);
 	s->daemon = strdup(cfg->daemon ? cfg->daemon : "seedgate");
@@ -841,9 +775,6 @@ struct sd_source *sd_source_new(struct ev_loop *loop, const struct sd_source_con
 	s->wake.data = s;
 	ev_async_start(loop, &s->wake);
 	ev_unref(loop);                  /* the loader alone never keeps the loop running */
-	ev_init(&s->settle, settle_cb);
-	s->settle.repeat = cfg->debounce > 0 ? cfg->debounce : 0.05;
-	s->settle.data = s;
 	ev_init(&s->retry, retry_cb);
 	s->retry.data = s;
 	ev_init(&s->initial_timer, initial_timer_cb);
@@ -955,7 +886,8 @@ int sd_source_start(struct sd_source *s, char *err, size_t errlen)
 	}
 	pump(s);         /* the local copy of the first directory */
 	if (!s->is_etcd)
-		return file_follow(s, err, errlen);
+		return sd_filewatch_start(&s->watch, s->loop, s->spec, s->cfg.debounce > 0 ? s->cfg.debounce : 0.05,
+					  file_changed, s, err, errlen);
 	return 0;
 }
 
@@ -1031,11 +963,7 @@ void sd_source_free(struct sd_source **sp)
 	if (!s)
 		return;
 	sd_sync_free(&s->sync);
-	if (s->inotify_fd != -1) {
-		ev_io_stop(s->loop, &s->inotify_io);
-		close(s->inotify_fd);
-	}
-	ev_timer_stop(s->loop, &s->settle);
+	sd_filewatch_stop(&s->watch);
 	ev_timer_stop(s->loop, &s->retry);
 	ev_timer_stop(s->loop, &s->initial_timer);
 	pthread_mutex_lock(&s->lock);
@@ -1056,7 +984,6 @@ void sd_source_free(struct sd_source **sp)
 	free(s->spec);
 	free(s->daemon);
 	free(s->cache_path);
-	free(s->base);
 	s->magic = 0;
 	free(s);
 }
