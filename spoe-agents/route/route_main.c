@@ -31,6 +31,7 @@
 #include "hc_feed.h"
 #include "hc_metrics.h"
 #include "hc_procmetrics.h"
+#include "sd_filewatch.h"
 #include "sd_source.h"
 
 #define MAX_LISTEN       16
@@ -75,6 +76,7 @@ struct route_daemon {
 	struct route_auth *auth;             /* NULL without --auth-keys */
 	uint64_t auth_reloads_ok, auth_reloads_error;
 	bool auth_last_reload_ok;            /* false: the key file in use is older than the file */
+	struct sd_filewatch keys_watch;      /* --auth-keys followed: reloaded when it changes */
 	struct route_map *map;               /* --map-file: the map publisher */
 	struct spop_runtime *rt;
 	struct sd_source *seeds;             /* the seed directory: file or etcd */
@@ -127,7 +129,8 @@ static void usage(FILE *out)
 		"                           allows, less a reserve of %u; the soft limit is raised\n"
 		"                           to the hard one at start)\n"
 		"      --auth-keys FILE     project access control: the ES256 public keys, one\n"
-		"                           'KID PEM-FILE' per line (reloaded on SIGHUP); the\n"
+		"                           'KID PEM-FILE' per line (reloaded on SIGHUP and when\n"
+		"                           it changes); the\n"
 		"                           `route-auth` message then answers txn.route.auth\n"
 		"                           (401/403) or txn.route.user and txn.route.cookie\n"
 		"                           (docs/access-control.md)\n"
@@ -701,6 +704,14 @@ static int reload_auth_keys(struct route_daemon *d, const char *reason)
 	return 0;
 }
 
+/* The --auth-keys file changed (and has been quiet for a moment): a key
+ * added or revoked by editing the file takes effect without SIGHUP. */
+static void on_keys_changed(struct sd_filewatch *w, void *arg)
+{
+	(void)w;
+	reload_auth_keys(arg, "the key file changed");
+}
+
 /* SIGHUP: reload the seed directory and the auth keys. */
 static void on_hup_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -863,7 +874,10 @@ static int daemon_setup(struct route_daemon *d, char *err, size_t errlen)
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
-		if (route_auth_load(d->auth, d->opt.auth_keys, err, errlen) == -1)
+		sd_filewatch_init(&d->keys_watch);
+		if (route_auth_load(d->auth, d->opt.auth_keys, err, errlen) == -1 ||
+		    sd_filewatch_start(&d->keys_watch, d->loop, d->opt.auth_keys, WATCH_DEBOUNCE, on_keys_changed, d,
+		                       err, errlen) == -1)
 			return -1;
 		d->auth_reloads_ok = 1;
 		d->auth_last_reload_ok = true;
@@ -942,6 +956,8 @@ static void daemon_teardown(struct route_daemon *d)
 		ev_signal_stop(d->loop, &d->sig_hup);
 	}
 	route_agent_free(&d->agent);
+	if (d->auth)
+		sd_filewatch_stop(&d->keys_watch);
 	route_auth_free(&d->auth);
 	route_map_free(&d->map);
 	route_view_release(&d->current);
