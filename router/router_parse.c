@@ -414,44 +414,40 @@ static int split_kv(struct parser *p, char *w, char **key, char **val, char seen
 	return 0;
 }
 
+/* KEYWORD ARG, given at most once: a number MIN..MAX into *val, its line
+ * into *line (the settings below). */
+static int kw_setting(struct parser *p, char **w, unsigned n, const char *kw, const char *arg,
+                      unsigned min, unsigned max, unsigned *val, unsigned *line)
+{
+	if (n != 2)
+		return perr(p, "usage: %s %s", kw, arg);
+	if (*line)
+		return perr(p, "%s already set on line %u", kw, *line);
+	if (!parse_uint(w[1], max, val) || *val < min)
+		return perr(p, "bad %s '%s' (%u-%u)", kw, w[1], min, max);
+	*line = p->line;
+	return 0;
+}
+
 /* replicas N */
 static int kw_replicas(struct parser *p, char **w, unsigned n)
 {
-	if (n != 2)
-		return perr(p, "usage: replicas N");
-	if (p->replicas_line)
-		return perr(p, "replicas already set on line %u", p->replicas_line);
-	if (!parse_uint(w[1], ROUTER_MAX_REPLICAS, &p->replicas) || p->replicas == 0)
-		return perr(p, "bad replicas '%s' (1-%d)", w[1], ROUTER_MAX_REPLICAS);
-	p->replicas_line = p->line;
-	return 0;
+	return kw_setting(p, w, n, "replicas", "N", 1, ROUTER_MAX_REPLICAS, &p->replicas, &p->replicas_line);
 }
 
 /* node-shards N: each dc's nodes spread over N HAProxy backends (router.h). */
 static int kw_node_shards(struct parser *p, char **w, unsigned n)
 {
-	if (n != 2)
-		return perr(p, "usage: node-shards N");
-	if (p->node_shards_line)
-		return perr(p, "node-shards already set on line %u", p->node_shards_line);
-	if (!parse_uint(w[1], ROUTER_MAX_NODE_SHARDS, &p->node_shards) || p->node_shards == 0)
-		return perr(p, "bad node-shards '%s' (1-%d)", w[1], ROUTER_MAX_NODE_SHARDS);
-	p->node_shards_line = p->line;
-	return 0;
+	return kw_setting(p, w, n, "node-shards", "N", 1, ROUTER_MAX_NODE_SHARDS, &p->node_shards,
+	                  &p->node_shards_line);
 }
 
 /* ring-scale S: 2^S ring points per unit of weight (router_int.h). Only
  * ever set here, by the operator: placement never rescales by itself. */
 static int kw_ring_scale(struct parser *p, char **w, unsigned n)
 {
-	if (n != 2)
-		return perr(p, "usage: ring-scale S");
-	if (p->ring_scale_line)
-		return perr(p, "ring-scale already set on line %u", p->ring_scale_line);
-	if (!parse_uint(w[1], ROUTER_RING_SCALE_MAX, &p->ring_scale))
-		return perr(p, "bad ring-scale '%s' (0-%d)", w[1], ROUTER_RING_SCALE_MAX);
-	p->ring_scale_line = p->line;
-	return 0;
+	return kw_setting(p, w, n, "ring-scale", "S", 0, ROUTER_RING_SCALE_MAX, &p->ring_scale,
+	                  &p->ring_scale_line);
 }
 
 /* dc NAME */
